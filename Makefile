@@ -1,0 +1,47 @@
+# The shop's two everyday commands: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LOCALES := bot/locales
+
+.PHONY: run test install i18n compile-locales lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+compile-locales: $(STAMP)
+	@if [ -d $(LOCALES) ] && ls $(LOCALES)/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
+		$(VENV)/bin/pybabel compile -q --statistics -d $(LOCALES) -D messages; fi
+
+# Extract every _() and N_() from the code, merge into both catalogs, compile.
+i18n: $(STAMP)
+	$(VENV)/bin/pybabel extract -q --no-location --sort-output -k _ -k N_ -k ngettext:1,2 \
+		-o $(LOCALES)/messages.pot bot core
+	$(VENV)/bin/pybabel update -q --no-fuzzy-matching -i $(LOCALES)/messages.pot -d $(LOCALES) -D messages
+	$(MAKE) compile-locales
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy core bot
+
+test: compile-locales lint typecheck
+	$(VENV)/bin/pytest
+
+run: compile-locales
+	$(VENV)/bin/cardshop migrate
+	$(VENV)/bin/cardshop seed-demo --if-empty
+	$(VENV)/bin/cardshop run
+
+bench: $(STAMP)
+	$(PY) -m bench.purchase
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

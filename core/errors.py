@@ -1,0 +1,44 @@
+"""Typed domain errors with stable codes.
+
+`core/` holds no user-facing text: the bot looks the code up in its catalogs and fills
+in `params` (amounts in 分, tier keys, times), so every refusal reads naturally in the
+member's language.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    INSUFFICIENT_POINTS = "insufficient_points"
+    OUT_OF_STOCK = "out_of_stock"
+    NOT_ALLOWED_FOR_TIER = "not_allowed_for_tier"
+    QUANTITY_OUT_OF_RANGE = "quantity_out_of_range"
+    ALREADY_CHECKED_IN = "already_checked_in"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    PRODUCT_INACTIVE = "product_inactive"
+    MEMBER_NOT_FOUND = "member_not_found"
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_NOT_REFUNDABLE = "order_not_refundable"
+    PRICE_CHANGED = "price_changed"
+    INVALID_AMOUNT = "invalid_amount"
+    UNKNOWN_TIER = "unknown_tier"
+    TICKET_NOT_FOUND = "ticket_not_found"
+    TICKET_CLOSED = "ticket_closed"
+    INVALID_RATING = "invalid_rating"
+    NO_MANAGER_ACCESS = "no_manager_access"
+    ALREADY_REVIEWED = "already_reviewed"
+    INVALID_INPUT = "invalid_input"
+    RATE_LIMITED = "rate_limited"
+
+
+class ShopError(Exception):
+    """A refusal the member can be told about; nothing was changed."""
+
+    def __init__(self, code: ErrorCode, **params: Any) -> None:
+        super().__init__(f"{code.value} {params}" if params else code.value)
+        self.code = code
+        self.params = params

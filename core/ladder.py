@@ -1,0 +1,194 @@
+"""The tier ladder and its surrounding rules, read from a TOML file and validated.
+
+Every number the business may change (thresholds, discounts, check-in points, SLAs)
+lives in that file; code only reads it. The ladder is loaded once at start and kept in
+memory, since it changes only with a restart.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.errors import ErrorCode, ShopError
+
+
+class Metric(StrEnum):
+    TOTAL_SPENT = "total_spent"
+    SPEND_365D = "spend_365d"
+    PURCHASES_6M = "purchases_6m"
+    VIOLATIONS_90D = "violations_90d"
+    FULFILMENT_RATE = "fulfilment_rate"
+    REFERRALS_ACTIVE = "referrals_active"
+    JOINT_CAMPAIGNS = "joint_campaigns"
+    GROWTH_POINTS = "growth_points"
+
+
+#: Metrics measured in 分, where growth points may stand in for part of the threshold.
+SPEND_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.SPEND_365D})
+
+Pool = Literal["basic", "selected", "exclusive"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Condition(Frozen):
+    metric: Metric
+    min: int | None = None
+    max: int | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Condition:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("a condition takes exactly one of min or max")
+        return self
+
+
+#: Alternatives (any one suffices), each a list of conditions that must all hold.
+Rule = tuple[tuple[Condition, ...], ...]
+
+
+class Capabilities(Frozen):
+    pools: tuple[Pool, ...]
+    batch_max: int = Field(ge=1)
+    export: bool
+    api: bool
+    manager: bool
+    reservation: bool
+    referral_commission: bool
+    checkin_multiplier: float = Field(gt=0)
+    sla_minutes: int = Field(gt=0)
+
+
+class Tier(Frozen):
+    key: str
+    names: dict[str, str]
+    layer: Literal["basic", "growth", "core", "strategic"]
+    #: Percent of the base price paid (95 = 95折).
+    rate: int = Field(gt=0, le=100)
+    upgrade: Rule = ()
+    keep: Rule | None = None
+    invite_only: bool = False
+    capabilities: Capabilities
+
+    @property
+    def maintenance(self) -> Rule:
+        return self.keep if self.keep is not None else self.upgrade
+
+    def name(self, locale: str) -> str:
+        return self.names.get(locale) or self.names.get("en") or self.key
+
+
+class PointsRules(Frozen):
+    checkin_base: int = Field(ge=0)
+    checkin_streak_step: int = Field(ge=0)
+    checkin_streak_cap: int = Field(ge=0)
+    expiry_months: int = Field(ge=1)
+    expiry_warning_days: int = Field(ge=0)
+    review_points: int = Field(ge=0)
+    purchase_points_per_yuan: int = Field(ge=0)
+
+
+class GrowthRules(Frozen):
+    checkin: int = Field(ge=0)
+    review: int = Field(ge=0)
+    active_day: int = Field(ge=0)
+    fen_per_growth_point: int = Field(ge=0)
+    max_share_percent: int = Field(ge=0, le=100)
+
+
+class ReviewRules(Frozen):
+    consecutive_quarters: int = Field(ge=1)
+    protection_months: int = Field(ge=0)
+
+
+class FastTrackRules(Frozen):
+    min_first_purchase: int = Field(gt=0)
+    trial_days: int = Field(ge=1)
+
+
+class ProgressRewards(Frozen):
+    at_percent: tuple[int, ...]
+    points: int = Field(ge=0)
+
+
+class SupportRules(Frozen):
+    urgent_categories: tuple[str, ...]
+    urgent_minutes: int = Field(gt=0)
+    categories: tuple[str, ...]
+
+
+class Ladder(Frozen):
+    """The whole file: tiers lowest first, then the rules around them."""
+
+    tiers: tuple[Tier, ...]
+    points: PointsRules
+    growth: GrowthRules
+    review: ReviewRules
+    fast_track: FastTrackRules
+    progress_rewards: ProgressRewards
+    support: SupportRules
+
+    @model_validator(mode="after")
+    def _check(self) -> Ladder:
+        keys = [tier.key for tier in self.tiers]
+        if not keys:
+            raise ValueError("the ladder has no tiers")
+        if len(set(keys)) != len(keys):
+            raise ValueError("tier keys must be unique")
+        if self.tiers[0].upgrade or self.tiers[0].invite_only:
+            raise ValueError("the first tier is where every member starts: no upgrade rule")
+        missing = set(self.support.urgent_categories) - set(self.support.categories)
+        if missing:
+            raise ValueError(f"urgent categories not in categories: {sorted(missing)}")
+        return self
+
+    @cached_property
+    def by_key(self) -> dict[str, Tier]:
+        return {tier.key: tier for tier in self.tiers}
+
+    @property
+    def entry(self) -> Tier:
+        return self.tiers[0]
+
+    def tier(self, key: str) -> Tier:
+        try:
+            return self.by_key[key]
+        except KeyError:
+            raise ShopError(ErrorCode.UNKNOWN_TIER, tier=key) from None
+
+    def index(self, key: str) -> int:
+        return self.tiers.index(self.tier(key))
+
+    def above(self, key: str) -> Tier | None:
+        """The next tier a member can earn by the rules (invite-only tiers are skipped)."""
+        for tier in self.tiers[self.index(key) + 1 :]:
+            if not tier.invite_only:
+                return tier
+        return None
+
+    def below(self, key: str) -> Tier | None:
+        """The tier one step down that the rules can hold (invite-only tiers are skipped)."""
+        for tier in reversed(self.tiers[: self.index(key)]):
+            if not tier.invite_only:
+                return tier
+        return None
+
+    def lowest_with(self, pool: str) -> Tier | None:
+        """The first tier whose product pool includes `pool` (what opens a locked product)."""
+        return next((t for t in self.tiers if pool in t.capabilities.pools), None)
+
+    def lowest_with_manager(self) -> Tier | None:
+        return next((t for t in self.tiers if t.capabilities.manager and not t.invite_only), None)
+
+
+def load_ladder(path: Path) -> Ladder:
+    with path.open("rb") as handle:
+        return Ladder.model_validate(tomllib.load(handle))

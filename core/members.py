@@ -1,0 +1,171 @@
+"""Members: who they are, their language and who referred them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.errors import ErrorCode, ShopError
+from core.models import Member
+from core.sql import insert_ignoring_conflict
+from core.uow import Database
+
+REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+SUPPORTED_LOCALES = ("zh_CN", "en")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    id: int
+    telegram_id: int | None
+    username: str | None
+    display_name: str
+    locale: str | None
+    referral_code: str
+    referrer_id: int | None
+    balance: int
+    total_spent: int
+    growth_points: int
+    tier_key: str
+    tier_source: str
+    trial_until: datetime | None
+    protected_until: datetime | None
+    unreachable: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Member) -> MemberView:
+        return cls(
+            id=row.id,
+            telegram_id=row.telegram_id,
+            username=row.username,
+            display_name=row.display_name,
+            locale=row.locale,
+            referral_code=row.referral_code,
+            referrer_id=row.referrer_id,
+            balance=row.balance,
+            total_spent=row.total_spent,
+            growth_points=row.growth_points,
+            tier_key=row.tier_key,
+            tier_source=row.tier_source,
+            trial_until=row.trial_until,
+            protected_until=row.protected_until,
+            unreachable=row.unreachable,
+            created_at=row.created_at,
+        )
+
+
+def locale_for(language_code: str | None) -> str:
+    """Telegram's `language_code` to a shop locale: any `zh*` is zh_CN, the rest en."""
+    return "zh_CN" if (language_code or "").lower().startswith("zh") else "en"
+
+
+def new_referral_code() -> str:
+    return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(8))
+
+
+async def load_member(session: AsyncSession, member_id: int, *, for_update: bool = False) -> Member:
+    """The member row or MEMBER_NOT_FOUND; `for_update` locks it on PostgreSQL."""
+    query = select(Member).where(Member.id == member_id)
+    if for_update:
+        query = query.with_for_update()
+    member = await session.scalar(query)
+    if member is None:
+        raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+    return member
+
+
+class Members:
+    def __init__(self, db: Database, clock: Clock, default_tier: str) -> None:
+        self._db = db
+        self._clock = clock
+        self._default_tier = default_tier
+
+    async def register(
+        self,
+        telegram_id: int,
+        *,
+        username: str | None = None,
+        display_name: str = "",
+        language_code: str | None = None,
+        referral_code: str | None = None,
+    ) -> MemberView:
+        """Find or create the member behind a Telegram account; safe to call concurrently.
+
+        A referral code counts only when the account is new, and never for oneself.
+        """
+        async with self._db.transaction() as session:
+            member = await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
+            if member is None:
+                referrer_id = None
+                if referral_code:
+                    referrer_id = await session.scalar(
+                        select(Member.id).where(Member.referral_code == referral_code.upper())
+                    )
+                await session.execute(
+                    insert_ignoring_conflict(
+                        session,
+                        Member,
+                        telegram_id=telegram_id,
+                        username=username,
+                        display_name=display_name,
+                        locale=locale_for(language_code) if language_code else None,
+                        referral_code=new_referral_code(),
+                        referrer_id=referrer_id,
+                        tier_key=self._default_tier,
+                        created_at=self._clock.now(),
+                    )
+                )
+                member = await session.scalar(
+                    select(Member).where(Member.telegram_id == telegram_id)
+                )
+                assert member is not None
+            elif (username, display_name) != (member.username, member.display_name):
+                member.username, member.display_name = username, display_name or member.display_name
+            return MemberView.of(member)
+
+    async def get(self, member_id: int) -> MemberView:
+        async with self._db.read() as session:
+            return MemberView.of(await load_member(session, member_id))
+
+    async def by_telegram(self, telegram_id: int) -> MemberView | None:
+        async with self._db.read() as session:
+            row = await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
+            return MemberView.of(row) if row else None
+
+    async def find(self, query: str) -> MemberView:
+        """Look a member up by Telegram id, `@username` or `#member-id`."""
+        text = query.strip()
+        async with self._db.read() as session:
+            if text.startswith("@"):
+                condition = func.lower(Member.username) == text[1:].lower()
+            elif text.startswith("#") and text[1:].isdigit():
+                condition = Member.id == int(text[1:])
+            elif text.lstrip("-").isdigit():
+                condition = Member.telegram_id == int(text)
+            else:
+                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)
+            row = await session.scalar(select(Member).where(condition))
+            if row is None:
+                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)
+            return MemberView.of(row)
+
+    async def set_locale(self, member_id: int, locale: str) -> None:
+        if locale not in SUPPORTED_LOCALES:
+            raise ShopError(ErrorCode.INVALID_INPUT, locale=locale)
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Member).where(Member.id == member_id).values(locale=locale)
+            )
+
+    async def set_reachable(self, member_id: int, reachable: bool) -> None:
+        """Record that the bot can (or, after a 403, cannot) message this member."""
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(Member).where(Member.id == member_id).values(unreachable=not reachable)
+            )

@@ -1,0 +1,475 @@
+"""The shop's tables.
+
+Money is integer 分 and points are integers; every rule that must hold under
+concurrency (one code per order, balance never negative, one award per natural key,
+one check-in per day) is a constraint here, not only a check in Python.
+Rows never leave `core/`: services return the DTOs in `core.dto`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+# --- members -------------------------------------------------------------------------
+
+
+class Member(Base):
+    __tablename__ = "members"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    locale: Mapped[str | None] = mapped_column(String(8))
+    referral_code: Mapped[str] = mapped_column(String(16), unique=True)
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    #: Wallet balance in 分; only ever changed together with a `wallet_entries` row.
+    balance: Mapped[int] = mapped_column(Integer, default=0)
+    #: Lifetime paid spend in 分, kept in the purchase statement itself (refunds subtract).
+    total_spent: Mapped[int] = mapped_column(Integer, default=0)
+    #: Growth points (成长值) from activity; separate from spendable points.
+    growth_points: Mapped[int] = mapped_column(Integer, default=0)
+    #: Joint campaigns taken part in, set by an admin (black-diamond rule).
+    joint_campaigns: Mapped[int] = mapped_column(Integer, default=0)
+    tier_key: Mapped[str] = mapped_column(String(32), default="member")
+    #: Why the member holds the tier: rules, admin, trial or invite.
+    tier_source: Mapped[str] = mapped_column(String(16), default="rules")
+    #: Tier to fall back to when a fast-track trial ends.
+    trial_base_tier: Mapped[str | None] = mapped_column(String(32))
+    trial_until: Mapped[datetime | None]
+    #: Downgrade protection (降级保护): the tier is kept until then, with a warning.
+    protected_until: Mapped[datetime | None]
+    quarters_below: Mapped[int] = mapped_column(Integer, default=0)
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Violation(Base):
+    __tablename__ = "violations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    serious: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TierChange(Base):
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    from_tier: Mapped[str] = mapped_column(String(32))
+    to_tier: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TierReview(Base):
+    """One quarterly review result per member; unique so a re-run changes nothing."""
+
+    __tablename__ = "tier_reviews"
+    __table_args__ = (UniqueConstraint("member_id", "quarter"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    quarter: Mapped[str] = mapped_column(String(7))  # e.g. 2026Q4
+    tier_key: Mapped[str] = mapped_column(String(32))
+    met_maintenance: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str] = mapped_column(String(16))  # kept, warned, protected, dropped
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- catalog and stock ------------------------------------------------------------------
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name_zh: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    sort: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("base_price > 0", name="base_price_positive"),
+        CheckConstraint("pool IN ('basic', 'selected', 'exclusive')", name="pool_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), index=True)
+    name_zh: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str] = mapped_column(String(128))
+    description_zh: Mapped[str] = mapped_column(Text, default="")
+    description_en: Mapped[str] = mapped_column(Text, default="")
+    base_price: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str] = mapped_column(String(16), default="basic")
+    max_per_order: Mapped[int | None] = mapped_column(Integer)
+    low_stock_threshold: Mapped[int] = mapped_column(Integer, default=5)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    sort: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TierPrice(Base):
+    """A fixed price for one tier on one product, instead of the tier's discount."""
+
+    __tablename__ = "tier_prices"
+    __table_args__ = (CheckConstraint("price > 0", name="price_positive"),)
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    tier_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    price: Mapped[int] = mapped_column(Integer)
+
+
+class MemberPrice(Base):
+    """A per-account price (strategic partners)."""
+
+    __tablename__ = "member_prices"
+    __table_args__ = (CheckConstraint("price > 0", name="price_positive"),)
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    price: Mapped[int] = mapped_column(Integer)
+
+
+class Code(Base):
+    """One code (卡密), encrypted at rest; `digest` is a keyed hash for dedupe."""
+
+    __tablename__ = "codes"
+    __table_args__ = (
+        UniqueConstraint("product_id", "digest"),
+        Index(
+            "ix_codes_available",
+            "product_id",
+            "id",
+            sqlite_where=text("order_id IS NULL"),
+            postgresql_where=text("order_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sold_at: Mapped[datetime | None]
+
+
+# --- money ------------------------------------------------------------------------------
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("member_id", "idempotency_key"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("total >= 0", name="total_not_negative"),
+        Index("ix_orders_member_created", "member_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    tier_key: Mapped[str] = mapped_column(String(32))
+    unit_base_price: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(Integer)
+    discount: Mapped[int] = mapped_column(Integer)
+    points_used: Mapped[int] = mapped_column(Integer, default=0)
+    points_value: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer)
+    #: placed → paid → delivered, or failed → refunded.
+    status: Mapped[str] = mapped_column(String(16), default="placed")
+    failure: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    refunded_at: Mapped[datetime | None]
+
+
+class WalletEntry(Base):
+    """The append-only wallet ledger; `balance_after` lets anyone audit the chain."""
+
+    __tablename__ = "wallet_entries"
+    __table_args__ = (
+        CheckConstraint("kind IN ('topup', 'purchase', 'refund', 'adjustment')", name="kind_known"),
+        CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
+        Index("ix_wallet_entries_member_id", "member_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Integer)
+    balance_after: Mapped[int] = mapped_column(Integer)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- points, check-ins, activity ---------------------------------------------------------
+
+
+class PointLot(Base):
+    """Points earned at once from one source; `source_key` makes every award happen once."""
+
+    __tablename__ = "point_lots"
+    __table_args__ = (
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
+        Index("ix_point_lots_member_expiry", "member_id", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    source_key: Mapped[str] = mapped_column(String(96), unique=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer)
+    earned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    warned_at: Mapped[datetime | None]
+
+
+class PointSpend(Base):
+    """Points taken from a lot: by an order (redemption), expiry or a reversal."""
+
+    __tablename__ = "point_spends"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("point_lots.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(16))  # redeem, expire, reverse
+    amount: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PointShortfall(Base):
+    """Points a reversal could not take back because they were already spent."""
+
+    __tablename__ = "point_shortfalls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    source_key: Mapped[str] = mapped_column(String(96), unique=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckIn(Base):
+    __tablename__ = "checkins"
+    __table_args__ = (UniqueConstraint("member_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    day: Mapped[date] = mapped_column(Date)
+    streak: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ActivityEvent(Base):
+    """What a member did, feeding tier metrics; `ref` is unique per kind."""
+
+    __tablename__ = "activity_events"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref"),
+        Index("ix_activity_events_member_kind", "member_id", "kind", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # purchase, checkin, review, ticket, active
+    ref: Mapped[str] = mapped_column(String(96))
+    growth: Mapped[int] = mapped_column(Integer, default=0)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    __table_args__ = (CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- support ------------------------------------------------------------------------------
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        CheckConstraint("csat IS NULL OR csat BETWEEN 1 AND 5", name="csat_range"),
+        Index("ix_tickets_status_due", "status", "first_response_due"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    tier_key: Mapped[str] = mapped_column(String(32))
+    #: open → waiting (for the member, clock paused) → resolved → closed.
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    first_response_due: Mapped[datetime]
+    first_response_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    assigned_staff_id: Mapped[int | None] = mapped_column(BigInteger)
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
+    warned_at: Mapped[datetime | None]
+    breached_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    csat: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TicketMessage(Base):
+    __tablename__ = "ticket_messages"
+    __table_args__ = (Index("ix_ticket_messages_staff_msg", "staff_chat_message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    author: Mapped[str] = mapped_column(String(8))  # member, staff
+    staff_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    #: The copy of this message in the staff chat, so a reply there routes back by id.
+    staff_chat_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    delivered: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ManagerAssignment(Base):
+    __tablename__ = "manager_assignments"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ManagerMessage(Base):
+    """The thread between a VIP and their manager, both directions."""
+
+    __tablename__ = "manager_messages"
+    __table_args__ = (Index("ix_manager_messages_relay", "relay_message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    direction: Mapped[str] = mapped_column(String(8))  # in (member → manager), out
+    text: Mapped[str] = mapped_column(Text)
+    #: The relayed copy's message id in the manager's (or staff) chat.
+    relay_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    delivered: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- chat plumbing kept by the shop ---------------------------------------------------------
+
+
+class ProcessedUpdate(Base):
+    """Inbound update ids already handled, so a redelivered update has no second effect."""
+
+    __tablename__ = "processed_updates"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationState(Base):
+    """What a chat is in the middle of (choosing a quantity, writing a ticket)."""
+
+    __tablename__ = "conversation_states"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

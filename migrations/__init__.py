@@ -1,0 +1,1 @@
+"""Alembic revisions for the shop's schema (run with `cardshop migrate`)."""

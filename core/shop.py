@@ -12,8 +12,10 @@ from core.clock import Clock
 from core.config import Settings, resolve_code_keys
 from core.ladder import Ladder, load_ladder
 from core.members import Members
+from core.orders import Orders
 from core.uow import Database
 from core.vault import CodeVault
+from core.wallet import Wallet
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Shop:
     ladder: Ladder
     vault: CodeVault
     members: Members
+    wallet: Wallet
+    orders: Orders
 
     async def close(self) -> None:
         await self.db.dispose()
@@ -44,4 +48,6 @@ def build_shop(
         ladder=ladder,
         vault=vault,
         members=Members(db, clock, ladder.entry.key),
+        wallet=Wallet(db, clock),
+        orders=Orders(db, ladder, vault, clock),
     )

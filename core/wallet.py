@@ -1,0 +1,147 @@
+"""The prepaid wallet: an append-only ledger and a balance that moves only with it.
+
+Every change goes through `post_entry`, one guarded `UPDATE ... RETURNING` plus one
+ledger insert in the caller's transaction, so the balance can never go negative (the
+guard, backed by a CHECK constraint) and never drifts from the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.errors import ErrorCode, ShopError
+from core.members import load_member
+from core.models import Member, WalletEntry
+from core.uow import Database
+
+EntryKind = Literal["topup", "purchase", "refund", "adjustment"]
+
+#: The largest single top-up or adjustment accepted (¥1,000,000), against typos.
+MAX_SINGLE_AMOUNT = 100_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    member_id: int
+    kind: str
+    amount: int
+    balance_after: int
+    order_id: int | None
+    reason: str
+    actor: str
+    created_at: datetime
+
+
+async def post_entry(
+    session: AsyncSession,
+    member_id: int,
+    amount: int,
+    *,
+    kind: EntryKind,
+    at: datetime,
+    order_id: int | None = None,
+    reason: str = "",
+    actor: str = "system",
+    spend_delta: int = 0,
+) -> int:
+    """Move `amount` 分 (negative = debit) and record it; returns the new balance.
+
+    `spend_delta` adjusts the member's lifetime spend in the same statement (purchases
+    add, refunds subtract), which keeps the tier metric exact at no extra cost.
+    """
+    changed = await session.execute(
+        update(Member)
+        .where(Member.id == member_id, Member.balance + amount >= 0)
+        .values(balance=Member.balance + amount, total_spent=Member.total_spent + spend_delta)
+        .returning(Member.balance)
+    )
+    balance = changed.scalar_one_or_none()
+    if balance is None:
+        member = await load_member(session, member_id)
+        raise ShopError(
+            ErrorCode.INSUFFICIENT_BALANCE,
+            balance=member.balance,
+            required=-amount,
+            missing=-amount - member.balance,
+        )
+    await session.execute(
+        insert(WalletEntry).values(
+            member_id=member_id,
+            kind=kind,
+            amount=amount,
+            balance_after=balance,
+            order_id=order_id,
+            reason=reason,
+            actor=actor,
+            created_at=at,
+        )
+    )
+    return balance
+
+
+def _check_amount(amount: int) -> None:
+    if amount == 0 or abs(amount) > MAX_SINGLE_AMOUNT:
+        raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount, max=MAX_SINGLE_AMOUNT)
+
+
+class Wallet:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def top_up(self, member_id: int, amount: int, *, actor: str, reason: str) -> int:
+        """Credit a paid-in amount; returns the new balance."""
+        if amount < 0:
+            raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount, max=MAX_SINGLE_AMOUNT)
+        _check_amount(amount)
+        async with self._db.transaction() as session:
+            return await post_entry(
+                session, member_id, amount, kind="topup", at=self._clock.now(),
+                reason=reason, actor=actor,
+            )  # fmt: skip
+
+    async def adjust(self, member_id: int, amount: int, *, actor: str, reason: str) -> int:
+        """An admin correction either way, with a reason; never below zero."""
+        _check_amount(amount)
+        if not reason.strip():
+            raise ShopError(ErrorCode.INVALID_INPUT, field="reason")
+        async with self._db.transaction() as session:
+            return await post_entry(
+                session, member_id, amount, kind="adjustment", at=self._clock.now(),
+                reason=reason, actor=actor,
+            )  # fmt: skip
+
+    async def balance(self, member_id: int) -> int:
+        async with self._db.read() as session:
+            return (await load_member(session, member_id)).balance
+
+    async def history(self, member_id: int, *, limit: int = 10) -> list[LedgerEntry]:
+        """The newest ledger rows first."""
+        async with self._db.read() as session:
+            rows = await session.scalars(
+                select(WalletEntry)
+                .where(WalletEntry.member_id == member_id)
+                .order_by(WalletEntry.id.desc())
+                .limit(limit)
+            )
+            return [
+                LedgerEntry(
+                    id=row.id,
+                    member_id=row.member_id,
+                    kind=row.kind,
+                    amount=row.amount,
+                    balance_after=row.balance_after,
+                    order_id=row.order_id,
+                    reason=row.reason,
+                    actor=row.actor,
+                    created_at=row.created_at,
+                )
+                for row in rows
+            ]

@@ -1,0 +1,87 @@
+"""Rows for tests, inserted through the ORM in one transaction each."""
+
+from __future__ import annotations
+
+import itertools
+
+from core.clock import Clock
+from core.models import Category, Code, Member, Product, WalletEntry
+from core.uow import Database
+from core.vault import CodeVault
+
+_ids = itertools.count(1)
+
+
+async def make_member(
+    db: Database,
+    clock: Clock,
+    *,
+    balance: int = 0,
+    tier: str = "member",
+    telegram_id: int | None = None,
+) -> int:
+    """A member with `balance` 分 paid in through a real top-up ledger row."""
+    n = next(_ids)
+    async with db.transaction() as session:
+        member = Member(
+            telegram_id=telegram_id if telegram_id is not None else 500_000 + n,
+            display_name=f"buyer {n}",
+            referral_code=f"T{n:07d}",
+            tier_key=tier,
+            balance=balance,
+            created_at=clock.now(),
+        )
+        session.add(member)
+        await session.flush()
+        if balance:
+            session.add(
+                WalletEntry(
+                    member_id=member.id,
+                    kind="topup",
+                    amount=balance,
+                    balance_after=balance,
+                    created_at=clock.now(),
+                )
+            )
+        return member.id
+
+
+async def make_product(
+    db: Database,
+    vault: CodeVault,
+    clock: Clock,
+    *,
+    price: int = 1000,
+    codes: int = 10,
+    pool: str = "basic",
+    max_per_order: int | None = None,
+) -> tuple[int, list[str]]:
+    """A product with `codes` codes in stock; returns its id and the codes in clear."""
+    n = next(_ids)
+    plain = [f"CODE-{n:04d}-{i:05d}" for i in range(codes)]
+    async with db.transaction() as session:
+        category = Category(slug=f"cat-{n}", name_zh=f"分类{n}", name_en=f"Category {n}")
+        session.add(category)
+        await session.flush()
+        product = Product(
+            sku=f"SKU-{n}",
+            category_id=category.id,
+            name_zh=f"商品{n}",
+            name_en=f"Product {n}",
+            base_price=price,
+            pool=pool,
+            max_per_order=max_per_order,
+            created_at=clock.now(),
+        )
+        session.add(product)
+        await session.flush()
+        session.add_all(
+            Code(
+                product_id=product.id,
+                secret=vault.encrypt(code),
+                digest=vault.digest(code),
+                added_at=clock.now(),
+            )
+            for code in plain
+        )
+        return product.id, plain

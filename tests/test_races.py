@@ -1,0 +1,118 @@
+"""Real concurrent tasks against a real database (a SQLite file in WAL mode, PostgreSQL).
+
+Each race launches its callers at once with `asyncio.gather` through the shop's own
+services, then reads the outcome back from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from core.errors import ErrorCode, ShopError
+from core.models import Code, Order, WalletEntry
+from core.orders import Purchase
+from core.shop import Shop
+from tests.factories import make_member, make_product
+
+
+async def _settle(tasks: list) -> tuple[list, list[ShopError]]:  # type: ignore[type-arg]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    done = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, ShopError)]
+    unexpected = [
+        r for r in results if isinstance(r, BaseException) and not isinstance(r, ShopError)
+    ]
+    assert unexpected == [], unexpected
+    return done, refused
+
+
+async def test_200_buyers_for_the_last_5_codes(shop: Shop) -> None:
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
+    buyers = [await make_member(shop.db, shop.clock, balance=1000) for _ in range(200)]
+
+    done, refused = await _settle(
+        [shop.orders.place(b, product, 1, idempotency_key=f"buy-{b}") for b in buyers]
+    )
+
+    assert len(done) == 5
+    assert {e.code for e in refused} == {ErrorCode.OUT_OF_STOCK}
+    sold = [code for purchase in done for code in purchase.codes]
+    assert sorted(sold) == sorted(codes)  # every code once, none twice
+    async with shop.db.read() as session:
+        per_order = (
+            await session.execute(
+                select(Code.order_id, func.count())
+                .where(Code.order_id.is_not(None))
+                .group_by(Code.order_id)
+            )
+        ).all()
+        assert len(per_order) == 5 and all(n == 1 for _, n in per_order)
+        assert await session.scalar(select(func.count()).select_from(Order)) == 5
+        charged = await session.scalar(
+            select(func.count()).select_from(WalletEntry).where(WalletEntry.kind == "purchase")
+        )
+        assert charged == 5
+    winners = {p.order.member_id for p in done}
+    for buyer in buyers:
+        assert await shop.wallet.balance(buyer) == (50 if buyer in winners else 1000)
+
+
+async def test_50_debits_against_a_balance_of_10(shop: Shop) -> None:
+    # 95折 of 1000 is 950: the wallet holds exactly ten purchases.
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=60)
+    member = await make_member(shop.db, shop.clock, balance=9500)
+
+    done, refused = await _settle(
+        [shop.orders.place(member, product, 1, idempotency_key=f"d{i}") for i in range(50)]
+    )
+
+    assert len(done) == 10 and len(refused) == 40
+    assert {e.code for e in refused} == {ErrorCode.INSUFFICIENT_BALANCE}
+    assert await shop.wallet.balance(member) == 0
+    async with shop.db.read() as session:
+        ledger_sum = await session.scalar(
+            select(func.sum(WalletEntry.amount)).where(WalletEntry.member_id == member)
+        )
+        assert ledger_sum == 0
+        assert (
+            await session.scalar(
+                select(func.count()).select_from(Code).where(Code.order_id.is_not(None))
+            )
+            == 10
+        )
+
+
+async def test_50_wallet_adjustments_never_overdraw(shop: Shop) -> None:
+    member = await make_member(shop.db, shop.clock, balance=1000)
+
+    done, refused = await _settle(
+        [shop.wallet.adjust(member, -100, actor="test", reason="race") for _ in range(50)]
+    )
+
+    assert len(done) == 10 and len(refused) == 40
+    assert await shop.wallet.balance(member) == 0
+    history = await shop.wallet.history(member, limit=100)
+    assert sum(e.amount for e in history) == 0
+    assert sorted(e.balance_after for e in history if e.kind == "adjustment") == list(
+        range(0, 1000, 100)
+    )
+
+
+async def test_one_idempotency_key_placed_20_times_at_once(shop: Shop) -> None:
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=10)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="silver")
+
+    done, refused = await _settle(
+        [shop.orders.place(member, product, 2, idempotency_key="double-tap") for _ in range(20)]
+    )
+
+    assert refused == []
+    purchases: list[Purchase] = done
+    assert len({p.order.id for p in purchases}) == 1
+    assert sum(p.created for p in purchases) == 1
+    assert all(p.codes == codes[:2] for p in purchases)
+    assert await shop.wallet.balance(member) == 10_000 - 1800
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 1

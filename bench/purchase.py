@@ -1,0 +1,132 @@
+"""Purchases per second through `Orders.place`, against a baseline measured in the same run.
+
+The baseline is the same purchase (insert the order, debit with a guard, claim one code,
+write the ledger row) in plain `sqlite3` on the same schema, the ceiling perf-facts.md
+names. Run: `make bench` (or `python -m bench.purchase --n 2000`); set
+BENCH_DATABASE_URL=postgresql+asyncpg://... to also measure PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+from core.clock import Clock
+from core.config import load_settings
+from core.migrate import upgrade
+from core.models import Base
+from core.shop import Shop, build_shop
+from core.uow import Database
+from tests.factories import make_member, make_product
+
+
+def baseline_sqlite3(path: Path, product_id: int, member_id: int, n: int) -> float:
+    """The purchase as four plain statements in one immediate transaction; returns per second."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    started = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        order_id = conn.execute(
+            "INSERT INTO orders (member_id, product_id, idempotency_key, quantity, tier_key,"
+            " unit_base_price, unit_price, discount, points_used, points_value, total, status,"
+            " created_at) VALUES (?, ?, ?, 1, 'member', 100, 95, 5, 0, 0, 95, 'paid',"
+            " datetime('now')) RETURNING id",
+            (member_id, product_id, f"base-{i}"),
+        ).fetchone()[0]
+        balance = conn.execute(
+            "UPDATE members SET balance = balance - 95 WHERE id = ? AND balance >= 95"
+            " RETURNING balance",
+            (member_id,),
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE codes SET order_id = ? WHERE id = (SELECT id FROM codes WHERE product_id = ?"
+            " AND order_id IS NULL ORDER BY id LIMIT 1)",
+            (order_id, product_id),
+        )
+        conn.execute(
+            "INSERT INTO wallet_entries (member_id, kind, amount, balance_after, reason, actor,"
+            " created_at) VALUES (?, 'purchase', -95, ?, '', 'bench', datetime('now'))",
+            (member_id, balance),
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return n / elapsed
+
+
+async def _stock(shop: Shop, n: int) -> tuple[int, int]:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=n)
+    member = await make_member(shop.db, shop.clock, balance=100 * n)
+    return product, member
+
+
+async def shop_purchases(shop: Shop, n: int, concurrency: int) -> float:
+    product, member = await _stock(shop, n)
+    keys = iter(range(n))
+
+    async def buyer() -> None:
+        for i in keys:
+            await shop.orders.place(member, product, 1, idempotency_key=f"bench-{i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(buyer() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def _open(url: str, data_dir: Path) -> Shop:
+    settings = load_settings(
+        database_url=url,
+        code_encryption_keys=Fernet.generate_key().decode(),
+        data_dir=data_dir,
+        _env_file=None,
+    )
+    if url.startswith("postgresql"):
+        db = Database.from_url(url)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await db.dispose()
+    await upgrade(url)
+    return build_shop(settings, clock=Clock())
+
+
+async def main(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        shop = await _open(f"sqlite+aiosqlite:///{path}", Path(tmp))
+        product, member = await _stock(shop, n)
+        base = baseline_sqlite3(path, product, member, n)
+        print(f"baseline   plain sqlite3, one connection      {base:8.0f} purchases/s  1.00x")
+        for concurrency in (1, 20):
+            rate = await shop_purchases(shop, n, concurrency)
+            print(
+                f"sqlite     Orders.place, {concurrency:2d} at once          "
+                f"{rate:8.0f} purchases/s  {rate / base:.3f}x"
+            )
+        await shop.close()
+        pg_url = os.environ.get("BENCH_DATABASE_URL")
+        if pg_url:
+            pg = await _open(pg_url, Path(tmp))
+            for concurrency in (1, 20):
+                rate = await shop_purchases(pg, n, concurrency)
+                print(
+                    f"postgresql Orders.place, {concurrency:2d} at once          "
+                    f"{rate:8.0f} purchases/s  {rate / base:.3f}x"
+                )
+            await pg.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1000, help="purchases per measurement")
+    asyncio.run(main(parser.parse_args().n))

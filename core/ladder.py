@@ -123,6 +123,8 @@ class SupportRules(Frozen):
     urgent_categories: tuple[str, ...]
     urgent_minutes: int = Field(gt=0)
     categories: tuple[str, ...]
+    #: Staff are warned when this share of a first-response window has passed.
+    warn_percent: int = Field(default=80, gt=0, lt=100)
 
 
 class Ladder(Frozen):

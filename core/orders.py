@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,10 +76,17 @@ class Purchase:
     balance_after: int
     #: False when the idempotency key had been used: this is the first order again.
     created: bool
+    #: The tier the purchase moved the member to (an upgrade or a fast-track trial).
+    new_tier: str | None = None
+
+
+class TierMove(Protocol):
+    @property
+    def to_tier(self) -> str: ...
 
 
 #: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView, bool], Awaitable[object]]
+PaidHook = Callable[[OrderView, bool], Awaitable[TierMove | None]]
 
 
 def _view(order: Order, product: Product) -> OrderView:
@@ -298,8 +306,8 @@ class Orders:
             balance_after=balance,
             created=True,
         )
-        await self._after_paid(order)
-        return purchase
+        moved = await self._after_paid(order)
+        return replace(purchase, new_tier=moved.to_tier) if moved else purchase
 
     async def _reward(
         self, session: AsyncSession, member_id: int, order_id: int, total: int, at: datetime
@@ -330,14 +338,15 @@ class Orders:
             created=False,
         )
 
-    async def _after_paid(self, order: OrderView) -> None:
+    async def _after_paid(self, order: OrderView) -> TierMove | None:
         if self._on_paid is None:
-            return
+            return None
         try:
-            await self._on_paid(order, True)
+            return await self._on_paid(order, True)
         except Exception:
             # The purchase stands; a missed promotion is caught by the next evaluation.
             log.exception("after-purchase hook failed for order %s", order.id)
+            return None
 
     async def mark_delivered(self, order_id: int) -> None:
         """The codes reached the buyer's chat."""

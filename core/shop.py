@@ -6,16 +6,27 @@ runs in production is what the tests exercise.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from core.catalog import Catalog
+from core.checkin import CheckIns
 from core.clock import Clock
 from core.config import Settings, resolve_code_keys
 from core.ladder import Ladder, load_ladder
+from core.manager import ManagerRelay
 from core.members import Members
-from core.orders import Orders
+from core.orders import Orders, OrderView
+from core.points import Points
+from core.reviews import Reviews
+from core.stock import StockService
+from core.tickets import Tickets
+from core.tiers import TierChangeView, Tiers
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import Wallet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,11 +37,36 @@ class Shop:
     ladder: Ladder
     vault: CodeVault
     members: Members
+    catalog: Catalog
+    stock: StockService
     wallet: Wallet
     orders: Orders
+    tiers: Tiers
+    points: Points
+    checkins: CheckIns
+    reviews: Reviews
+    tickets: Tickets
+    manager: ManagerRelay
 
     async def close(self) -> None:
         await self.db.dispose()
+
+
+class _Promotions:
+    """Moves members up right after what they did (a purchase, a check-in, a review)."""
+
+    def __init__(self, tiers: Tiers) -> None:
+        self._tiers = tiers
+
+    async def after_activity(self, member_id: int) -> TierChangeView | None:
+        return await self._tiers.promote(member_id, reason="activity")
+
+    async def after_purchase(self, order: OrderView, created: bool) -> TierChangeView | None:
+        if not created:
+            return None
+        trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
+        promoted = await self._tiers.promote(order.member_id, reason="purchase")
+        return promoted or trial
 
 
 def build_shop(
@@ -41,6 +77,8 @@ def build_shop(
     clock = clock or Clock()
     ladder = load_ladder(settings.tiers_file)
     vault = CodeVault(resolve_code_keys(settings))
+    tiers = Tiers(db, ladder, clock, settings.zone)
+    promotions = _Promotions(tiers)
     return Shop(
         settings=settings,
         db=db,
@@ -48,6 +86,14 @@ def build_shop(
         ladder=ladder,
         vault=vault,
         members=Members(db, clock, ladder.entry.key),
+        catalog=Catalog(db, clock, ladder=ladder),
+        stock=StockService(db, vault, clock),
         wallet=Wallet(db, clock),
-        orders=Orders(db, ladder, vault, clock),
+        orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
+        tiers=tiers,
+        points=Points(db, ladder, clock),
+        checkins=CheckIns(db, ladder, clock, settings.zone, on_activity=promotions.after_activity),
+        reviews=Reviews(db, ladder, clock, on_activity=promotions.after_activity),
+        tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
+        manager=ManagerRelay(db, ladder, clock),
     )

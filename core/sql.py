@@ -17,5 +17,5 @@ def insert_ignoring_conflict(
     The way every natural-key award stays single under retries: the second insert of a
     key simply inserts nothing, and `RETURNING` tells the caller which case it was.
     """
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(model).values(**values).on_conflict_do_nothing()

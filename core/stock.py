@@ -1,13 +1,34 @@
-"""Stock of codes per product: claiming for an order (the hot path) and importing."""
+"""Stock of codes per product: claiming for an order (the hot path) and importing.
+
+Codes are only ever written encrypted; duplicates are found by their keyed digests,
+never by comparing plaintext, so nothing readable lands in the database or its WAL.
+"""
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import Code
+from core.clock import Clock
+from core.errors import ErrorCode, ShopError
+from core.models import Code, Product
+from core.sql import insert_ignoring_conflict
+from core.uow import Database
+from core.vault import CodeVault
+
+#: Longer lines are a pasted paragraph or a binary file, not a code.
+MAX_CODE_LENGTH = 256
+#: Rows per INSERT/UPDATE statement and digests per lookup, well under every driver's
+#: bound-parameter limit.
+BATCH_SIZE = 500
+#: Unicode categories a pasted code must not contain: controls and invisible formatting
+#: (zero-width spaces), which would make a code look right and fail at redemption.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
 
 
 async def claim_codes(
@@ -26,7 +47,7 @@ async def claim_codes(
         .order_by(Code.id)
         .limit(quantity)
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         available = available.with_for_update(skip_locked=True)
     result = await session.execute(
         update(Code)
@@ -36,3 +57,147 @@ async def claim_codes(
         .execution_options(synchronize_session=False)
     )
     return list(result.scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    added: int
+    #: Already in stock for the product, or repeated within the file.
+    duplicate: int
+    #: Lines that cannot be a code (too long, control characters, inner whitespace).
+    rejected: int
+    #: Codes available for the product once the import committed.
+    stock_after: int
+
+
+def is_plausible_code(code: str) -> bool:
+    """A stripped, non-empty line that could be a code."""
+    return len(code) <= MAX_CODE_LENGTH and not any(
+        char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in code
+    )
+
+
+def _parse(lines: Iterable[str]) -> tuple[list[str], int, int]:
+    """Distinct plausible codes in file order, lines repeated in the file, lines rejected."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    codes: dict[str, None] = {}
+    repeated = rejected = 0
+    for line in lines:
+        code = line.strip().lstrip("\ufeff").strip()
+        if not code:
+            continue
+        if not is_plausible_code(code):
+            rejected += 1
+        elif code in codes:
+            repeated += 1
+        else:
+            codes[code] = None
+    return list(codes), repeated, rejected
+
+
+def _batches(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), BATCH_SIZE):
+        yield items[start : start + BATCH_SIZE]
+
+
+async def count_available(session: AsyncSession, product_id: int) -> int:
+    """Unsold codes of a product, counted through the partial index `ix_codes_available`."""
+    count = await session.scalar(
+        select(func.count(Code.id)).where(Code.product_id == product_id, Code.order_id.is_(None))
+    )
+    return count or 0
+
+
+class StockService:
+    """Stocking codes (admin) and keeping them readable across key rotations."""
+
+    def __init__(self, db: Database, vault: CodeVault, clock: Clock) -> None:
+        self._db = db
+        self._vault = vault
+        self._clock = clock
+
+    async def import_codes(self, sku: str, lines: Iterable[str]) -> ImportReport:
+        """Add one code per line to a product's stock, in one transaction.
+
+        A code already stored under any listed key counts as a duplicate, so an import
+        after a key rotation still recognises the old codes. The unique (product,
+        digest) constraint settles imports racing each other: a row another import got
+        in first is skipped, never added twice. Rows go in ordered by digest so that
+        concurrent imports take their index locks in the same order and cannot deadlock.
+        """
+        codes, repeated, rejected = _parse(lines)
+        digests = {code: self._vault.digests(code) for code in codes}
+        codes.sort(key=lambda code: digests[code][0])
+        now = self._clock.now()
+        added = 0
+        async with self._db.transaction() as session:
+            product_id = await session.scalar(select(Product.id).where(Product.sku == sku))
+            if product_id is None:
+                raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, sku=sku)
+            for batch in _batches(codes):
+                by_digest = {digest: code for code in batch for digest in digests[code]}
+                stored = await session.scalars(
+                    select(Code.digest).where(
+                        Code.product_id == product_id, Code.digest.in_(by_digest)
+                    )
+                )
+                known = {by_digest[digest] for digest in stored}
+                rows = [
+                    {
+                        "product_id": product_id,
+                        "secret": self._vault.encrypt(code),
+                        "digest": digests[code][0],
+                        "added_at": now,
+                    }
+                    for code in batch
+                    if code not in known
+                ]
+                if rows:
+                    inserted = await session.execute(
+                        insert_ignoring_conflict(session, Code).returning(Code.id), rows
+                    )
+                    added += len(inserted.all())
+            stock_after = await count_available(session, product_id)
+        return ImportReport(
+            added=added,
+            duplicate=repeated + len(codes) - added,
+            rejected=rejected,
+            stock_after=stock_after,
+        )
+
+    async def available(self, product_id: int) -> int:
+        async with self._db.read() as session:
+            return await count_available(session, product_id)
+
+    async def rotate_keys(self) -> int:
+        """Re-encrypt every code under the newest key and store its newest digest.
+
+        Run after putting a new key first; once it returns, the old key can be dropped.
+        Works in batches, each its own transaction, so the shop keeps selling meanwhile:
+        lookups check every listed key's digest, so half-rotated stock still dedupes.
+        Returns how many codes were rewritten (0 on a second run).
+        """
+        rewritten = 0
+        last_id = 0
+        while True:
+            async with self._db.transaction() as session:
+                result = await session.execute(
+                    select(Code.id, Code.secret, Code.digest)
+                    .where(Code.id > last_id)
+                    .order_by(Code.id)
+                    .limit(BATCH_SIZE)
+                )
+                rows = result.all()
+                if not rows:
+                    return rewritten
+                changes = []
+                for code_id, secret, digest in rows:
+                    newest = self._vault.digest(self._vault.decrypt(secret))
+                    if newest != digest:
+                        rotated = self._vault.rotate(secret)
+                        changes.append({"id": code_id, "secret": rotated, "digest": newest})
+                if changes:
+                    await session.execute(update(Code), changes)
+                rewritten += len(changes)
+                last_id = rows[-1][0]

@@ -1,0 +1,519 @@
+"""The catalog: categories two levels deep, products with their tier prices and live stock.
+
+Browsing is the busiest read of the shop, so a page of products comes back with its
+stock and its total in one statement (plus one for the tier prices). Stock is counted
+through the partial index on available codes (`order_id IS NULL`), so it stays cheap
+however many codes were sold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_args
+
+from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from core.clock import Clock
+from core.errors import ErrorCode, ShopError
+from core.ladder import Ladder, Pool
+from core.members import load_member
+from core.models import Category, Code, MemberPrice, Product, TierPrice
+from core.sql import insert_ignoring_conflict
+from core.uow import Database
+
+#: The locale every name must exist in and every lookup falls back to.
+FALLBACK_LOCALE = "en"
+POOLS: frozenset[str] = frozenset(get_args(Pool))
+SKU_PATTERN = re.compile(r"[A-Za-z0-9_-]{2,64}")
+SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: Matches the width of the name columns, so a long name is refused, not truncated.
+NAME_MAX = 128
+
+T = TypeVar("T")
+
+#: Available codes of the product in the enclosing query (uses `ix_codes_available`).
+_STOCK = (
+    select(func.count(Code.id))
+    .where(Code.product_id == Product.id, Code.order_id.is_(None))
+    .correlate(Product)
+    .scalar_subquery()
+)
+_CHILD = aliased(Category)
+_CHILDREN = (
+    select(func.count(_CHILD.id))
+    .where(_CHILD.parent_id == Category.id)
+    .correlate(Category)
+    .scalar_subquery()
+)
+
+
+def _localized(texts: dict[str, str], locale: str) -> str:
+    return texts.get(locale) or texts[FALLBACK_LOCALE]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a longer list; `page` counts from 1."""
+
+    items: tuple[T, ...]
+    page: int
+    page_size: int
+    total: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryView:
+    id: int
+    parent_id: int | None
+    slug: str
+    names: dict[str, str]
+    sort: int
+    children: int
+
+    def name(self, locale: str) -> str:
+        return _localized(self.names, locale)
+
+    @classmethod
+    def of(cls, row: Category, children: int) -> CategoryView:
+        return cls(
+            id=row.id,
+            parent_id=row.parent_id,
+            slug=row.slug,
+            names={"zh_CN": row.name_zh, "en": row.name_en},
+            sort=row.sort,
+            children=children,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    id: int
+    sku: str
+    category_id: int
+    names: dict[str, str]
+    descriptions: dict[str, str]
+    #: Price before any tier discount, in 分.
+    base_price: int
+    pool: str
+    max_per_order: int | None
+    low_stock_threshold: int
+    active: bool
+    sort: int
+    #: Fixed prices in 分 that replace a tier's discount on this product.
+    tier_prices: dict[str, int]
+    #: Codes not yet sold.
+    stock: int
+
+    def name(self, locale: str) -> str:
+        return _localized(self.names, locale)
+
+    def description(self, locale: str) -> str:
+        return _localized(self.descriptions, locale)
+
+    @classmethod
+    def of(cls, row: Product, stock: int, tier_prices: dict[str, int]) -> ProductView:
+        return cls(
+            id=row.id,
+            sku=row.sku,
+            category_id=row.category_id,
+            names={"zh_CN": row.name_zh, "en": row.name_en},
+            descriptions={"zh_CN": row.description_zh, "en": row.description_en},
+            base_price=row.base_price,
+            pool=row.pool,
+            max_per_order=row.max_per_order,
+            low_stock_threshold=row.low_stock_threshold,
+            active=row.active,
+            sort=row.sort,
+            tier_prices=tier_prices,
+            stock=stock,
+        )
+
+
+def _invalid(field: str, reason: str) -> ShopError:
+    return ShopError(ErrorCode.INVALID_INPUT, field=field, reason=reason)
+
+
+def _int(field: str, value: object, *, minimum: int | None = None, reason: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(field, "not_integer")
+    if minimum is not None and value < minimum:
+        raise _invalid(field, reason)
+    return value
+
+
+def _name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(field, "empty")
+    if len(value.strip()) > NAME_MAX:
+        raise _invalid(field, "too_long")
+    return value.strip()
+
+
+def _price(field: str, value: object) -> int:
+    return _int(field, value, minimum=1, reason="not_positive")
+
+
+def _checked(field: str, value: object) -> object:
+    """One product field validated and normalised, or INVALID_INPUT naming it."""
+    if field in {"name_zh", "name_en"}:
+        return _name(field, value)
+    if field in {"description_zh", "description_en"}:
+        if not isinstance(value, str):
+            raise _invalid(field, "not_text")
+        return value.strip()
+    if field == "base_price":
+        return _price(field, value)
+    if field == "pool":
+        if value not in POOLS:
+            raise _invalid(field, "unknown_pool")
+        return value
+    if field == "max_per_order":
+        return None if value is None else _int(field, value, minimum=1, reason="below_one")
+    if field == "low_stock_threshold":
+        return _int(field, value, minimum=0, reason="negative")
+    if field == "sort":
+        return _int(field, value)
+    if field == "active":
+        if not isinstance(value, bool):
+            raise _invalid(field, "not_boolean")
+        return value
+    raise _invalid(field, "unknown_field")
+
+
+def _sku(value: object) -> str:
+    if not isinstance(value, str) or not SKU_PATTERN.fullmatch(value):
+        raise _invalid("sku", "pattern")
+    return value
+
+
+def _upsert_price(
+    session: AsyncSession, model: type[TierPrice] | type[MemberPrice], **values: Any
+) -> Any:
+    """`INSERT ... ON CONFLICT (primary key) DO UPDATE SET price`, so setters are idempotent."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).values(**values)
+    keys = [column.name for column in model.__table__.primary_key]
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={"price": statement.excluded.price}
+    )
+
+
+async def _views(session: AsyncSession, rows: Sequence[tuple[Product, int]]) -> list[ProductView]:
+    """Product rows with their stock to DTOs, fetching every tier price in one query."""
+    prices: dict[int, dict[str, int]] = {product.id: {} for product, _ in rows}
+    if prices:
+        result = await session.execute(
+            select(TierPrice.product_id, TierPrice.tier_key, TierPrice.price).where(
+                TierPrice.product_id.in_(prices)
+            )
+        )
+        for product_id, tier_key, price in result:
+            prices[product_id][tier_key] = price
+    return [ProductView.of(product, stock, prices[product.id]) for product, stock in rows]
+
+
+async def _product(
+    session: AsyncSession, condition: ColumnElement[bool], **key: Any
+) -> ProductView:
+    row = (await session.execute(select(Product, _STOCK).where(condition))).first()
+    if row is None:
+        raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, **key)
+    return (await _views(session, [row]))[0]
+
+
+async def _product_id(session: AsyncSession, sku: str) -> int:
+    product_id = await session.scalar(select(Product.id).where(Product.sku == sku))
+    if product_id is None:
+        raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, sku=sku)
+    return product_id
+
+
+async def _category_id(session: AsyncSession, slug: str, field: str) -> int:
+    category_id = await session.scalar(select(Category.id).where(Category.slug == slug))
+    if category_id is None:
+        raise _invalid(field, "not_found")
+    return category_id
+
+
+class Catalog:
+    """Browsing for buyers and the product admin for the shop's staff.
+
+    `ladder`, when given, makes `set_tier_price` refuse tier keys the ladder lacks.
+    """
+
+    def __init__(self, db: Database, clock: Clock, *, ladder: Ladder | None = None) -> None:
+        self._db = db
+        self._clock = clock
+        self._ladder = ladder
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def categories(self, parent_id: int | None = None) -> list[CategoryView]:
+        """Top-level categories, or the children of `parent_id`, in display order."""
+        parent = (
+            Category.parent_id.is_(None) if parent_id is None else Category.parent_id == parent_id
+        )
+        async with self._db.read() as session:
+            result = await session.execute(
+                select(Category, _CHILDREN).where(parent).order_by(Category.sort, Category.id)
+            )
+            return [CategoryView.of(row, children) for row, children in result]
+
+    async def category(self, category_id: int) -> CategoryView:
+        async with self._db.read() as session:
+            result = await session.execute(
+                select(Category, _CHILDREN).where(Category.id == category_id)
+            )
+            row = result.first()
+        if row is None:
+            raise ShopError(ErrorCode.CATEGORY_NOT_FOUND, category=category_id)
+        return CategoryView.of(*row)
+
+    async def products(
+        self,
+        category_id: int | None,
+        *,
+        page: int,
+        page_size: int,
+        include_inactive: bool = False,
+    ) -> Page[ProductView]:
+        """One page of a category's products (all products when `category_id` is None).
+
+        The window count rides along with the rows, so rows, stock and total are one
+        statement; only a page past the end needs a separate count.
+        """
+        _int("page", page, minimum=1, reason="below_one")
+        _int("page_size", page_size, minimum=1, reason="below_one")
+        conditions: list[ColumnElement[bool]] = []
+        if category_id is not None:
+            conditions.append(Product.category_id == category_id)
+        if not include_inactive:
+            conditions.append(Product.active.is_(True))
+        query = (
+            select(Product, _STOCK, func.count().over())
+            .where(*conditions)
+            .order_by(Product.sort, Product.id)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+        )
+        async with self._db.read() as session:
+            rows = (await session.execute(query)).all()
+            if rows:
+                total = rows[0][2]
+            else:
+                count = select(func.count()).select_from(Product).where(*conditions)
+                total = await session.scalar(count) or 0
+            items = await _views(session, [(product, stock) for product, stock, _ in rows])
+        return Page(items=tuple(items), page=page, page_size=page_size, total=total)
+
+    async def product(self, product_id: int) -> ProductView:
+        async with self._db.read() as session:
+            return await _product(session, Product.id == product_id, product=product_id)
+
+    async def product_by_sku(self, sku: str) -> ProductView:
+        async with self._db.read() as session:
+            return await _product(session, Product.sku == sku, sku=sku)
+
+    async def stock_counts(self, product_ids: Sequence[int]) -> dict[int, int]:
+        """Available codes per product in one grouped query; 0 for a product with none."""
+        counts = dict.fromkeys(product_ids, 0)
+        if not counts:
+            return counts
+        async with self._db.read() as session:
+            result = await session.execute(
+                select(Code.product_id, func.count(Code.id))
+                .where(Code.product_id.in_(counts), Code.order_id.is_(None))
+                .group_by(Code.product_id)
+            )
+            counts.update((product_id, count) for product_id, count in result)
+        return counts
+
+    async def low_stock(self) -> list[ProductView]:
+        """Active products below their restock threshold, emptiest first."""
+        async with self._db.read() as session:
+            result = await session.execute(
+                select(Product, _STOCK)
+                .where(Product.active.is_(True), Product.low_stock_threshold > _STOCK)
+                .order_by(_STOCK, Product.id)
+            )
+            return await _views(session, result.all())
+
+    # --- admin writes -------------------------------------------------------------------
+
+    async def upsert_category(
+        self,
+        slug: str,
+        name_zh: str,
+        name_en: str,
+        parent_slug: str | None = None,
+        sort: int = 0,
+    ) -> CategoryView:
+        """Create the category or update it in place; the tree stays two levels deep."""
+        if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
+            raise _invalid("slug", "pattern")
+        name_zh, name_en = _name("name_zh", name_zh), _name("name_en", name_en)
+        sort = _int("sort", sort)
+        if parent_slug == slug:
+            raise _invalid("parent_slug", "self")
+        async with self._db.transaction() as session:
+            parent_id = None
+            if parent_slug is not None:
+                parent = await session.scalar(select(Category).where(Category.slug == parent_slug))
+                if parent is None:
+                    raise _invalid("parent_slug", "not_found")
+                if parent.parent_id is not None:
+                    raise _invalid("parent_slug", "too_deep")
+                parent_id = parent.id
+            await session.execute(
+                insert_ignoring_conflict(
+                    session,
+                    Category,
+                    slug=slug,
+                    parent_id=parent_id,
+                    name_zh=name_zh,
+                    name_en=name_en,
+                    sort=sort,
+                )
+            )
+            result = await session.execute(
+                select(Category, _CHILDREN).where(Category.slug == slug).with_for_update()
+            )
+            row, children = result.one()
+            if parent_id is not None and children:
+                raise _invalid("parent_slug", "too_deep")
+            row.parent_id = parent_id
+            row.name_zh, row.name_en, row.sort = name_zh, name_en, sort
+            return CategoryView.of(row, children)
+
+    async def create_product(
+        self,
+        sku: str,
+        category_slug: str,
+        name_zh: str,
+        name_en: str,
+        base_price: int,
+        *,
+        pool: str = "basic",
+        description_zh: str = "",
+        description_en: str = "",
+        max_per_order: int | None = None,
+        low_stock_threshold: int | None = None,
+        active: bool = True,
+        sort: int = 0,
+    ) -> ProductView:
+        """A new product; a taken SKU is INVALID_INPUT (field `sku`, reason `taken`).
+
+        Without `low_stock_threshold` the schema's default applies.
+        """
+        fields: dict[str, object] = {
+            "name_zh": name_zh,
+            "name_en": name_en,
+            "description_zh": description_zh,
+            "description_en": description_en,
+            "base_price": base_price,
+            "pool": pool,
+            "max_per_order": max_per_order,
+            "active": active,
+            "sort": sort,
+        }
+        if low_stock_threshold is not None:
+            fields["low_stock_threshold"] = low_stock_threshold
+        values = {"sku": _sku(sku)} | {field: _checked(field, v) for field, v in fields.items()}
+        async with self._db.transaction() as session:
+            category_id = await _category_id(session, category_slug, "category_slug")
+            product_id = await session.scalar(
+                insert_ignoring_conflict(
+                    session,
+                    Product,
+                    category_id=category_id,
+                    created_at=self._clock.now(),
+                    **values,
+                ).returning(Product.id)
+            )
+            if product_id is None:
+                raise _invalid("sku", "taken")
+            return await _product(session, Product.id == product_id, product=product_id)
+
+    async def update_product(self, sku: str, **changes: Any) -> ProductView:
+        """Change some fields of a product; `category_slug` moves it to another category."""
+        values = {
+            field: _checked(field, value)
+            for field, value in changes.items()
+            if field != "category_slug"
+        }
+        async with self._db.transaction() as session:
+            product = await session.scalar(
+                select(Product).where(Product.sku == sku).with_for_update()
+            )
+            if product is None:
+                raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, sku=sku)
+            if "category_slug" in changes:
+                values["category_id"] = await _category_id(
+                    session, changes["category_slug"], "category_slug"
+                )
+            for field, value in values.items():
+                setattr(product, field, value)
+            await session.flush()
+            return await _product(session, Product.id == product.id, product=product.id)
+
+    async def set_active(self, sku: str, active: bool) -> ProductView:
+        return await self.update_product(sku, active=active)
+
+    async def set_tier_price(self, sku: str, tier_key: str, price: int | None) -> ProductView:
+        """Fix the price one tier pays for a product, or (None) go back to its discount."""
+        if self._ladder is not None:
+            self._ladder.tier(tier_key)
+        async with self._db.transaction() as session:
+            product_id = await _product_id(session, sku)
+            if price is None:
+                await session.execute(
+                    delete(TierPrice).where(
+                        TierPrice.product_id == product_id, TierPrice.tier_key == tier_key
+                    )
+                )
+            else:
+                await session.execute(
+                    _upsert_price(
+                        session,
+                        TierPrice,
+                        product_id=product_id,
+                        tier_key=tier_key,
+                        price=_price("price", price),
+                    )
+                )
+            return await _product(session, Product.id == product_id, product=product_id)
+
+    async def set_member_price(self, member_id: int, sku: str, price: int | None) -> None:
+        """Fix the price one account pays (strategic partners), or (None) remove it."""
+        async with self._db.transaction() as session:
+            await load_member(session, member_id)
+            product_id = await _product_id(session, sku)
+            if price is None:
+                await session.execute(
+                    delete(MemberPrice).where(
+                        MemberPrice.member_id == member_id, MemberPrice.product_id == product_id
+                    )
+                )
+            else:
+                await session.execute(
+                    _upsert_price(
+                        session,
+                        MemberPrice,
+                        member_id=member_id,
+                        product_id=product_id,
+                        price=_price("price", price),
+                    )
+                )

@@ -1,0 +1,146 @@
+"""What the stand-in remembers, in shapes a scenario test can assert on directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TgUser:
+    """A Telegram account that talks to the bot; `as_dict()` is its Bot API `User` object."""
+
+    id: int
+    first_name: str = "Tester"
+    username: str | None = None
+    last_name: str | None = None
+    language_code: str | None = "zh-hans"
+    is_bot: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": self.id, "is_bot": self.is_bot, "first_name": self.first_name}
+        for key in ("last_name", "username", "language_code"):
+            value = getattr(self, key)
+            if value is not None:
+                user[key] = value
+        return user
+
+    def private_chat(self) -> dict[str, Any]:
+        chat: dict[str, Any] = {"id": self.id, "type": "private", "first_name": self.first_name}
+        if self.last_name is not None:
+            chat["last_name"] = self.last_name
+        if self.username is not None:
+            chat["username"] = self.username
+        return chat
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart request."""
+
+    filename: str
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file the server holds: uploaded by the bot or sent by a user, downloadable by path."""
+
+    file_id: str
+    file_unique_id: str
+    file_path: str
+    kind: str
+    filename: str
+    mime_type: str
+    content: bytes
+
+
+@dataclass
+class StoredMessage:
+    """A message in a chat; `message` is its current Bot API object with edits applied.
+
+    `reply_markup` is the markup as the bot sent it, reply keyboards included (Telegram only
+    echoes inline keyboards inside the message object). `versions` keeps every earlier state.
+    """
+
+    chat_id: int
+    message_id: int
+    from_bot: bool
+    message: dict[str, Any]
+    reply_markup: dict[str, Any] | None = None
+    file: StoredFile | None = None
+    deleted: bool = False
+    versions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str | None:
+        """The text, or the caption of a media message."""
+        value = self.message.get("text", self.message.get("caption"))
+        return None if value is None else str(value)
+
+    @property
+    def entities(self) -> list[dict[str, Any]]:
+        found = self.message.get("entities", self.message.get("caption_entities", []))
+        return list(found)
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """Every button of the reply markup, inline or reply keyboard, row by row."""
+        if self.reply_markup is None:
+            return []
+        rows = self.reply_markup.get("inline_keyboard") or self.reply_markup.get("keyboard") or []
+        return [
+            button if isinstance(button, dict) else {"text": button}
+            for row in rows
+            for button in row
+        ]
+
+    @property
+    def callback_data(self) -> list[str]:
+        return [b["callback_data"] for b in self.buttons if "callback_data" in b]
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request the bot made, with the decoded parameters and the answer it got."""
+
+    method: str
+    params: dict[str, Any]
+    time: float
+    status: int
+    response: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
+
+    @property
+    def result(self) -> Any:
+        return self.response.get("result")
+
+    @property
+    def description(self) -> str | None:
+        value = self.response.get("description")
+        return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    """The bot's `answerCallbackQuery` for one query."""
+
+    callback_query_id: str
+    text: str | None
+    show_alert: bool
+    url: str | None
+    cache_time: int
+    time: float
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of an update to the webhook: the HTTP status, or why it failed."""
+
+    update_id: int
+    status: int | None
+    error: str | None

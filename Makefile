@@ -16,13 +16,13 @@ install: $(STAMP)
 
 compile-locales: $(STAMP)
 	@if [ -d $(LOCALES) ] && ls $(LOCALES)/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-		$(VENV)/bin/pybabel compile -q --statistics -d $(LOCALES) -D messages; fi
+		$(VENV)/bin/pybabel -q compile --statistics -d $(LOCALES) -D messages; fi
 
 # Extract every _() and N_() from the code, merge into both catalogs, compile.
 i18n: $(STAMP)
-	$(VENV)/bin/pybabel extract -q --no-location --sort-output -k _ -k N_ -k ngettext:1,2 \
+	$(VENV)/bin/pybabel -q extract --no-location --sort-output -k _ -k N_ -k ngettext:1,2 \
 		-o $(LOCALES)/messages.pot bot core
-	$(VENV)/bin/pybabel update -q --no-fuzzy-matching -i $(LOCALES)/messages.pot -d $(LOCALES) -D messages
+	$(VENV)/bin/pybabel -q update --no-fuzzy-matching -i $(LOCALES)/messages.pot -d $(LOCALES) -D messages
 	$(MAKE) compile-locales
 
 lint: $(STAMP)

@@ -1,0 +1,80 @@
+"""`cardshop run`: build the shop, pick the adapter, serve until stopped.
+
+BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot; without a
+TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. The tests run
+exactly this (`run`) against a Bot API stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from bot.dedupe import DbDeduper, Deduper, RedisDeduper
+from bot.framework import UPDATE_SOURCE, Registry, Runtime
+from bot.handlers import ALL_CONVERSATIONS
+from bot.state import DbStateStore, RedisStateStore, StateStore
+from core.chat_state import ChatStates
+from core.config import Settings
+from core.shop import Shop, build_shop
+
+#: The Telegram id the terminal chat acts as when run by `cardshop run` without a token.
+TERMINAL_USER_ID = 1
+
+
+def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
+    """Every conversation over the shop; state and de-duplication in Redis when given."""
+    states: StateStore
+    deduper: Deduper
+    if redis is not None:
+        states, deduper = RedisStateStore(redis), RedisDeduper(redis, UPDATE_SOURCE)
+    else:
+        chat_states = ChatStates(shop.db, shop.clock)
+        states, deduper = DbStateStore(chat_states), DbDeduper(chat_states, UPDATE_SOURCE)
+    return Runtime(shop, Registry(ALL_CONVERSATIONS), states, deduper)
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Runtime]:
+    """The runtime with its shop (and Redis), closed again on the way out."""
+    shop = build_shop(settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        yield build_runtime(shop, redis)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await shop.close()
+
+
+async def run(settings: Settings) -> None:
+    """Serve the bot until cancelled."""
+    async with running(settings) as runtime:
+        if settings.telegram_bot_token is None:
+            from bot.terminal import chat
+
+            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None)
+        elif settings.bot_framework == "ptb":
+            from bot import ptb_app
+
+            await ptb_app.serve(runtime, settings)
+        else:
+            from bot import aiogram_app
+
+            await aiogram_app.serve(runtime, settings)
+
+
+def main_run(settings: Settings) -> int:
+    """`cardshop run`."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        return 0
+    return 0

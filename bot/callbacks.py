@@ -1,0 +1,107 @@
+"""Typed callback data: our own small codec, because a button's data comes back untrusted.
+
+Anyone can send any `callback_data` string to the bot, so `unpack` treats it like form
+input: the prefix must be known, the field count exact, every value in its one canonical
+spelling (re-packing must give back the same string) and no id negative. Anything else
+is `BadCallbackError`, which the framework answers with a polite "this button is no longer
+valid" and no change. Telegram caps callback data at 64 bytes, checked on `pack`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+#: Telegram's limit for `callback_data`, in bytes of UTF-8.
+MAX_CALLBACK_BYTES = 64
+SEPARATOR = ":"
+PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,15}")
+
+
+class BadCallbackError(ValueError):
+    """Callback data that is not one of ours (forged, stale or truncated)."""
+
+
+class Callback(BaseModel):
+    """Base of every callback data class: declare `prefix` and the fields, in order.
+
+    Fields may be `int` (never negative: they are ids, pages, quantities), `str` (no
+    `:`), `bool`, a `Literal`/`StrEnum` of strings, or any of these `| None`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: ClassVar[str]
+    _by_prefix: ClassVar[dict[str, type[Callback]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        prefix = cls.__dict__.get("prefix")
+        if prefix is None:
+            return
+        if not PREFIX_PATTERN.fullmatch(prefix):
+            raise TypeError(f"callback prefix {prefix!r} must match {PREFIX_PATTERN.pattern}")
+        known = Callback._by_prefix.get(prefix)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"callback prefix {prefix!r} already used by {known.__name__}")
+        Callback._by_prefix[prefix] = cls
+
+    @model_validator(mode="after")
+    def _no_negative_ids(self) -> Self:
+        for name, value in self:
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"{name} must not be negative")
+        return self
+
+    def pack(self) -> str:
+        """`prefix:f1:f2`; raises ValueError when it would not fit Telegram's limit."""
+        parts = [self.prefix]
+        for name, value in self:
+            text = _field_text(value)
+            if SEPARATOR in text:
+                raise ValueError(f"{type(self).__name__}.{name} must not contain {SEPARATOR!r}")
+            parts.append(text)
+        packed = SEPARATOR.join(parts)
+        if len(packed.encode()) > MAX_CALLBACK_BYTES:
+            raise ValueError(f"callback data over {MAX_CALLBACK_BYTES} bytes: {packed!r}")
+        return packed
+
+    @classmethod
+    def unpack(cls, raw: str) -> Self:
+        """Parse untrusted data for this class, or raise BadCallbackError."""
+        if len(raw.encode()) > MAX_CALLBACK_BYTES:
+            raise BadCallbackError("too long")
+        prefix, *values = raw.split(SEPARATOR)
+        if prefix != cls.prefix:
+            raise BadCallbackError(f"prefix {prefix!r} is not {cls.prefix!r}")
+        names = list(cls.model_fields)
+        if len(values) != len(names):
+            raise BadCallbackError(
+                f"{len(values)} fields for {cls.__name__}, expected {len(names)}"
+            )
+        fields = {
+            name: (value if value != "" else None)
+            for name, value in zip(names, values, strict=True)
+        }
+        try:
+            parsed = cls.model_validate(fields)
+            canonical = parsed.pack()
+        except (ValidationError, ValueError) as exc:
+            raise BadCallbackError(str(exc)) from None
+        if canonical != raw:
+            raise BadCallbackError(f"{raw!r} is not in canonical form")
+        return parsed
+
+    @staticmethod
+    def prefix_of(raw: str) -> str:
+        return raw.split(SEPARATOR, 1)[0]
+
+
+def _field_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

@@ -1,0 +1,347 @@
+"""The neutral conversation API: what `bot/handlers/` is written against.
+
+A conversation is written once, here-shaped, and carried by the aiogram, PTB and
+terminal adapters. Handlers see an `Incoming` (what the member did) through a `Context`
+(who they are, their language, the shop's services, where they are in a conversation)
+and answer through the `Transport` the adapter provides. Nothing here knows a chat
+framework, and nothing in a handler computes a price or a tier: the shop does.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from bot.callbacks import Callback
+from bot.i18n import Translator
+from core.members import MemberView
+from core.shop import Shop
+
+if TYPE_CHECKING:
+    from bot.framework import Registry
+
+__all__ = [
+    "Button",
+    "CannotEditError",
+    "ChatState",
+    "Context",
+    "Conversation",
+    "Document",
+    "Incoming",
+    "Keyboard",
+    "Transport",
+    "UnreachableError",
+    "escape",
+]
+
+
+def escape(text: str) -> str:
+    """Escape text typed by people (names, ticket text) before putting it in a message."""
+    return html.escape(text, quote=False)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Button:
+    """An inline button: callback data (a `Callback` or its packed string) or a URL."""
+
+    text: str
+    data: str | None
+    url: str | None
+
+    def __init__(self, text: str, data: Callback | str | None = None, url: str | None = None):
+        if (data is None) == (url is None):
+            raise ValueError("a button needs exactly one of data or url")
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "data", data.pack() if isinstance(data, Callback) else data)
+        object.__setattr__(self, "url", url)
+
+
+#: Rows of buttons, top to bottom.
+Keyboard = Sequence[Sequence[Button]]
+
+IncomingKind = Literal["command", "text", "callback", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A file the member sent; fetch its bytes with `ctx.download(document)`."""
+
+    file_id: str
+    filename: str | None
+    mime_type: str | None
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One thing a person did in a chat, whatever the framework that carried it."""
+
+    kind: IncomingKind
+    user_id: int
+    chat_id: int
+    chat_type: str = "private"
+    update_id: int | None = None
+    message_id: int | None = None
+    text: str = ""
+    #: For commands: the name without `/` or `@bot`, lower case, and the rest of the line.
+    command: str | None = None
+    args: str = ""
+    callback_id: str | None = None
+    callback_data: str | None = None
+    callback_message_id: int | None = None
+    reply_to_message_id: int | None = None
+    document: Document | None = None
+    language_code: str | None = None
+    username: str | None = None
+    full_name: str = ""
+
+
+def split_command(text: str) -> tuple[str, str] | None:
+    """`/Start@shop_bot ref_X` → ("start", "ref_X"); None when `text` is no command."""
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    head, _, rest = text[1:].partition(" ")
+    name = head.split("@", 1)[0].lower()
+    return (name, rest.strip()) if name else None
+
+
+class UnreachableError(Exception):
+    """The chat refuses the bot (403: blocked, deactivated, kicked)."""
+
+    def __init__(self, chat_id: int) -> None:
+        super().__init__(f"chat {chat_id} is unreachable")
+        self.chat_id = chat_id
+
+
+class CannotEditError(Exception):
+    """The message cannot be edited any more (gone, too old, not the bot's)."""
+
+
+class Transport(Protocol):
+    """What an adapter offers handlers. Every method raises `UnreachableError` on a 403."""
+
+    async def send(self, chat_id: int, text: str, keyboard: Keyboard | None = None) -> int:
+        """Send an HTML message; returns its message id."""
+
+    async def edit(
+        self, chat_id: int, message_id: int, text: str, keyboard: Keyboard | None = None
+    ) -> None:
+        """Replace a message's text and keyboard; "not modified" counts as success."""
+
+    async def copy(self, from_chat_id: int, message_id: int, to_chat_id: int) -> int:
+        """copyMessage: relay without the sender's name; returns the copy's id."""
+
+    async def answer_callback(
+        self, callback_id: str, text: str | None = None, alert: bool = False
+    ) -> None: ...
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> int: ...
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> int: ...
+
+    async def download(self, document: Document) -> bytes: ...
+
+
+class ChatState:
+    """Where this member is in a conversation in this chat, plus its scratch data.
+
+    Changes are kept aside and saved only when the handler finishes without an error,
+    so a handler that fails half-way leaves the member where they were.
+    """
+
+    def __init__(self, name: str | None, data: Mapping[str, Any]) -> None:
+        self._name = name
+        self._data = dict(data)
+        self.changed = False
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        return dict(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def set(self, name: str, **data: Any) -> None:
+        """Enter state `name` with exactly this data (JSON-serialisable values)."""
+        self._name, self._data, self.changed = name, dict(data), True
+
+    def update(self, **data: Any) -> None:
+        """Add to the data, staying in the same state."""
+        self._data.update(data)
+        self.changed = True
+
+    def clear(self) -> None:
+        if self._name is not None or self._data:
+            self._name, self._data, self.changed = None, {}, True
+
+
+class Context(Translator):
+    """Everything a handler gets: the member, their language, the shop and the chat."""
+
+    def __init__(
+        self,
+        *,
+        shop: Shop,
+        member: MemberView,
+        locale: str,
+        incoming: Incoming,
+        transport: Transport,
+        state: ChatState,
+        registry: Registry,
+    ) -> None:
+        super().__init__(locale, currency=shop.settings.shop_currency, zone=shop.settings.zone)
+        self.shop = shop
+        self.member = member
+        self.incoming = incoming
+        self.transport = transport
+        self.state = state
+        self.registry = registry
+        self.answered = False
+
+    @property
+    def chat_id(self) -> int:
+        return self.incoming.chat_id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.incoming.user_id in self.shop.settings.admin_ids
+
+    def use_locale(self, locale: str) -> None:
+        """Speak `locale` from now on in this update (after the member switched)."""
+        Translator.__init__(self, locale, currency=self.currency, zone=self.zone)
+
+    async def reply(self, text: str, keyboard: Keyboard | None = None) -> int:
+        """Answer in this chat: a tapped button's message is edited in place, else sent."""
+        message_id = self.incoming.callback_message_id
+        if self.incoming.kind == "callback" and message_id is not None:
+            try:
+                await self.transport.edit(self.chat_id, message_id, text, keyboard)
+            except CannotEditError:
+                return await self.transport.send(self.chat_id, text, keyboard)
+            return message_id
+        return await self.transport.send(self.chat_id, text, keyboard)
+
+    async def send(self, chat_id: int, text: str, keyboard: Keyboard | None = None) -> int:
+        return await self.transport.send(chat_id, text, keyboard)
+
+    async def answer(self, text: str | None = None, alert: bool = False) -> None:
+        """Answer the tapped button (a toast, or an alert box); at most once per update."""
+        if self.answered or self.incoming.callback_id is None:
+            return
+        self.answered = True
+        await self.transport.answer_callback(self.incoming.callback_id, text, alert)
+
+    async def download(self, document: Document) -> bytes:
+        return await self.transport.download(document)
+
+    async def open_menu(self, item: str) -> bool:
+        """Run the handler hooked to main-menu `item`; False when none is (yet)."""
+        handler = self.registry.menus.get(item)
+        if handler is None:
+            return False
+        await handler(self)
+        return True
+
+
+Handler = Callable[[Context], Awaitable[None]]
+StaffReplyHandler = Callable[[Context], Awaitable[bool]]
+C = TypeVar("C", bound=Callback)
+H = TypeVar("H", bound=Handler)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    names: tuple[str, ...]
+    handler: Handler
+    #: Shown in Telegram's command menu when set (mark it with `N_`).
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackSpec:
+    data_type: type[Callback]
+    handler: Callable[[Context, Any], Awaitable[None]]
+
+
+@dataclass
+class Conversation:
+    """One conversation's handlers; a module exposes `conversation = Conversation(...)`."""
+
+    name: str
+    commands: list[CommandSpec] = field(default_factory=list)
+    callbacks: list[CallbackSpec] = field(default_factory=list)
+    states: dict[str, Handler] = field(default_factory=dict)
+    menus: dict[str, Handler] = field(default_factory=dict)
+    staff_replies: list[StaffReplyHandler] = field(default_factory=list)
+    fallback_handler: Handler | None = None
+
+    def command(self, *names: str, description: str | None = None) -> Callable[[H], H]:
+        """`/name` (and aliases) in a private chat; a command abandons any pending input."""
+
+        def register(handler: H) -> H:
+            self.commands.append(CommandSpec(tuple(names), handler, description))
+            return handler
+
+        return register
+
+    def callback(
+        self, data_type: type[C]
+    ) -> Callable[
+        [Callable[[Context, C], Awaitable[None]]], Callable[[Context, C], Awaitable[None]]
+    ]:
+        """A tapped button whose data is `data_type` (already unpacked and validated)."""
+
+        def register(
+            handler: Callable[[Context, C], Awaitable[None]],
+        ) -> Callable[[Context, C], Awaitable[None]]:
+            self.callbacks.append(CallbackSpec(data_type, handler))
+            return handler
+
+        return register
+
+    def state(self, *names: str) -> Callable[[H], H]:
+        """Text (or a document) sent while the chat is in one of these states."""
+
+        def register(handler: H) -> H:
+            for name in names:
+                self.states[name] = handler
+            return handler
+
+        return register
+
+    def menu(self, item: str) -> Callable[[H], H]:
+        """What the main menu's `item` button opens (see `bot.handlers.start`)."""
+
+        def register(handler: H) -> H:
+            self.menus[item] = handler
+            return handler
+
+        return register
+
+    def staff_reply(
+        self,
+    ) -> Callable[[StaffReplyHandler], StaffReplyHandler]:
+        """A reply in the staff chat; return True when it was yours to handle."""
+
+        def register(handler: StaffReplyHandler) -> StaffReplyHandler:
+            self.staff_replies.append(handler)
+            return handler
+
+        return register
+
+    def fallback(self) -> Callable[[H], H]:
+        """Input nothing else handles (an unknown command, text outside any state)."""
+
+        def register(handler: H) -> H:
+            self.fallback_handler = handler
+            return handler
+
+        return register

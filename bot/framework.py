@@ -1,0 +1,342 @@
+"""The per-update work every adapter shares, so all of them behave the same.
+
+An adapter turns its framework's update into an `Incoming`, calls `Runtime.begin`
+(de-duplication, member registration, locale, conversation state) under the chat's
+lock, routes with its own machinery, and runs the chosen handler through one of the
+`Runtime` entry points. Those decide everything that must not differ between
+adapters: a command abandons pending input, callback data is validated, a shop
+refusal is explained, a crash is logged and apologised for, state is saved only after
+success, and every callback query is answered exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import TypeVar
+
+from bot.callbacks import BadCallbackError, Callback
+from bot.conversation import (
+    CallbackSpec,
+    ChatState,
+    CommandSpec,
+    Context,
+    Conversation,
+    Handler,
+    Incoming,
+    StaffReplyHandler,
+    Transport,
+    UnreachableError,
+)
+from bot.dedupe import Deduper
+from bot.errors import bad_button, render_error, something_went_wrong
+from bot.i18n import Translator
+from bot.state import StateStore, state_key
+from core.config import Settings, SettingsError
+from core.errors import ShopError
+from core.members import locale_for
+from core.shop import Shop
+
+log = logging.getLogger(__name__)
+
+#: Name under which update ids are de-duplicated: one bot, whichever adapter runs it.
+UPDATE_SOURCE = "telegram"
+
+V = TypeVar("V")
+
+
+class Registry:
+    """Every conversation's handlers, indexed; a clash is an error at start, not a surprise."""
+
+    def __init__(self, conversations: Sequence[Conversation]) -> None:
+        self.conversations = tuple(conversations)
+        self.commands: dict[str, CommandSpec] = {}
+        self.callbacks: dict[str, CallbackSpec] = {}
+        self.states: dict[str, Handler] = {}
+        self.menus: dict[str, Handler] = {}
+        self.staff_replies: list[StaffReplyHandler] = []
+        self.fallback: Handler | None = None
+        for conversation in self.conversations:
+            for spec in conversation.commands:
+                for name in spec.names:
+                    self._claim(self.commands, name, spec, conversation, "command")
+            for callback in conversation.callbacks:
+                prefix = callback.data_type.prefix
+                self._claim(self.callbacks, prefix, callback, conversation, "callback")
+            for name, handler in conversation.states.items():
+                self._claim(self.states, name, handler, conversation, "state")
+            for item, handler in conversation.menus.items():
+                self._claim(self.menus, item, handler, conversation, "menu item")
+            self.staff_replies.extend(conversation.staff_replies)
+            if conversation.fallback_handler is not None:
+                if self.fallback is not None:
+                    raise ValueError(f"{conversation.name}: a second fallback handler")
+                self.fallback = conversation.fallback_handler
+
+    @staticmethod
+    def _claim(
+        table: dict[str, V], key: str, value: V, conversation: Conversation, what: str
+    ) -> None:
+        if key in table:
+            raise ValueError(f"{conversation.name}: {what} {key!r} is registered twice")
+        table[key] = value
+
+    def command_menu(self, t: Translator) -> list[tuple[str, str]]:
+        """(command, description) pairs for Telegram's menu, in registration order."""
+        menu: list[tuple[str, str]] = []
+        for conversation in self.conversations:
+            for spec in conversation.commands:
+                if spec.description is not None:
+                    menu.append((spec.names[0], t._(spec.description)))
+        return menu
+
+
+class ChatLocks:
+    """One update at a time per chat in this process, so a member's steps stay in order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, chat_id: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(chat_id, (asyncio.Lock(), 0))
+        self._locks[chat_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[chat_id]
+            if users == 1:
+                del self._locks[chat_id]
+            else:
+                self._locks[chat_id] = (lock, users - 1)
+
+
+class Runtime:
+    def __init__(
+        self,
+        shop: Shop,
+        registry: Registry,
+        states: StateStore,
+        deduper: Deduper,
+    ) -> None:
+        self.shop = shop
+        self.registry = registry
+        self.states = states
+        self.deduper = deduper
+        self.locks = ChatLocks()
+        self.staff_chat_id = shop.settings.staff_chat_id
+
+    def translator(self, locale: str) -> Translator:
+        settings = self.shop.settings
+        return Translator(locale, currency=settings.shop_currency, zone=settings.zone)
+
+    # --- per update ---------------------------------------------------------------------
+
+    async def begin(self, incoming: Incoming, transport: Transport) -> Context | None:
+        """Claim the update, register the member, load their state; None: skip it.
+
+        Skipped are redeliveries and updates the shop could not prepare (its database
+        is down, say); the latter are logged, and a tapped button still gets an answer.
+        """
+        try:
+            return await self._begin(incoming, transport)
+        except Exception:
+            log.exception("could not prepare update %s", incoming.update_id)
+            if incoming.callback_id is not None:
+                t = self.translator(locale_for(incoming.language_code))
+                await self._quietly(
+                    transport.answer_callback(incoming.callback_id, something_went_wrong(t), True)
+                )
+            return None
+
+    async def _begin(self, incoming: Incoming, transport: Transport) -> Context | None:
+        if incoming.update_id is not None and not await self.deduper.first_time(incoming.update_id):
+            log.info("update %s seen before; skipped", incoming.update_id)
+            return None
+        referral = None
+        if incoming.command == "start" and incoming.args.startswith("ref_"):
+            referral = incoming.args.removeprefix("ref_")
+        members = self.shop.members
+        member = await members.register(
+            incoming.user_id,
+            username=incoming.username,
+            display_name=incoming.full_name,
+            language_code=incoming.language_code,
+            referral_code=referral,
+        )
+        if member.unreachable and incoming.chat_type == "private":
+            await members.set_reachable(member.id, True)
+            member = replace(member, unreachable=False)
+        if member.locale:
+            locale = member.locale
+        elif incoming.language_code:
+            locale = locale_for(incoming.language_code)
+        else:
+            locale = self.shop.settings.default_locale
+        stored = await self.states.get(state_key(incoming.chat_id, incoming.user_id))
+        return Context(
+            shop=self.shop,
+            member=member,
+            locale=locale,
+            incoming=incoming,
+            transport=transport,
+            state=ChatState(stored.state, stored.data),
+            registry=self.registry,
+        )
+
+    async def run(self, ctx: Context, work: Callable[[], Awaitable[object]]) -> None:
+        """Run a handler with the house rules around it (see the module docstring)."""
+        try:
+            await work()
+            await self._save_state(ctx)
+        except BadCallbackError as exc:
+            log.info("bad callback %r from %s: %s", ctx.incoming.callback_data, ctx.chat_id, exc)
+            await self._tell(ctx, bad_button(ctx))
+        except ShopError as exc:
+            await self._tell(ctx, render_error(exc, ctx, self.shop.ladder))
+        except UnreachableError as exc:
+            log.warning("chat %s blocked the bot", exc.chat_id)
+            await self._mark_unreachable(exc.chat_id)
+            if exc.chat_id != ctx.chat_id:
+                await self._tell(ctx, something_went_wrong(ctx))
+        except Exception:
+            log.exception("handler failed on update %s", ctx.incoming.update_id)
+            await self._tell(ctx, something_went_wrong(ctx))
+        finally:
+            await self._quietly(ctx.answer())
+
+    async def _save_state(self, ctx: Context) -> None:
+        if not ctx.state.changed:
+            return
+        key = state_key(ctx.chat_id, ctx.incoming.user_id)
+        if ctx.state.name is None:
+            await self.states.clear(key)
+        else:
+            await self.states.set(key, ctx.state.name, dict(ctx.state.data))
+
+    async def _tell(self, ctx: Context, text: str) -> None:
+        """A refusal or apology: an alert on a tapped button, else a message."""
+        if ctx.incoming.callback_id is not None and not ctx.answered:
+            await self._quietly(ctx.answer(text, alert=True))
+        else:
+            await self._quietly(ctx.transport.send(ctx.chat_id, text))
+
+    async def _mark_unreachable(self, chat_id: int) -> None:
+        member = await self.shop.members.by_telegram(chat_id)
+        if member is not None:
+            await self.shop.members.set_reachable(member.id, False)
+
+    @staticmethod
+    async def _quietly(step: Awaitable[object]) -> None:
+        try:
+            await step
+        except Exception:
+            log.exception("could not reach the chat")
+
+    # --- entry points the adapters route to ---------------------------------------------
+
+    async def command(self, ctx: Context, spec: CommandSpec) -> None:
+        async def work() -> None:
+            ctx.state.clear()
+            await spec.handler(ctx)
+
+        await self.run(ctx, work)
+
+    async def callback(self, ctx: Context, spec: CallbackSpec | None) -> None:
+        """A tapped button; `spec` None when no conversation claims its prefix."""
+
+        async def work() -> None:
+            incoming = ctx.incoming
+            raw = incoming.callback_data or ""
+            if incoming.chat_type == "private" and incoming.chat_id != incoming.user_id:
+                raise BadCallbackError("a button under someone else's private chat")
+            if spec is None:
+                raise BadCallbackError(f"no conversation for {Callback.prefix_of(raw)!r}")
+            await spec.handler(ctx, spec.data_type.unpack(raw))
+
+        await self.run(ctx, work)
+
+    async def state_input(self, ctx: Context, handler: Handler) -> None:
+        await self.run(ctx, lambda: handler(ctx))
+
+    async def fallback(self, ctx: Context) -> None:
+        fallback = self.registry.fallback
+        if fallback is not None:
+            await self.run(ctx, lambda: fallback(ctx))
+
+    async def staff_reply(self, ctx: Context) -> None:
+        async def work() -> None:
+            for handler in self.registry.staff_replies:
+                if await handler(ctx):
+                    return
+
+        await self.run(ctx, work)
+
+    def is_staff_reply(self, incoming: Incoming) -> bool:
+        return (
+            self.staff_chat_id is not None
+            and incoming.chat_id == self.staff_chat_id
+            and incoming.reply_to_message_id is not None
+            and incoming.kind != "callback"
+        )
+
+    def state_handler(self, ctx: Context) -> Handler | None:
+        """The handler for text or a document typed while in the chat's current state."""
+        if ctx.incoming.kind not in ("text", "document") or ctx.state.name is None:
+            return None
+        return self.registry.states.get(ctx.state.name)
+
+    async def dispatch(self, ctx: Context) -> None:
+        """Route without a framework (the terminal chat): the same order the adapters use."""
+        incoming = ctx.incoming
+        if self.is_staff_reply(incoming):
+            await self.staff_reply(ctx)
+        elif incoming.kind == "callback":
+            await self.callback(
+                ctx, self.registry.callbacks.get(Callback.prefix_of(incoming.callback_data or ""))
+            )
+        elif incoming.chat_type != "private":
+            return
+        elif incoming.kind == "command" and incoming.command in self.registry.commands:
+            await self.command(ctx, self.registry.commands[incoming.command])
+        elif (handler := self.state_handler(ctx)) is not None:
+            await self.state_input(ctx, handler)
+        else:
+            await self.fallback(ctx)
+
+    async def handle(self, incoming: Incoming, transport: Transport) -> None:
+        async with self.locks.hold(incoming.chat_id):
+            ctx = await self.begin(incoming, transport)
+            if ctx is not None:
+                await self.dispatch(ctx)
+
+
+#: Telegram command menus: the default one, then per client language.
+MENU_LANGUAGES: tuple[tuple[str | None, str | None], ...] = (
+    (None, None),
+    ("zh", "zh_CN"),
+    ("en", "en"),
+)
+
+
+async def publish_commands(
+    runtime: Runtime, set_commands: Callable[[list[tuple[str, str]], str | None], Awaitable[None]]
+) -> None:
+    """setMyCommands for the default menu (the shop's default locale) and for zh and en."""
+    for language_code, locale in MENU_LANGUAGES:
+        t = runtime.translator(locale or runtime.shop.settings.default_locale)
+        await set_commands(runtime.registry.command_menu(t), language_code)
+
+
+def webhook_address(settings: Settings) -> tuple[str, str, int]:
+    """(secret, host, port) for the webhook server; a webhook without a secret is refused."""
+    if settings.webhook_secret is None:
+        raise SettingsError("WEBHOOK_SECRET: required when WEBHOOK_URL is set")
+    host, _, port = settings.webhook_listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise SettingsError("WEBHOOK_LISTEN: use host:port, e.g. 127.0.0.1:8080")
+    return settings.webhook_secret.get_secret_value(), host, int(port)

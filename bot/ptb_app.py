@@ -1,0 +1,423 @@
+"""The python-telegram-bot 22 adapter: translation only, no business logic.
+
+A `TypeHandler(Update, ...)` in group -1 does the shared per-update work
+(`Runtime.begin`) and keeps the `Context` on our own `CallbackContext` subclass; group 0
+routes with `CommandHandler`, `CallbackQueryHandler(pattern=^prefix:)` and one
+`MessageHandler` for typed input. PTB handles updates one at a time by default, which
+keeps each member's steps in order. The webhook is a small aiohttp app (PTB's own needs
+tornado) that answers 403 without the secret header and feeds PTB's update queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    BaseRateLimiter,
+    CallbackContext,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    Defaults,
+    ExtBot,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.conversation import (
+    CallbackSpec,
+    CannotEditError,
+    CommandSpec,
+    Context,
+    Document,
+    Incoming,
+    Keyboard,
+    UnreachableError,
+    split_command,
+)
+from bot.framework import Runtime, publish_commands, webhook_address
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Opt in to PTB's coming `timedelta` durations (RetryAfter.retry_after and the like): the
+# int form is deprecated and warns on every 429, which is exactly when logs matter most.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+#: How often one request is tried when Telegram answers 429 (each wait is its retry_after).
+RETRY_ATTEMPTS = 4
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+JSONDict = dict[str, Any]
+Bot = ExtBot[None]
+
+
+class ShopCallbackContext(CallbackContext[Bot, JSONDict, JSONDict, JSONDict]):
+    """PTB's per-update context carrying ours, set by the group -1 prework."""
+
+    def __init__(
+        self,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        chat_id: int | None = None,
+        user_id: int | None = None,
+    ) -> None:
+        super().__init__(application, chat_id, user_id)
+        self.shop_context: Context | None = None
+
+    @property
+    def ctx(self) -> Context:
+        assert self.shop_context is not None, "prework did not run"
+        return self.shop_context
+
+
+PtbHandler = Callable[[Update, ShopCallbackContext], Coroutine[Any, Any, None]]
+
+
+# --- updates in -------------------------------------------------------------------------
+
+
+def _message_incoming(update: Update, message: Message) -> Incoming | None:
+    user = message.from_user
+    if user is None:
+        return None
+    common: dict[str, Any] = {
+        "update_id": update.update_id,
+        "user_id": user.id,
+        "chat_id": message.chat.id,
+        "chat_type": message.chat.type,
+        "message_id": message.message_id,
+        "reply_to_message_id": (
+            message.reply_to_message.message_id if message.reply_to_message else None
+        ),
+        "language_code": user.language_code,
+        "username": user.username,
+        "full_name": user.full_name,
+    }
+    text = message.text or message.caption or ""
+    if message.document is not None:
+        document = Document(
+            file_id=message.document.file_id,
+            filename=message.document.file_name,
+            mime_type=message.document.mime_type,
+            size=message.document.file_size,
+        )
+        return Incoming(kind="document", text=text, document=document, **common)
+    if (command := split_command(text)) is not None:
+        name, args = command
+        return Incoming(kind="command", text=text, command=name, args=args, **common)
+    return Incoming(kind="text", text=text, **common)
+
+
+def _callback_incoming(update: Update, query: CallbackQuery) -> Incoming:
+    message = query.message
+    user = query.from_user
+    return Incoming(
+        kind="callback",
+        update_id=update.update_id,
+        user_id=user.id,
+        chat_id=message.chat.id if message is not None else user.id,
+        chat_type=message.chat.type if message is not None else "private",
+        callback_id=query.id,
+        callback_data=query.data or "",
+        callback_message_id=message.message_id if message is not None else None,
+        language_code=user.language_code,
+        username=user.username,
+        full_name=user.full_name,
+    )
+
+
+def incoming_from(update: Update) -> Incoming | None:
+    """The neutral view of an update; None for kinds the shop does not handle."""
+    if update.message is not None:
+        return _message_incoming(update, update.message)
+    if update.callback_query is not None:
+        return _callback_incoming(update, update.callback_query)
+    return None
+
+
+def build_application(
+    runtime: Runtime, settings: Settings
+) -> Application[Bot, ShopCallbackContext, JSONDict, JSONDict, JSONDict, Any]:
+    assert settings.telegram_bot_token is not None
+    builder = (
+        Application.builder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .context_types(ContextTypes(context=ShopCallbackContext))
+        .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .rate_limiter(RetryOn429())
+    )
+    if settings.telegram_api_base:
+        base = settings.telegram_api_base.rstrip("/")
+        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+    if settings.webhook_url is not None:
+        builder = builder.updater(None)
+    application = builder.build()
+    transport = PtbTransport(application.bot)
+    registry = runtime.registry
+
+    async def prework(update: Update, context: ShopCallbackContext) -> None:
+        incoming = incoming_from(update)
+        if incoming is None:
+            raise ApplicationHandlerStop
+        ctx = await runtime.begin(incoming, transport)
+        if ctx is None:
+            raise ApplicationHandlerStop
+        context.shop_context = ctx
+
+    application.add_handler(TypeHandler(Update, prework), group=-1)
+
+    if runtime.staff_chat_id is not None:
+
+        async def staff_reply(_: Update, context: ShopCallbackContext) -> None:
+            await runtime.staff_reply(context.ctx)
+
+        application.add_handler(
+            MessageHandler(filters.Chat(runtime.staff_chat_id) & filters.REPLY, staff_reply)
+        )
+
+    private = filters.ChatType.PRIVATE
+    for conversation in registry.conversations:
+        for spec in conversation.commands:
+            application.add_handler(
+                CommandHandler(spec.names, _on_command(runtime, spec), filters=private)
+            )
+        for callback in conversation.callbacks:
+            pattern = rf"^{re.escape(callback.data_type.prefix)}(:|$)"
+            application.add_handler(
+                CallbackQueryHandler(_on_callback(runtime, callback), pattern=pattern)
+            )
+
+    async def typed(_: Update, context: ShopCallbackContext) -> None:
+        ctx = context.ctx
+        handler = runtime.state_handler(ctx)
+        if handler is None:
+            await runtime.fallback(ctx)
+        else:
+            await runtime.state_input(ctx, handler)
+
+    async def unclaimed_callback(_: Update, context: ShopCallbackContext) -> None:
+        await runtime.callback(context.ctx, None)
+
+    application.add_handler(MessageHandler(private, typed))
+    application.add_handler(CallbackQueryHandler(unclaimed_callback))
+    application.add_error_handler(_log_error)
+    return application
+
+
+def _on_command(runtime: Runtime, spec: CommandSpec) -> PtbHandler:
+    async def handle(_: Update, context: ShopCallbackContext) -> None:
+        await runtime.command(context.ctx, spec)
+
+    return handle
+
+
+def _on_callback(runtime: Runtime, spec: CallbackSpec) -> PtbHandler:
+    async def handle(_: Update, context: ShopCallbackContext) -> None:
+        await runtime.callback(context.ctx, spec)
+
+    return handle
+
+
+async def _log_error(update: object, context: ShopCallbackContext) -> None:
+    log.error("update %r failed", update, exc_info=context.error)
+
+
+# --- replies out ------------------------------------------------------------------------
+
+
+def markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
+    if keyboard is None:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b.text, callback_data=b.data, url=b.url) for b in row]
+            for row in keyboard
+        ]
+    )
+
+
+class PtbTransport:
+    """The neutral `Transport` over a PTB `Bot`."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def send(self, chat_id: int, text: str, keyboard: Keyboard | None = None) -> int:
+        try:
+            message = await self.bot.send_message(chat_id, text, reply_markup=markup(keyboard))
+        except Forbidden:
+            raise UnreachableError(chat_id) from None
+        return message.message_id
+
+    async def edit(
+        self, chat_id: int, message_id: int, text: str, keyboard: Keyboard | None = None
+    ) -> None:
+        try:
+            await self.bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message_id, reply_markup=markup(keyboard)
+            )
+        except Forbidden:
+            raise UnreachableError(chat_id) from None
+        except BadRequest as exc:
+            if "not modified" in exc.message:
+                return
+            raise CannotEditError(exc.message) from None
+
+    async def copy(self, from_chat_id: int, message_id: int, to_chat_id: int) -> int:
+        try:
+            copied = await self.bot.copy_message(to_chat_id, from_chat_id, message_id)
+        except Forbidden:
+            raise UnreachableError(to_chat_id) from None
+        return copied.message_id
+
+    async def answer_callback(
+        self, callback_id: str, text: str | None = None, alert: bool = False
+    ) -> None:
+        await self.bot.answer_callback_query(callback_id, text=text, show_alert=alert)
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> int:
+        try:
+            message = await self.bot.send_document(
+                chat_id, InputFile(data, filename=filename), caption=caption
+            )
+        except Forbidden:
+            raise UnreachableError(chat_id) from None
+        return message.message_id
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> int:
+        try:
+            message = await self.bot.send_photo(chat_id, data, caption=caption)
+        except Forbidden:
+            raise UnreachableError(chat_id) from None
+        return message.message_id
+
+    async def download(self, document: Document) -> bytes:
+        file = await self.bot.get_file(document.file_id)
+        return bytes(await file.download_as_bytearray())
+
+    async def set_commands(self, commands: list[tuple[str, str]], language: str | None) -> None:
+        await self.bot.set_my_commands(
+            [BotCommand(name, text) for name, text in commands], language_code=language
+        )
+
+
+class RetryOn429(BaseRateLimiter[None]):
+    """On 429 wait the `retry_after` Telegram asks for and try again, a bounded number of times.
+
+    PTB's own AIORateLimiter needs an extra dependency and also throttles; this only
+    honours Telegram's answer, like the aiogram adapter does.
+    """
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | JSONDict | list[JSONDict]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: None,
+    ) -> bool | JSONDict | list[JSONDict]:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt == RETRY_ATTEMPTS:
+                    raise
+                wait = exc.retry_after
+                seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else wait
+                log.warning("429 on %s: retrying in %ss", endpoint, seconds)
+                await asyncio.sleep(seconds)
+        raise AssertionError("unreachable")
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def webhook_app(
+    application: Application[Any, Any, Any, Any, Any, Any], secret: str, path: str
+) -> web.Application:
+    """aiohttp app for the webhook: 403 without the secret, else hand the update to PTB."""
+
+    async def receive(request: web.Request) -> web.Response:
+        if request.headers.get(SECRET_HEADER) != secret:
+            return web.Response(status=403, text="Forbidden")
+        update = Update.de_json(await request.json(), application.bot)
+        await application.update_queue.put(update)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(path, receive)
+    return app
+
+
+async def serve(runtime: Runtime, settings: Settings) -> None:
+    """Run the bot until cancelled: long polling, or a webhook when WEBHOOK_URL is set."""
+    application = build_application(runtime, settings)
+    transport = PtbTransport(application.bot)
+    async with application:
+        await publish_commands(runtime, transport.set_commands)
+        await application.start()
+        try:
+            if settings.webhook_url is None:
+                assert application.updater is not None
+                await application.bot.delete_webhook()
+                await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await application.updater.stop()
+            else:
+                await _serve_webhook(application, settings)
+        finally:
+            await application.stop()
+
+
+async def _serve_webhook(
+    application: Application[Any, Any, Any, Any, Any, Any], settings: Settings
+) -> None:
+    assert settings.webhook_url is not None
+    secret, host, port = webhook_address(settings)
+    path = urlsplit(settings.webhook_url).path or "/"
+    app = webhook_app(application, secret, path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("webhook listening on %s:%s%s", host, port, path)
+        await application.bot.set_webhook(
+            settings.webhook_url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
+        )
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,10 @@ The baseline is the same purchase (insert the order, debit with a guard, claim o
 write the ledger row) in plain `sqlite3` on the same schema, the ceiling perf-facts.md
 names. Run: `make bench` (or `python -m bench.purchase --n 2000`); set
 BENCH_DATABASE_URL=postgresql+asyncpg://... to also measure PostgreSQL.
+
+Each database gets two rows per concurrency: `Orders.place` as the shop wires it, and
+the same purchase without the after-purchase tier hook (fast track and promotion, two
+more transactions), which is the purchase transaction alone plus decrypting the codes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy import text
 from core.clock import Clock
 from core.config import load_settings
 from core.migrate import upgrade
-from core.models import Base
+from core.orders import Orders
 from core.shop import Shop, build_shop
 from core.uow import Database
 from tests.factories import make_member, make_product
@@ -70,13 +74,14 @@ async def _stock(shop: Shop, n: int) -> tuple[int, int]:
     return product, member
 
 
-async def shop_purchases(shop: Shop, n: int, concurrency: int) -> float:
+async def shop_purchases(shop: Shop, n: int, concurrency: int, *, hook: bool = True) -> float:
     product, member = await _stock(shop, n)
     keys = iter(range(n))
+    orders = shop.orders if hook else Orders(shop.db, shop.ladder, shop.vault, shop.clock)
 
     async def buyer() -> None:
         for i in keys:
-            await shop.orders.place(member, product, 1, idempotency_key=f"bench-{i}")
+            await orders.place(member, product, 1, idempotency_key=f"bench-{i}")
 
     started = time.perf_counter()
     await asyncio.gather(*(buyer() for _ in range(concurrency)))
@@ -107,23 +112,23 @@ async def main(n: int) -> None:
         product, member = await _stock(shop, n)
         base = baseline_sqlite3(path, product, member, n)
         print(f"baseline   plain sqlite3, one connection      {base:8.0f} purchases/s  1.00x")
-        for concurrency in (1, 20):
-            rate = await shop_purchases(shop, n, concurrency)
-            print(
-                f"sqlite     Orders.place, {concurrency:2d} at once          "
-                f"{rate:8.0f} purchases/s  {rate / base:.3f}x"
-            )
+        await _report("sqlite", shop, n, base)
         await shop.close()
         pg_url = os.environ.get("BENCH_DATABASE_URL")
         if pg_url:
             pg = await _open(pg_url, Path(tmp))
-            for concurrency in (1, 20):
-                rate = await shop_purchases(pg, n, concurrency)
-                print(
-                    f"postgresql Orders.place, {concurrency:2d} at once          "
-                    f"{rate:8.0f} purchases/s  {rate / base:.3f}x"
-                )
+            await _report("postgresql", pg, n, base)
             await pg.close()
+
+
+async def _report(name: str, shop: Shop, n: int, base: float) -> None:
+    for hook, label in ((True, "Orders.place"), (False, "place, no tier hook")):
+        for concurrency in (1, 20):
+            rate = await shop_purchases(shop, n, concurrency, hook=hook)
+            print(
+                f"{name:10} {label:19} {concurrency:2d} at once "
+                f"{rate:8.0f} purchases/s  {rate / base:.3f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from bot.conversation import Transport
 from bot.dedupe import DbDeduper, Deduper, RedisDeduper
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
+from bot.notifier import background
 from bot.state import DbStateStore, RedisStateStore, StateStore
 from core.chat_state import ChatStates
 from core.config import Settings
@@ -51,21 +53,46 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
         await shop.close()
 
 
+@asynccontextmanager
+async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[Transport]:
+    """A client of the configured framework for what the bot sends on its own
+    (scheduled notices, broadcasts), which start before any update arrives."""
+    if settings.bot_framework == "ptb":
+        from bot import ptb_app
+
+        bot = ptb_app.build_application(runtime, settings).bot
+        async with bot:
+            yield ptb_app.PtbTransport(bot)
+    else:
+        from bot import aiogram_app
+
+        client = aiogram_app.make_bot(settings)
+        try:
+            yield aiogram_app.AiogramTransport(client)
+        finally:
+            await client.session.close()
+
+
 async def run(settings: Settings) -> None:
-    """Serve the bot until cancelled."""
+    """Serve the bot, with its jobs and broadcasts next to it, until cancelled."""
     async with running(settings) as runtime:
         if settings.telegram_bot_token is None:
             from bot.terminal import chat
 
-            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None)
-        elif settings.bot_framework == "ptb":
-            from bot import ptb_app
+            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, with_background=True)
+            return
+        async with (
+            own_transport(runtime, settings) as transport,
+            background(runtime.shop, transport),
+        ):
+            if settings.bot_framework == "ptb":
+                from bot import ptb_app
 
-            await ptb_app.serve(runtime, settings)
-        else:
-            from bot import aiogram_app
+                await ptb_app.serve(runtime, settings)
+            else:
+                from bot import aiogram_app
 
-            await aiogram_app.serve(runtime, settings)
+                await aiogram_app.serve(runtime, settings)
 
 
 def main_run(settings: Settings) -> int:

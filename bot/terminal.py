@@ -8,6 +8,7 @@ HTML tags; buttons are listed as numbered choices.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import re
@@ -141,8 +142,14 @@ async def chat(
     lang: str | None,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
+    with_background: bool = False,
 ) -> None:
-    """Read lines until end of input, each one handled exactly as a Telegram update."""
+    """Read lines until end of input, each one handled exactly as a Telegram update.
+
+    `with_background` also runs the scheduled jobs and broadcasts, printed here too.
+    """
+    from bot.notifier import background
+
     transport = TerminalTransport(stdout, runtime.shop.settings.data_dir / "chat-files")
     chat = TerminalChat(transport, user_id, lang)
     print(
@@ -150,10 +157,11 @@ async def chat(
         " Ctrl-D quits.",
         file=stdout,
     )
-    while line := await asyncio.to_thread(stdin.readline):
-        incoming = chat.incoming(line.strip()) if line.strip() else None
-        if incoming is not None:
-            await runtime.handle(incoming, transport)
+    async with background(runtime.shop, transport) if with_background else contextlib.nullcontext():
+        while line := await asyncio.to_thread(stdin.readline):
+            incoming = chat.incoming(line.strip()) if line.strip() else None
+            if incoming is not None:
+                await runtime.handle(incoming, transport)
 
 
 def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool = False) -> int:
@@ -165,7 +173,7 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
 
     async def run() -> None:
         async with running(settings) as runtime:
-            await chat(runtime, user_id=user_id, lang=lang)
+            await chat(runtime, user_id=user_id, lang=lang, with_background=True)
 
     asyncio.run(run())
     return 0

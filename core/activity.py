@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import insert_ignoring_conflict_on, table_of
 from core.models import ActivityEvent, Member
-from core.sql import insert_ignoring_conflict
+from core.uow import run_on
 
 KINDS = frozenset({"purchase", "checkin", "review", "ticket", "active"})
 
+_members = table_of(Member).c
+_ADD_GROWTH = (
+    update(table_of(Member))
+    .where(_members.id == bindparam("member"))
+    .values(growth_points=_members.growth_points + bindparam("growth"))
+)
 
-async def record(
-    session: AsyncSession,
+
+def record_on(
+    conn: Connection,
     member_id: int,
     kind: str,
     ref: str,
@@ -28,23 +37,25 @@ async def record(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown activity kind {kind!r}")
-    inserted = await session.scalar(
-        insert_ignoring_conflict(
-            session,
-            ActivityEvent,
-            member_id=member_id,
-            kind=kind,
-            ref=ref,
-            growth=growth,
-            occurred_at=at,
-        ).returning(ActivityEvent.id)
+    inserted = conn.scalar(
+        insert_ignoring_conflict_on(conn, ActivityEvent),
+        {"member_id": member_id, "kind": kind, "ref": ref, "growth": growth, "occurred_at": at},
     )
     if inserted is None:
         return False
     if growth:
-        await session.execute(
-            update(Member)
-            .where(Member.id == member_id)
-            .values(growth_points=Member.growth_points + growth)
-        )
+        conn.execute(_ADD_GROWTH, {"member": member_id, "growth": growth})
     return True
+
+
+async def record(
+    session: AsyncSession,
+    member_id: int,
+    kind: str,
+    ref: str,
+    *,
+    at: datetime,
+    growth: int = 0,
+) -> bool:
+    """`record_on` in an async session's transaction."""
+    return await run_on(session, record_on, member_id, kind, ref, at=at, growth=growth)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     webhook_listen: str = "127.0.0.1:8080"
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     staff_chat_id: int | None = None
+    #: Broadcast messages per second (Telegram allows about 30 per bot).
+    broadcast_rate: float = Field(default=25.0, gt=0)
 
     @field_validator("code_encryption_keys", mode="before")
     @classmethod

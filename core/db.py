@@ -6,17 +6,25 @@ another writer got there first, whatever `busy_timeout` says. So the driver's ow
 transaction handling is switched off and the engine emits the BEGIN itself
 (SQLAlchemy's SQLite dialect documents this recipe). Read-only work asks for a plain
 deferred BEGIN via `READ_ONLY` so browsing never waits for a writer.
+
+The purchase path also gets a plain synchronous engine on the same SQLite file
+(`create_sync_engine`): a whole purchase then costs one hop to a thread instead of
+several hops per statement through aiosqlite.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import Engine, Table, event
+from sqlalchemy import create_engine as create_plain_engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
 
 #: Execution option that marks a connection as read-only (deferred BEGIN on SQLite).
 READ_ONLY = "cardshop_read_only"
@@ -30,15 +38,10 @@ def _prepare_sqlite_file(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """Create the engine for `url`; SQLite gets WAL, immediate writes and a busy timeout."""
-    if not url.startswith("sqlite"):
-        return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL, immediate write transactions and a busy timeout on every connection."""
 
-    _prepare_sqlite_file(url)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -48,12 +51,65 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Create the engine for `url`; SQLite gets WAL, immediate writes and a busy timeout."""
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+
+    _prepare_sqlite_file(url)
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    _tune_sqlite(engine.sync_engine)
     return engine
+
+
+def sqlite_file_url(engine: AsyncEngine) -> URL | None:
+    """The plain pysqlite URL of an async engine's SQLite file; None for memory or other DBs.
+
+    An in-memory database exists once per connection, so a second engine would not see it.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return url.set(drivername="sqlite")
+
+
+def create_sync_engine(url: URL) -> Engine:
+    """A synchronous engine on the same SQLite file, tuned exactly like the async one."""
+    engine = create_plain_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    _tune_sqlite(engine)
+    return engine
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """A mapped class's `Table`, for Core statements that skip the ORM's per-call work."""
+    return cast(Table, model.__table__)
+
+
+def insert_ignoring_conflict_on(conn: Connection, model: type[DeclarativeBase]) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING RETURNING id` for `conn`'s database; pass the values
+    when executing it.
+
+    The `Connection` form of `core.sql.insert_ignoring_conflict`: a second insert of a
+    natural key inserts nothing and `RETURNING` says so. The statement is built once per
+    database and table, so the hot path skips building and cache-keying it every call.
+    """
+    return _insert_ignoring_conflict(conn.dialect.name, model)
+
+
+@functools.cache
+def _insert_ignoring_conflict(dialect_name: str, model: type[DeclarativeBase]) -> Any:
+    table = table_of(model)
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

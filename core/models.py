@@ -473,3 +473,95 @@ class ConversationState(Base):
     state: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+class AuditEntry(Base):
+    """One admin action (or a refused attempt): who, what, on what, and the state around it."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor", "actor", "id"),
+        Index("ix_audit_log_action", "action", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))  # tg:123, cli:root
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(128), default="")
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobRun(Base):
+    """One run of a scheduled job for one period; unique so a restart never repeats it."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(32))  # 2026Q3, 2026-11-22, 2026-11-22T10:05
+    started_at: Mapped[datetime]
+    #: Unset while running, or when the run crashed: the next tick runs it again.
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class JobNotice(Base):
+    """A notice a job sent, by natural key, so a retried run never sends it twice."""
+
+    __tablename__ = "job_notices"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LowStockAlert(Base):
+    """A product the admins were told is low; deleted when a restock lifts it, to re-arm."""
+
+    __tablename__ = "low_stock_alerts"
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    stock: Mapped[int] = mapped_column(Integer)
+    alerted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Broadcast(Base):
+    __tablename__ = "broadcasts"
+    __table_args__ = (CheckConstraint("status IN ('running', 'finished')", name="status_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    #: `all` or a tier key, resolved into deliveries when the broadcast is created.
+    audience: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    button_text: Mapped[str | None] = mapped_column(String(64))
+    button_url: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class BroadcastDelivery(Base):
+    """One member of a broadcast's audience; claimed (`sending`) before the send."""
+
+    __tablename__ = "broadcast_deliveries"
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "member_id"),
+        CheckConstraint(
+            "status IN ('pending', 'sending', 'sent', 'blocked', 'failed')", name="status_known"
+        ),
+        Index("ix_broadcast_deliveries_status", "broadcast_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None]

@@ -1,14 +1,19 @@
 """Orders: quote, place (pay from the wallet, claim codes), reveal, refund.
 
 `place` is the hot path and the one that must never go wrong, so it is one short
-transaction with a fixed lock order (order key → member row → codes) and as few
-statements as the rules allow:
+transaction of Core statements, written once as a plain function over a sync
+`Connection` and run by `Database.run` in a single hop (a writer thread on SQLite, the
+async engine's greenlet on PostgreSQL):
 
-1. the idempotency key is looked up (a repeated tap or update returns the first order);
-2. the price facts are read in one joined SELECT and the price recomputed;
-3. the order is inserted, the wallet debited with a guard (`balance >= total`), the
-   codes claimed with `UPDATE ... RETURNING` and the ledger row written;
-4. purchase points and the activity event are keyed by the order id.
+1. one joined SELECT reads the idempotency key (a repeated tap or update returns the
+   first order) and every price fact, locking the member row on PostgreSQL first, so
+   the price is recomputed from what the purchase will be charged against and every
+   purchase takes its locks in one order (member row → order key → codes);
+2. the order is inserted (`ON CONFLICT DO NOTHING RETURNING`: a concurrent request with
+   the same key gets the first order back), the wallet debited with a guard
+   (`balance >= total`, backed by a CHECK), the ledger row written and the codes claimed
+   with `UPDATE ... RETURNING`;
+3. purchase points and the activity event are keyed by the order id.
 
 Any refusal raises inside the transaction, so a failed purchase leaves nothing behind;
 a crash after commit loses nothing either, since the codes are already the buyer's and
@@ -17,27 +22,28 @@ a crash after commit loses nothing either, since the codes are already the buyer
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import activity, points
 from core.clock import Clock
+from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
-from core.members import load_member
 from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
 from core.pricing import PricingInput, Quote, quote
-from core.sql import insert_ignoring_conflict
-from core.stock import claim_codes
+from core.stock import claim_codes_on
 from core.uow import Database
 from core.vault import CodeVault
-from core.wallet import post_entry
+from core.wallet import post_entry, post_entry_on
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +95,149 @@ class TierMove(Protocol):
 PaidHook = Callable[[OrderView, bool], Awaitable[TierMove | None]]
 
 
-def _view(order: Order, product: Product) -> OrderView:
+#: A row or SELECT of columns picked by position.
+AnyRow = Row[*tuple[Any, ...]]
+AnySelect = Select[*tuple[Any, ...]]
+
+#: The columns an `OrderView` is built from, in `_view`'s order.
+_VIEW_COLUMNS = (
+    Order.id,
+    Order.member_id,
+    Order.product_id,
+    Product.sku,
+    Product.name_zh,
+    Product.name_en,
+    Order.quantity,
+    Order.tier_key,
+    Order.unit_base_price,
+    Order.unit_price,
+    Order.discount,
+    Order.points_used,
+    Order.total,
+    Order.status,
+    Order.created_at,
+)
+
+
+def _views() -> AnySelect:
+    return select(*_VIEW_COLUMNS).join(Product, Product.id == Order.product_id)
+
+
+def _view(row: AnyRow) -> OrderView:
+    """An `OrderView` from a row that starts with `_VIEW_COLUMNS` (more may follow)."""
     return OrderView(
-        id=order.id,
-        member_id=order.member_id,
-        product_id=order.product_id,
-        sku=product.sku,
-        product_names={"zh_CN": product.name_zh, "en": product.name_en},
-        quantity=order.quantity,
-        tier_key=order.tier_key,
-        unit_base_price=order.unit_base_price,
-        unit_price=order.unit_price,
-        discount=order.discount,
-        points_used=order.points_used,
-        total=order.total,
-        status=order.status,
-        created_at=order.created_at,
+        id=row[0],
+        member_id=row[1],
+        product_id=row[2],
+        sku=row[3],
+        product_names={"zh_CN": row[4], "en": row[5]},
+        quantity=row[6],
+        tier_key=row[7],
+        unit_base_price=row[8],
+        unit_price=row[9],
+        discount=row[10],
+        points_used=row[11],
+        total=row[12],
+        status=row[13],
+        created_at=row[14],
     )
+
+
+@functools.cache
+def _facts_query(*, with_points: bool) -> AnySelect:
+    """Every fact a price depends on, in one SELECT (see `_facts` for the columns).
+
+    Binds `member` and `product` (and `at` with points, for the spendable points at that
+    moment). Outer joins tell a missing product (NULL product columns) from a missing
+    member (no row). Built once; executions only bind values.
+    """
+    member_id = bindparam("member", type_=Integer)
+    product_id = bindparam("product", type_=Integer)
+    spendable = points.available_points(member_id, bindparam("at")) if with_points else literal(0)
+    return (
+        select(
+            Member.balance,
+            Member.tier_key,
+            Product.id,
+            Product.sku,
+            Product.active,
+            Product.pool,
+            Product.base_price,
+            Product.max_per_order,
+            TierPrice.price,
+            MemberPrice.price,
+            spendable,
+            Product.name_zh,
+            Product.name_en,
+        )
+        .select_from(Member)
+        .outerjoin(Product, Product.id == product_id)
+        .outerjoin(
+            TierPrice,
+            and_(TierPrice.product_id == Product.id, TierPrice.tier_key == Member.tier_key),
+        )
+        .outerjoin(
+            MemberPrice,
+            and_(MemberPrice.product_id == Product.id, MemberPrice.member_id == Member.id),
+        )
+        .where(Member.id == member_id)
+    )
+
+
+@functools.cache
+def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
+    """`_facts_query` plus the order already paid under the idempotency key `key`, if any.
+
+    With `lock` (PostgreSQL) the member row is locked first (NO KEY UPDATE lets other
+    inserts' FK checks through): the balance and tier priced are the ones charged, and
+    concurrent purchases, tier moves and the same key queue on this one row in one order.
+    """
+    query = (
+        _facts_query(with_points=with_points)
+        .add_columns(Order.id)
+        .outerjoin(
+            Order,
+            and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
+        )
+    )
+    return query.with_for_update(of=Member, key_share=True) if lock else query
+
+
+def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"member": member_id, "product": product_id}
+    if at is not None:
+        params["at"] = at
+    return params
+
+
+def _facts(row: AnyRow | None, member_id: int, product_id: int) -> PricingInput:
+    if row is None:
+        raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+    if row[2] is None:
+        raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
+    return PricingInput(
+        product_id=product_id,
+        sku=row[3],
+        active=row[4],
+        pool=row[5],
+        base_price=row[6],
+        max_per_order=row[7],
+        tier_key=row[1],
+        tier_price=row[8],
+        member_price=row[9],
+        balance=row[0],
+        available_points=int(row[10] or 0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Paid:
+    """What the purchase transaction hands back; secrets are decrypted outside it."""
+
+    order: OrderView
+    secrets: list[bytes]
+    balance: int
+    created: bool
 
 
 class Orders:
@@ -125,63 +257,17 @@ class Orders:
 
     # --- reading -------------------------------------------------------------------------
 
-    async def _pricing_input(
-        self, session: AsyncSession, member_id: int, product_id: int, *, with_points: bool
-    ) -> PricingInput:
-        row = (
-            await session.execute(
-                select(
-                    Member.balance,
-                    Member.tier_key,
-                    Product.sku,
-                    Product.active,
-                    Product.pool,
-                    Product.base_price,
-                    Product.max_per_order,
-                    TierPrice.price,
-                    MemberPrice.price,
-                )
-                .select_from(Member)
-                .join(Product, Product.id == product_id)
-                .outerjoin(
-                    TierPrice,
-                    and_(TierPrice.product_id == Product.id, TierPrice.tier_key == Member.tier_key),
-                )
-                .outerjoin(
-                    MemberPrice,
-                    and_(MemberPrice.product_id == Product.id, MemberPrice.member_id == Member.id),
-                )
-                .where(Member.id == member_id)
-            )
-        ).one_or_none()
-        if row is None:
-            await load_member(session, member_id)
-            raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
-        available_points = (
-            await points.available(session, member_id, self._clock.now()) if with_points else 0
-        )
-        return PricingInput(
-            product_id=product_id,
-            sku=row[2],
-            active=row[3],
-            pool=row[4],
-            base_price=row[5],
-            max_per_order=row[6],
-            tier_key=row[1],
-            tier_price=row[7],
-            member_price=row[8],
-            balance=row[0],
-            available_points=available_points,
-        )
-
     async def quote(
         self, member_id: int, product_id: int, quantity: int, *, use_points: bool = False
     ) -> Quote:
         """The breakdown the member is shown before paying, with stock taken into account."""
+        points_at = self._clock.now() if use_points else None
         async with self._db.read() as session:
-            facts = await self._pricing_input(
-                session, member_id, product_id, with_points=use_points
+            row = await session.execute(
+                _facts_query(with_points=use_points),
+                _facts_params(member_id, product_id, points_at),
             )
+            facts = _facts(row.one_or_none(), member_id, product_id)
             stock = await session.scalar(
                 select(func.count())
                 .select_from(Code)
@@ -197,26 +283,23 @@ class Orders:
     async def _owned(self, session: AsyncSession, member_id: int, order_id: int) -> OrderView:
         row = (
             await session.execute(
-                select(Order, Product)
-                .join(Product, Product.id == Order.product_id)
-                .where(Order.id == order_id, Order.member_id == member_id)
+                _views().where(Order.id == order_id, Order.member_id == member_id)
             )
         ).one_or_none()
         if row is None:
             raise ShopError(ErrorCode.ORDER_NOT_FOUND, order=order_id)
-        return _view(*row)
+        return _view(row)
 
     async def recent(self, member_id: int, *, limit: int = 10, offset: int = 0) -> list[OrderView]:
         async with self._db.read() as session:
             rows = await session.execute(
-                select(Order, Product)
-                .join(Product, Product.id == Order.product_id)
+                _views()
                 .where(Order.member_id == member_id)
                 .order_by(Order.id.desc())
                 .limit(limit)
                 .offset(offset)
             )
-            return [_view(order, product) for order, product in rows]
+            return [_view(row) for row in rows]
 
     async def reveal(self, member_id: int, order_id: int) -> tuple[OrderView, list[str]]:
         """An order's codes in clear, only for the member who bought them."""
@@ -247,96 +330,122 @@ class Orders:
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
         now = self._clock.now()
-        async with self._db.transaction() as session:
-            existing = await self._by_key(session, member_id, idempotency_key)
-            if existing is not None:
-                return existing
-            facts = await self._pricing_input(
-                session, member_id, product_id, with_points=use_points
-            )
-            priced = quote(self._ladder, facts, quantity, use_points=use_points)
-            if expected_total is not None and expected_total != priced.total:
-                raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
-            order_id = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    Order,
-                    member_id=member_id,
-                    product_id=product_id,
-                    idempotency_key=idempotency_key,
-                    quantity=quantity,
-                    tier_key=priced.tier_key,
-                    unit_base_price=priced.unit_base_price,
-                    unit_price=priced.unit_price,
-                    discount=priced.discount,
-                    points_used=priced.points_used,
-                    points_value=priced.points_value,
-                    total=priced.total,
-                    status="paid",
-                    created_at=now,
-                    paid_at=now,
-                ).returning(Order.id)
-            )
-            if order_id is None:
-                # A concurrent request with the same key committed first (PostgreSQL).
-                replay = await self._by_key(session, member_id, idempotency_key)
-                assert replay is not None
-                return replay
-            balance = await post_entry(
-                session,
+        paid = await self._db.run(
+            lambda conn: self._purchase_on(
+                conn,
                 member_id,
-                -priced.total,
-                kind="purchase",
-                at=now,
-                order_id=order_id,
-                spend_delta=priced.total,
+                product_id,
+                quantity,
+                idempotency_key,
+                use_points=use_points,
+                expected_total=expected_total,
+                now=now,
             )
-            if priced.points_used:
-                await points.redeem(
-                    session, member_id, priced.points_used, order_id=order_id, at=now
-                )
-            secrets = await claim_codes(session, product_id, quantity, order_id, now)
-            if len(secrets) < quantity:
-                raise ShopError(ErrorCode.OUT_OF_STOCK, available=len(secrets), sku=facts.sku)
-            await self._reward(session, member_id, order_id, priced.total, now)
-            order = await self._owned(session, member_id, order_id)
-        purchase = Purchase(
-            order=order,
-            codes=[self._vault.decrypt(secret) for secret in secrets],
-            balance_after=balance,
-            created=True,
         )
-        moved = await self._after_paid(order)
+        purchase = Purchase(
+            order=paid.order,
+            codes=[self._vault.decrypt(secret) for secret in paid.secrets],
+            balance_after=paid.balance,
+            created=paid.created,
+        )
+        if not paid.created:
+            return purchase
+        moved = await self._after_paid(paid.order)
         return replace(purchase, new_tier=moved.to_tier) if moved else purchase
 
-    async def _reward(
-        self, session: AsyncSession, member_id: int, order_id: int, total: int, at: datetime
-    ) -> None:
-        key = f"order:{order_id}"
-        earned = total // 100 * self._ladder.points.purchase_points_per_yuan
-        await points.award_points(
-            session, self._ladder, member_id, source="purchase", source_key=key,
-            amount=earned, at=at,
-        )  # fmt: skip
-        await activity.record(session, member_id, "purchase", key, at=at)
-
-    async def _by_key(self, session: AsyncSession, member_id: int, key: str) -> Purchase | None:
-        order_id = await session.scalar(
-            select(Order.id).where(Order.member_id == member_id, Order.idempotency_key == key)
+    def _purchase_on(
+        self,
+        conn: Connection,
+        member_id: int,
+        product_id: int,
+        quantity: int,
+        key: str,
+        *,
+        use_points: bool,
+        expected_total: int | None,
+        now: datetime,
+    ) -> _Paid:
+        """The purchase transaction's statements; any refusal raises and rolls it all back."""
+        query = _purchase_query(with_points=use_points, lock=conn.dialect.name == "postgresql")
+        params = _facts_params(member_id, product_id, now if use_points else None)
+        row = conn.execute(query, {**params, "key": key}).one_or_none()
+        if row is None:
+            raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+        if row[-1] is not None:
+            return self._replay_on(conn, member_id, key)
+        facts = _facts(row, member_id, product_id)
+        priced = quote(self._ladder, facts, quantity, use_points=use_points)
+        if expected_total is not None and expected_total != priced.total:
+            raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
+        order_id = conn.scalar(
+            insert_ignoring_conflict_on(conn, Order),
+            {
+                "member_id": member_id,
+                "product_id": product_id,
+                "idempotency_key": key,
+                "quantity": quantity,
+                "tier_key": priced.tier_key,
+                "unit_base_price": priced.unit_base_price,
+                "unit_price": priced.unit_price,
+                "discount": priced.discount,
+                "points_used": priced.points_used,
+                "points_value": priced.points_value,
+                "total": priced.total,
+                "status": "paid",
+                "created_at": now,
+                "paid_at": now,
+            },
         )
         if order_id is None:
-            return None
-        order = await self._owned(session, member_id, order_id)
-        secrets = await session.scalars(
-            select(Code.secret).where(Code.order_id == order_id).order_by(Code.id)
+            # A concurrent request with the same key committed first; nothing written yet.
+            return self._replay_on(conn, member_id, key)
+        balance = post_entry_on(
+            conn, member_id, -priced.total, kind="purchase", at=now, order_id=order_id,
+            spend_delta=priced.total,
+        )  # fmt: skip
+        if priced.points_used:
+            points.redeem_on(conn, member_id, priced.points_used, order_id=order_id, at=now)
+        secrets = claim_codes_on(conn, product_id, quantity, order_id, now)
+        if len(secrets) < quantity:
+            raise ShopError(ErrorCode.OUT_OF_STOCK, available=len(secrets), sku=facts.sku)
+        key_of_order = f"order:{order_id}"
+        earned = priced.total // 100 * self._ladder.points.purchase_points_per_yuan
+        points.award_points_on(
+            conn, self._ladder, member_id, source="purchase", source_key=key_of_order,
+            amount=earned, at=now,
+        )  # fmt: skip
+        activity.record_on(conn, member_id, "purchase", key_of_order, at=now)
+        order = OrderView(
+            id=order_id,
+            member_id=member_id,
+            product_id=product_id,
+            sku=facts.sku,
+            product_names={"zh_CN": row[11], "en": row[12]},
+            quantity=quantity,
+            tier_key=priced.tier_key,
+            unit_base_price=priced.unit_base_price,
+            unit_price=priced.unit_price,
+            discount=priced.discount,
+            points_used=priced.points_used,
+            total=priced.total,
+            status="paid",
+            created_at=now.astimezone(UTC),
         )
-        balance = (await load_member(session, member_id)).balance
-        return Purchase(
-            order=order,
-            codes=[self._vault.decrypt(secret) for secret in secrets],
-            balance_after=balance,
-            created=False,
-        )
+        return _Paid(order=order, secrets=secrets, balance=balance, created=True)
+
+    def _replay_on(self, conn: Connection, member_id: int, key: str) -> _Paid:
+        """The order an idempotency key already paid for, as it stands, with its codes."""
+        row = conn.execute(
+            _views()
+            .add_columns(Member.balance)
+            .join(Member, Member.id == Order.member_id)
+            .where(Order.member_id == member_id, Order.idempotency_key == key)
+        ).one()
+        order = _view(row)
+        secrets = conn.scalars(
+            select(Code.secret).where(Code.order_id == order.id).order_by(Code.id)
+        ).all()
+        return _Paid(order=order, secrets=list(secrets), balance=row[-1], created=False)
 
     async def _after_paid(self, order: OrderView) -> TierMove | None:
         if self._on_paid is None:

@@ -15,22 +15,24 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock, add_months
+from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import Member, PointLot, PointShortfall, PointSpend
 from core.sql import insert_ignoring_conflict
-from core.uow import Database
+from core.uow import Database, run_on
 
 #: `point_spends.reason` values that give points back instead of taking them.
 CREDIT_REASONS = frozenset({"restore"})
 
 
-async def award_points(
-    session: AsyncSession,
+def award_points_on(
+    conn: Connection,
     ladder: Ladder,
     member_id: int,
     *,
@@ -46,49 +48,73 @@ async def award_points(
     """
     if amount <= 0:
         return False
-    inserted = await session.scalar(
-        insert_ignoring_conflict(
-            session,
-            PointLot,
-            member_id=member_id,
-            source=source,
-            source_key=source_key,
-            amount=amount,
-            remaining=amount,
-            earned_at=at,
-            expires_at=add_months(at, ladder.points.expiry_months),
-        ).returning(PointLot.id)
+    inserted = conn.scalar(
+        insert_ignoring_conflict_on(conn, PointLot),
+        {
+            "member_id": member_id,
+            "source": source,
+            "source_key": source_key,
+            "amount": amount,
+            "remaining": amount,
+            "earned_at": at,
+            "expires_at": add_months(at, ladder.points.expiry_months),
+        },
     )
     return inserted is not None
 
 
-async def available(session: AsyncSession, member_id: int, at: datetime) -> int:
-    """Points the member can spend at `at`: what is left of lots not yet expired."""
-    total = await session.scalar(
-        select(func.coalesce(func.sum(PointLot.remaining), 0)).where(
+async def award_points(
+    session: AsyncSession,
+    ladder: Ladder,
+    member_id: int,
+    *,
+    source: str,
+    source_key: str,
+    amount: int,
+    at: datetime,
+) -> bool:
+    """`award_points_on` in an async session's transaction."""
+    return await run_on(
+        session, award_points_on, ladder, member_id, source=source, source_key=source_key,
+        amount=amount, at=at,
+    )  # fmt: skip
+
+
+def available_points(
+    member_id: int | ColumnElement[int], at: datetime | ColumnElement[datetime]
+) -> ScalarSelect[int]:
+    """Points the member can spend at `at`, as an expression a larger SELECT can embed."""
+    return (
+        select(func.coalesce(func.sum(PointLot.remaining), 0))
+        .where(
             PointLot.member_id == member_id,
             PointLot.remaining > 0,
             PointLot.expires_at > at,
         )
+        .scalar_subquery()
     )
+
+
+async def available(session: AsyncSession, member_id: int, at: datetime) -> int:
+    """Points the member can spend at `at`: what is left of lots not yet expired."""
+    total = await session.scalar(select(available_points(member_id, at)))
     return int(total or 0)
 
 
-async def _take(session: AsyncSession, lot_id: int, amount: int) -> None:
+def _take(conn: Connection, lot_id: int, amount: int) -> None:
     """Decrement one lot, refusing to go below zero even if a check above was stale."""
-    taken = await session.scalar(
+    taken = conn.scalar(
         update(PointLot)
         .where(PointLot.id == lot_id, PointLot.remaining >= amount)
         .values(remaining=PointLot.remaining - amount)
         .returning(PointLot.id)
-        .execution_options(synchronize_session=False)
     )
     if taken is None:
         raise RuntimeError(f"point lot {lot_id} changed under a lock")
 
 
-async def _spendable_lots(
-    session: AsyncSession, member_id: int, at: datetime, *, also_lot: int | None = None
+def _spendable_lots(
+    conn: Connection, member_id: int, at: datetime, *, also_lot: int | None = None
 ) -> list[tuple[int, int]]:
     """(id, remaining) of the member's unexpired lots, soonest-expiring first, locked.
 
@@ -97,7 +123,7 @@ async def _spendable_lots(
     """
     spendable = and_(PointLot.remaining > 0, PointLot.expires_at > at)
     condition = spendable if also_lot is None else or_(spendable, PointLot.id == also_lot)
-    rows = await session.execute(
+    rows = conn.execute(
         select(PointLot.id, PointLot.remaining)
         .where(PointLot.member_id == member_id, condition)
         .order_by(PointLot.expires_at, PointLot.id)
@@ -106,8 +132,8 @@ async def _spendable_lots(
     return [(lot_id, remaining) for lot_id, remaining in rows]
 
 
-async def _spend_soonest(
-    session: AsyncSession,
+def _spend_soonest(
+    conn: Connection,
     member_id: int,
     lots: list[tuple[int, int]],
     amount: int,
@@ -118,30 +144,32 @@ async def _spend_soonest(
 ) -> int:
     """Take up to `amount` from `lots` in their order; returns what was taken."""
     left = amount
+    spends = []
     for lot_id, remaining in lots:
         if left == 0:
             break
         part = min(remaining, left)
         if part <= 0:
             continue
-        await _take(session, lot_id, part)
-        session.add(
-            PointSpend(
-                member_id=member_id,
-                lot_id=lot_id,
-                order_id=order_id,
-                reason=reason,
-                amount=part,
-                created_at=at,
-            )
+        _take(conn, lot_id, part)
+        spends.append(
+            {
+                "member_id": member_id,
+                "lot_id": lot_id,
+                "order_id": order_id,
+                "reason": reason,
+                "amount": part,
+                "created_at": at,
+            }
         )
         left -= part
-    await session.flush()
+    if spends:
+        conn.execute(insert(PointSpend), spends)
     return amount - left
 
 
-async def redeem(
-    session: AsyncSession, member_id: int, amount: int, *, order_id: int, at: datetime
+def redeem_on(
+    conn: Connection, member_id: int, amount: int, *, order_id: int, at: datetime
 ) -> None:
     """Spend `amount` points for an order, soonest-expiring lots first.
 
@@ -152,13 +180,18 @@ async def redeem(
         raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount)
     if amount == 0:
         return
-    lots = await _spendable_lots(session, member_id, at)
+    lots = _spendable_lots(conn, member_id, at)
     have = sum(remaining for _, remaining in lots)
     if have < amount:
         raise ShopError(ErrorCode.INSUFFICIENT_POINTS, available=have, needed=amount)
-    await _spend_soonest(
-        session, member_id, lots, amount, reason="redeem", order_id=order_id, at=at
-    )
+    _spend_soonest(conn, member_id, lots, amount, reason="redeem", order_id=order_id, at=at)
+
+
+async def redeem(
+    session: AsyncSession, member_id: int, amount: int, *, order_id: int, at: datetime
+) -> None:
+    """`redeem_on` in an async session's transaction."""
+    await run_on(session, redeem_on, member_id, amount, order_id=order_id, at=at)
 
 
 async def restore_redeemed(session: AsyncSession, order_id: int, at: datetime) -> int:
@@ -250,7 +283,7 @@ async def reverse(session: AsyncSession, member_id: int, source_key: str, *, at:
     )
     if first is None:
         return 0
-    lots = await _spendable_lots(session, member_id, at, also_lot=lot_id)
+    lots = await run_on(session, _spendable_lots, member_id, at, also_lot=lot_id)
     expired = await session.scalar(
         select(func.coalesce(func.sum(PointSpend.amount), 0)).where(
             PointSpend.lot_id == lot_id, PointSpend.reason == "expire"
@@ -259,12 +292,13 @@ async def reverse(session: AsyncSession, member_id: int, source_key: str, *, at:
     owed = lot_amount - int(expired or 0)
     own = [(i, remaining) for i, remaining in lots if i == lot_id]
     others = [(i, remaining) for i, remaining in lots if i != lot_id]
-    taken = await _spend_soonest(
-        session, member_id, own, owed, reason="reverse", order_id=None, at=at
+    taken = await run_on(
+        session, _spend_soonest, member_id, own, owed, reason="reverse", order_id=None, at=at
     )
-    taken += await _spend_soonest(
-        session, member_id, others, owed - taken, reason="reverse", order_id=None, at=at
-    )
+    taken += await run_on(
+        session, _spend_soonest, member_id, others, owed - taken, reason="reverse",
+        order_id=None, at=at,
+    )  # fmt: skip
     if taken < owed:
         await session.execute(
             update(PointShortfall)
@@ -390,7 +424,7 @@ class Points:
             )
             total = 0
             for lot_id, member_id, remaining in rows:
-                await _take(session, lot_id, remaining)
+                await run_on(session, _take, lot_id, remaining)
                 session.add(
                     PointSpend(
                         member_id=member_id,

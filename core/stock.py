@@ -6,19 +6,23 @@ never by comparing plaintext, so nothing readable lands in the database or its W
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
+from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.models import Code, Product
 from core.sql import insert_ignoring_conflict
-from core.uow import Database
+from core.uow import Database, run_on
 from core.vault import CodeVault
 
 #: Longer lines are a pasted paragraph or a binary file, not a code.
@@ -31,8 +35,8 @@ BATCH_SIZE = 500
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
 
 
-async def claim_codes(
-    session: AsyncSession, product_id: int, quantity: int, order_id: int, at: datetime
+def claim_codes_on(
+    conn: Connection, product_id: int, quantity: int, order_id: int, at: datetime
 ) -> list[bytes]:
     """Attach `quantity` available codes to `order_id` in one statement; their secrets.
 
@@ -41,22 +45,38 @@ async def claim_codes(
     transaction already holds the write lock (`BEGIN IMMEDIATE`). The caller must roll
     back when fewer than `quantity` come back.
     """
-    available = (
-        select(Code.id)
-        .where(Code.product_id == product_id, Code.order_id.is_(None))
-        .order_by(Code.id)
-        .limit(quantity)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        available = available.with_for_update(skip_locked=True)
-    result = await session.execute(
-        update(Code)
-        .where(Code.id.in_(available.scalar_subquery()))
-        .values(order_id=order_id, sold_at=at)
-        .returning(Code.secret)
-        .execution_options(synchronize_session=False)
+    result = conn.execute(
+        _claim_statement(conn.dialect.name),
+        {"product": product_id, "quantity": quantity, "order": order_id, "at": at},
     )
     return list(result.scalars())
+
+
+@functools.cache
+def _claim_statement(dialect_name: str) -> Any:
+    """The claim, built once per database so the hot path only binds its values."""
+    codes = table_of(Code).c
+    available = (
+        select(codes.id)
+        .where(codes.product_id == bindparam("product"), codes.order_id.is_(None))
+        .order_by(codes.id)
+        .limit(bindparam("quantity", type_=Integer))
+    )
+    if dialect_name == "postgresql":
+        available = available.with_for_update(skip_locked=True)
+    return (
+        update(table_of(Code))
+        .where(codes.id.in_(available.scalar_subquery()))
+        .values(order_id=bindparam("order"), sold_at=bindparam("at", type_=codes.sold_at.type))
+        .returning(codes.secret)
+    )
+
+
+async def claim_codes(
+    session: AsyncSession, product_id: int, quantity: int, order_id: int, at: datetime
+) -> list[bytes]:
+    """`claim_codes_on` in an async session's transaction."""
+    return await run_on(session, claim_codes_on, product_id, quantity, order_id, at)
 
 
 @dataclass(frozen=True, slots=True)

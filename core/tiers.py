@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import Integer, Select, and_, bindparam, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -22,7 +23,7 @@ from core.clock import Clock, add_months, quarter_of
 from core.errors import ErrorCode, ShopError
 from core.ladder import SPEND_METRICS, Capabilities, Condition, Ladder, Metric, Rule, Tier
 from core.members import load_member
-from core.models import Member, Order, TierChange, TierReview, Violation
+from core.models import Member, Order, PointLot, TierChange, TierReview, UTCDateTime, Violation
 from core.points import award_points
 from core.uow import Database
 
@@ -171,9 +172,16 @@ def previous_quarter(moment: datetime, zone: ZoneInfo) -> str:
     return quarter_of(add_months(moment.astimezone(zone), -3), zone)
 
 
-async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> Metrics:
-    """Every metric in one statement: the member row, one aggregate over orders, two counts."""
-    year_ago, half_year_ago = now - YEAR, now - HALF_YEAR
+def _metrics_statement() -> Select[Any]:
+    """Every metric in one statement: the member row, one aggregate over orders, two counts.
+
+    Built once with bound parameters: assembling a statement this size (and its cache
+    key) on every purchase costs more than running it.
+    """
+    year_ago = bindparam("year_ago", type_=UTCDateTime())
+    half_year_ago = bindparam("half_year_ago", type_=UTCDateTime())
+    violations_since = bindparam("violations_since", type_=UTCDateTime())
+    member_id = bindparam("member_id", type_=Integer())
     paid = Order.status.in_(PAID_STATUSES)
     orders = (
         select(
@@ -196,7 +204,7 @@ async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> 
         .where(
             Violation.member_id == member_id,
             Violation.serious.is_(True),
-            Violation.created_at >= now - VIOLATION_WINDOW,
+            Violation.created_at >= violations_since,
         )
         .scalar_subquery()
     )
@@ -209,22 +217,38 @@ async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> 
         )
         .scalar_subquery()
     )
+    return (
+        select(
+            Member.total_spent,
+            Member.joint_campaigns,
+            Member.growth_points,
+            func.coalesce(orders.c.spend, 0),
+            func.coalesce(orders.c.purchases, 0),
+            func.coalesce(orders.c.settled, 0),
+            func.coalesce(orders.c.fulfilled, 0),
+            violations,
+            referrals,
+        )
+        .select_from(Member)
+        .outerjoin(orders, orders.c.member_id == Member.id)
+        .where(Member.id == member_id)
+    )
+
+
+METRICS = _metrics_statement()
+
+
+async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> Metrics:
+    """The member's tier metrics at `now`."""
     row = (
         await session.execute(
-            select(
-                Member.total_spent,
-                Member.joint_campaigns,
-                Member.growth_points,
-                func.coalesce(orders.c.spend, 0),
-                func.coalesce(orders.c.purchases, 0),
-                func.coalesce(orders.c.settled, 0),
-                func.coalesce(orders.c.fulfilled, 0),
-                violations,
-                referrals,
-            )
-            .select_from(Member)
-            .outerjoin(orders, orders.c.member_id == Member.id)
-            .where(Member.id == member_id)
+            METRICS,
+            {
+                "member_id": member_id,
+                "year_ago": now - YEAR,
+                "half_year_ago": now - HALF_YEAR,
+                "violations_since": now - VIOLATION_WINDOW,
+            },
         )
     ).one_or_none()
     if row is None:
@@ -441,7 +465,7 @@ class Tiers:
                     self._ladder,
                     member.id,
                     source="reward",
-                    source_key=f"progress:{member.id}:{above.key}:{percent}",
+                    source_key=self._reward_key(member.id, above.key, percent),
                     amount=rewards.points,
                     at=now,
                 )
@@ -449,15 +473,63 @@ class Tiers:
     async def promote(self, member_id: int, *, reason: str) -> TierChangeView | None:
         """After a purchase or check-in: move up if the rules allow (never down, but an
         expired trial falls back), and pay progress rewards. Safe to run concurrently."""
+        if not await self._settlement_due(member_id):
+            return None
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await self._settle(session, member, reason=reason, actor=SYSTEM)
+
+    async def _settlement_due(self, member_id: int) -> bool:
+        """Whether `_settle` would change anything, judged from a read-only snapshot.
+
+        Most purchases and check-ins move no tier and cross no milestone; looking first in
+        a read transaction keeps them off the write lock (on SQLite a reader never waits
+        for the purchase writer). `_settle` decides again under the lock when it is due.
+        """
+        now = self._clock.now()
+        async with self._db.read() as session:
+            standing = (
+                await session.execute(
+                    select(Member.tier_key, Member.tier_source, Member.trial_until).where(
+                        Member.id == member_id
+                    )
+                )
+            ).one_or_none()
+            if standing is None:
+                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+            tier_key, source, trial_until = standing
+            if source == TierSource.TRIAL and trial_until is not None and trial_until <= now:
+                return True
+            metrics = await load_metrics(session, member_id, now)
+            if self._ladder.index(self._rules_tier(metrics).key) > self._ladder.index(tier_key):
+                return True
+            above = self._ladder.above(tier_key)
+            if above is None:
+                return False
+            reached = self._progress(above.key, above.upgrade, metrics).percent
+            keys = [
+                self._reward_key(member_id, above.key, percent)
+                for percent in self._ladder.progress_rewards.at_percent
+                if reached >= percent
+            ]
+            if not keys:
+                return False
+            paid = await session.scalar(
+                select(func.count()).select_from(PointLot).where(PointLot.source_key.in_(keys))
+            )
+            return (paid or 0) < len(keys)
+
+    @staticmethod
+    def _reward_key(member_id: int, tier_key: str, percent: int) -> str:
+        return f"progress:{member_id}:{tier_key}:{percent}"
 
     async def fast_track(
         self, member_id: int, order_total: int, order_id: int
     ) -> TierChangeView | None:
         """A big enough first paid order earns the next tier on trial, once per member."""
         rules = self._ladder.fast_track
+        if order_total < rules.min_first_purchase:
+            return None  # decided without touching the database: most orders are small
         now = self._clock.now()
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)

@@ -1,8 +1,9 @@
 """The prepaid wallet: an append-only ledger and a balance that moves only with it.
 
-Every change goes through `post_entry`, one guarded `UPDATE ... RETURNING` plus one
-ledger insert in the caller's transaction, so the balance can never go negative (the
-guard, backed by a CHECK constraint) and never drifts from the ledger.
+Every change goes through `post_entry_on` (`post_entry` from an async session), one
+guarded `UPDATE ... RETURNING` plus one ledger insert in the caller's transaction, so
+the balance can never go negative (the guard, backed by a CHECK constraint) and never
+drifts from the ledger.
 """
 
 from __future__ import annotations
@@ -11,19 +12,34 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
+from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.members import load_member
 from core.models import Member, WalletEntry
-from core.uow import Database
+from core.uow import Database, run_on
 
 EntryKind = Literal["topup", "purchase", "refund", "adjustment"]
 
 #: The largest single top-up or adjustment accepted (¥1,000,000), against typos.
 MAX_SINGLE_AMOUNT = 100_000_000
+
+# Built once: the hot path then skips building and cache-keying them on every call.
+_members = table_of(Member).c
+_MOVE = (
+    update(table_of(Member))
+    .where(_members.id == bindparam("member"), _members.balance + bindparam("amount") >= 0)
+    .values(
+        balance=_members.balance + bindparam("amount"),
+        total_spent=_members.total_spent + bindparam("spend_delta"),
+    )
+    .returning(_members.balance)
+)
+_LEDGER = insert(table_of(WalletEntry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +55,8 @@ class LedgerEntry:
     created_at: datetime
 
 
-async def post_entry(
-    session: AsyncSession,
+def post_entry_on(
+    conn: Connection,
     member_id: int,
     amount: int,
     *,
@@ -56,34 +72,52 @@ async def post_entry(
     `spend_delta` adjusts the member's lifetime spend in the same statement (purchases
     add, refunds subtract), which keeps the tier metric exact at no extra cost.
     """
-    changed = await session.execute(
-        update(Member)
-        .where(Member.id == member_id, Member.balance + amount >= 0)
-        .values(balance=Member.balance + amount, total_spent=Member.total_spent + spend_delta)
-        .returning(Member.balance)
+    balance: int | None = conn.scalar(
+        _MOVE, {"member": member_id, "amount": amount, "spend_delta": spend_delta}
     )
-    balance = changed.scalar_one_or_none()
     if balance is None:
-        member = await load_member(session, member_id)
+        current = conn.scalar(select(_members.balance).where(_members.id == member_id))
+        if current is None:
+            raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         raise ShopError(
             ErrorCode.INSUFFICIENT_BALANCE,
-            balance=member.balance,
+            balance=current,
             required=-amount,
-            missing=-amount - member.balance,
+            missing=-amount - current,
         )
-    await session.execute(
-        insert(WalletEntry).values(
-            member_id=member_id,
-            kind=kind,
-            amount=amount,
-            balance_after=balance,
-            order_id=order_id,
-            reason=reason,
-            actor=actor,
-            created_at=at,
-        )
+    conn.execute(
+        _LEDGER,
+        {
+            "member_id": member_id,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": balance,
+            "order_id": order_id,
+            "reason": reason,
+            "actor": actor,
+            "created_at": at,
+        },
     )
     return balance
+
+
+async def post_entry(
+    session: AsyncSession,
+    member_id: int,
+    amount: int,
+    *,
+    kind: EntryKind,
+    at: datetime,
+    order_id: int | None = None,
+    reason: str = "",
+    actor: str = "system",
+    spend_delta: int = 0,
+) -> int:
+    """`post_entry_on` in an async session's transaction."""
+    return await run_on(
+        session, post_entry_on, member_id, amount, kind=kind, at=at, order_id=order_id,
+        reason=reason, actor=actor, spend_delta=spend_delta,
+    )  # fmt: skip
 
 
 def _check_amount(amount: int) -> None:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 
 from core.errors import ErrorCode, ShopError
-from core.models import ActivityEvent, Code, Member, Order, PointLot, TierPrice, WalletEntry
+from core.models import (
+    ActivityEvent,
+    Code,
+    Member,
+    Order,
+    PointLot,
+    Product,
+    TierPrice,
+    WalletEntry,
+)
+from core.points import award_points
 from core.shop import Shop
+from core.wallet import post_entry_on
 from tests.factories import make_member, make_product
 
 
@@ -76,7 +88,8 @@ async def test_a_purchase_delivers_exactly_the_claimed_codes(shop: Shop) -> None
         lot = await session.scalar(
             select(PointLot).where(PointLot.source_key == f"order:{purchase.order.id}")
         )
-        assert lot is not None and lot.amount == 18  # 1 point per whole yuan
+        assert lot is not None
+        assert lot.amount == 18
         assert await session.scalar(select(Member.total_spent).where(Member.id == member)) == 1800
         assert (
             await session.scalar(
@@ -87,7 +100,8 @@ async def test_a_purchase_delivers_exactly_the_claimed_codes(shop: Shop) -> None
             == 1
         )
     again, shown = await shop.orders.reveal(member, purchase.order.id)
-    assert shown == codes[:2] and again.id == purchase.order.id
+    assert shown == codes[:2]
+    assert again.id == purchase.order.id
 
 
 @pytest.mark.parametrize(
@@ -185,7 +199,8 @@ async def test_a_refund_returns_money_and_takes_back_spend_and_points(shop: Shop
         lot = await session.scalar(
             select(PointLot).where(PointLot.source_key == f"order:{purchase.order.id}")
         )
-        assert lot is not None and lot.remaining == 0
+        assert lot is not None
+        assert lot.remaining == 0
     with pytest.raises(ShopError) as twice:
         await shop.orders.refund(purchase.order.id, actor="admin:1", reason="again")
     assert twice.value.code is ErrorCode.ORDER_NOT_REFUNDABLE
@@ -201,3 +216,74 @@ async def test_someone_elses_order_reads_as_not_found(shop: Shop) -> None:
     with pytest.raises(ShopError) as refused:
         await shop.orders.reveal(other, purchase.order.id)
     assert refused.value.code is ErrorCode.ORDER_NOT_FOUND
+
+
+async def test_a_replayed_key_returns_the_order_even_after_the_product_closed(shop: Shop) -> None:
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000)
+    member = await make_member(shop.db, shop.clock, balance=10_000)
+    first = await shop.orders.place(member, product, 1, idempotency_key="late-retry")
+    async with shop.db.transaction() as session:
+        await session.execute(update(Product).where(Product.id == product).values(active=False))
+
+    again = await shop.orders.place(member, product, 1, idempotency_key="late-retry")
+
+    assert not again.created
+    assert again.order == first.order
+    assert again.codes == codes[:1]
+    assert again.balance_after == 10_000 - 950
+    assert await _count(shop, select(func.count()).select_from(Order)) == 1
+
+
+async def test_the_returned_order_is_what_the_database_holds(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=3)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="gold")
+
+    purchase = await shop.orders.place(member, product, 2, idempotency_key="view")
+
+    assert purchase.order == await shop.orders.get(member, purchase.order.id)
+    assert purchase.order.product_names["en"]
+
+
+async def test_an_unknown_member_or_product_is_refused_by_name(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock)
+    member = await make_member(shop.db, shop.clock, balance=10_000)
+
+    with pytest.raises(ShopError) as no_member:
+        await shop.orders.place(999_999, product, 1, idempotency_key="k")
+    with pytest.raises(ShopError) as no_product:
+        await shop.orders.place(member, 999_999, 1, idempotency_key="k")
+
+    assert no_member.value.code is ErrorCode.MEMBER_NOT_FOUND
+    assert no_product.value.code is ErrorCode.PRODUCT_NOT_FOUND
+    assert await _count(shop, select(func.count()).select_from(Order)) == 0
+
+
+async def test_points_redeemed_at_purchase_come_back_on_refund(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
+    member = await make_member(shop.db, shop.clock, balance=10_000)
+    async with shop.db.transaction() as session:
+        await award_points(
+            session, shop.ladder, member, source="reward", source_key="gift", amount=300,
+            at=shop.clock.now(),
+        )  # fmt: skip
+    purchase = await shop.orders.place(member, product, 1, idempotency_key="p", use_points=True)
+    assert (await shop.points.balance(member)).available == 6  # earned on ¥6.50 paid
+
+    await shop.orders.refund(purchase.order.id, actor="admin:1", reason="test")
+
+    assert (await shop.points.balance(member)).available == 300
+    assert await _balance(shop, member) == 10_000
+
+
+async def test_run_rolls_back_everything_when_the_work_raises(shop: Shop) -> None:
+    member = await make_member(shop.db, shop.clock, balance=1000)
+
+    def debit_then_fail(conn: Connection) -> None:
+        post_entry_on(conn, member, -400, kind="adjustment", at=shop.clock.now(), reason="x")
+        raise ShopError(ErrorCode.INVALID_INPUT, field="test")
+
+    with pytest.raises(ShopError):
+        await shop.db.run(debit_then_fail)
+
+    assert await _balance(shop, member) == 1000
+    assert len(await shop.wallet.history(member)) == 1

@@ -11,8 +11,9 @@ import asyncio
 from sqlalchemy import func, select
 
 from core.errors import ErrorCode, ShopError
-from core.models import Code, Order, WalletEntry
+from core.models import Code, Order, PointSpend, WalletEntry
 from core.orders import Purchase
+from core.points import award_points
 from core.shop import Shop
 from tests.factories import make_member, make_product
 
@@ -48,7 +49,8 @@ async def test_200_buyers_for_the_last_5_codes(shop: Shop) -> None:
                 .group_by(Code.order_id)
             )
         ).all()
-        assert len(per_order) == 5 and all(n == 1 for _, n in per_order)
+        assert len(per_order) == 5
+        assert all(n == 1 for _, n in per_order)
         assert await session.scalar(select(func.count()).select_from(Order)) == 5
         charged = await session.scalar(
             select(func.count()).select_from(WalletEntry).where(WalletEntry.kind == "purchase")
@@ -68,7 +70,8 @@ async def test_50_debits_against_a_balance_of_10(shop: Shop) -> None:
         [shop.orders.place(member, product, 1, idempotency_key=f"d{i}") for i in range(50)]
     )
 
-    assert len(done) == 10 and len(refused) == 40
+    assert len(done) == 10
+    assert len(refused) == 40
     assert {e.code for e in refused} == {ErrorCode.INSUFFICIENT_BALANCE}
     assert await shop.wallet.balance(member) == 0
     async with shop.db.read() as session:
@@ -91,7 +94,8 @@ async def test_50_wallet_adjustments_never_overdraw(shop: Shop) -> None:
         [shop.wallet.adjust(member, -100, actor="test", reason="race") for _ in range(50)]
     )
 
-    assert len(done) == 10 and len(refused) == 40
+    assert len(done) == 10
+    assert len(refused) == 40
     assert await shop.wallet.balance(member) == 0
     history = await shop.wallet.history(member, limit=100)
     assert sum(e.amount for e in history) == 0
@@ -116,3 +120,57 @@ async def test_one_idempotency_key_placed_20_times_at_once(shop: Shop) -> None:
     assert await shop.wallet.balance(member) == 10_000 - 1800
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+async def test_30_purchases_at_once_by_one_member_all_go_through(shop: Shop) -> None:
+    # The shop's own wiring, tier hook included: purchases, fast track and promotion all
+    # lock the one member row, in one order, so none of them may deadlock or be lost.
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=30)
+    member = await make_member(shop.db, shop.clock, balance=30 * 1000)
+
+    done, refused = await _settle(
+        [shop.orders.place(member, product, 1, idempotency_key=f"hot-{i}") for i in range(30)]
+    )
+
+    assert refused == []
+    assert len(done) == 30
+    assert sorted(c for p in done for c in p.codes) == sorted(codes)
+    # Promotions along the way lower the price, so totals differ; the chain must not.
+    spent = sum(p.order.total for p in done)
+    assert await shop.wallet.balance(member) == 30 * 1000 - spent
+    assert len({p.balance_after for p in done}) == 30
+    assert min(p.balance_after for p in done) == 30 * 1000 - spent
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 30
+        assert (
+            await session.scalar(
+                select(func.sum(WalletEntry.amount)).where(WalletEntry.kind == "purchase")
+            )
+            == -spent
+        )
+
+
+async def test_one_key_at_once_with_points_redeems_once(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
+    member = await make_member(shop.db, shop.clock, balance=10_000)
+    async with shop.db.transaction() as session:
+        await award_points(
+            session, shop.ladder, member, source="reward", source_key="gift", amount=300,
+            at=shop.clock.now(),
+        )  # fmt: skip
+
+    done, refused = await _settle(
+        [
+            shop.orders.place(member, product, 1, idempotency_key="pts", use_points=True)
+            for _ in range(10)
+        ]
+    )
+
+    assert refused == []
+    assert sum(p.created for p in done) == 1
+    assert await shop.wallet.balance(member) == 10_000 - 650
+    async with shop.db.read() as session:
+        spent = await session.scalar(
+            select(func.sum(PointSpend.amount)).where(PointSpend.reason == "redeem")
+        )
+        assert spent == 300

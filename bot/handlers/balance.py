@@ -1,0 +1,88 @@
+"""/balance: the wallet balance, its latest ledger rows, and the member's points.
+
+The ledger is shown as the shop keeps it (kind, signed amount, balance after), so a
+member can check every debit against an order; points that expire soon are called
+out with their date, since a warning is worth more than a lapsed balance.
+"""
+
+from __future__ import annotations
+
+from bot.conversation import Button, Context, Conversation, escape
+from bot.handlers.start import MenuCallback, menu_button
+from bot.i18n import N_
+from core.money import FEN_PER_POINT
+from core.wallet import LedgerEntry
+
+conversation = Conversation("balance")
+
+#: Ledger rows shown, newest first.
+HISTORY_ROWS = 10
+
+#: Ledger kinds as the member reads them.
+KIND_NAMES = {
+    "topup": N_("Top-up"),
+    "purchase": N_("Purchase"),
+    "refund": N_("Refund"),
+    "adjustment": N_("Adjustment"),
+}
+
+
+def kind_name(ctx: Context, kind: str) -> str:
+    label = KIND_NAMES.get(kind)
+    return ctx._(label) if label else escape(kind)
+
+
+def signed(ctx: Context, amount: int) -> str:
+    return f"+{ctx.money(amount)}" if amount > 0 else f"−{ctx.money(-amount)}"
+
+
+def ledger_line(ctx: Context, entry: LedgerEntry) -> str:
+    line = ctx._("{date} {kind} {amount} → {balance}").format(
+        date=ctx.datetime(entry.created_at),
+        kind=kind_name(ctx, entry.kind),
+        amount=signed(ctx, entry.amount),
+        balance=ctx.money(entry.balance_after),
+    )
+    if entry.order_id is not None:
+        line += " " + ctx._("(order #{order})").format(order=entry.order_id)
+    return line
+
+
+@conversation.command("balance", description=N_("My balance and points"))
+async def balance_command(ctx: Context) -> None:
+    await show_balance(ctx)
+
+
+@conversation.menu("balance")
+async def show_balance(ctx: Context) -> None:
+    member_id = ctx.member.id
+    balance = await ctx.shop.wallet.balance(member_id)
+    entries = await ctx.shop.wallet.history(member_id, limit=HISTORY_ROWS)
+    points = await ctx.shop.points.balance(member_id)
+    lines = [
+        ctx._("💰 <b>Balance: {balance}</b>").format(balance=ctx.money(balance)),
+        ctx._("Points: {points} (worth {value} at checkout)").format(
+            points=ctx.number(points.available), value=ctx.money(points.available * FEN_PER_POINT)
+        ),
+    ]
+    if points.expiring and points.expiring_at is not None:
+        lines.append(
+            ctx._("⚠️ {points} points expire on {date}. Use them at checkout before then!").format(
+                points=ctx.number(points.expiring), date=ctx.datetime(points.expiring_at)
+            )
+        )
+    lines.append("")
+    if entries:
+        lines.append(ctx._("<b>Latest transactions</b>"))
+        lines += [ledger_line(ctx, entry) for entry in entries]
+    else:
+        lines.append(ctx._("No transactions yet."))
+    lines += ["", ctx._("To top up, contact support.")]
+    keyboard = [
+        [
+            Button(ctx._("💬 Top up via support"), MenuCallback(item="ticket")),
+            Button(ctx._("🛒 Shop"), MenuCallback(item="shop")),
+        ],
+        [menu_button(ctx)],
+    ]
+    await ctx.reply("\n".join(lines), keyboard)

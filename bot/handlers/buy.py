@@ -1,0 +1,354 @@
+"""Buying: a product → how many → the confirmation with the shop's quote → pay → the codes.
+
+Money moves only on "Pay", and only once per confirmation: each confirmation drawn gets
+a fresh nonce, carried by its buttons and kept in the chat state together with the
+idempotency key `chat:message:nonce`. A double tap or a redelivered update presents the
+same key, and the shop hands back the first order instead of charging again; a button
+from an older confirmation (or a forged one) no longer matches and is refused. The
+price shown is what the shop charges: `place` gets `expected_total` and refuses with the
+new quote when the price moved, which is shown for the member to confirm again.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from bot.callbacks import BadCallbackError, Callback
+from bot.conversation import Button, Context, Conversation, Keyboard, escape
+from bot.errors import render_error
+from bot.handlers.browse import ProductCallback, ShopCallback, offer, price_text
+from bot.handlers.start import MenuCallback, menu_button
+from core.catalog import ProductView
+from core.errors import ErrorCode, ShopError
+from core.orders import Purchase
+from core.pricing import Quote
+
+conversation = Conversation("buy")
+
+#: Typing a quantity for the product in the state data.
+QUANTITY = "buy:quantity"
+#: A confirmation is on screen; its data holds what "Pay" will buy and with which key.
+CONFIRM = "buy:confirm"
+#: The quantities offered as buttons, as far as the tier's batch limit and stock allow.
+QUICK_QUANTITIES = (1, 2, 5, 10)
+#: Digits only (any script's digits), short enough that no one can type a huge number.
+QUANTITY_TEXT = re.compile(r"\d{1,7}")
+#: Telegram's message limit; codes that would not fit come as one text file instead.
+MESSAGE_LIMIT = 4096
+
+
+class QuantityCallback(Callback):
+    prefix = "buyq"
+    product: int
+    quantity: int
+    page: int = 1
+
+
+class PointsCallback(Callback):
+    """Use (or stop using) points on the confirmation with this nonce."""
+
+    prefix = "buypts"
+    nonce: str
+    use: bool
+
+
+class PayCallback(Callback):
+    prefix = "buypay"
+    nonce: str
+
+
+@conversation.callback(ProductCallback)
+async def open_product(ctx: Context, data: ProductCallback) -> None:
+    await show_product(ctx, data.product, data.page)
+
+
+async def show_product(
+    ctx: Context, product_id: int, page: int, *, notice: str | None = None
+) -> None:
+    """The product with the member's price and the quantity choice (or why they cannot buy)."""
+    product = await ctx.shop.catalog.product(product_id)
+    shown = await offer(ctx, product)
+    lines = [notice, ""] if notice else []
+    lines.append(f"<b>{escape(product.name(ctx.locale))}</b>")
+    description = product.description(ctx.locale)
+    if description:
+        lines.append(escape(description))
+    lines.append("")
+    back = [
+        Button(ctx._("« Back"), ShopCallback(category=product.category_id, page=page)),
+        menu_button(ctx),
+    ]
+    if shown.locked_until is not None:
+        lines += [
+            ctx._("Price: {price}").format(price=price_text(ctx, shown)),
+            ctx._("🔒 Available from {tier} up.").format(tier=escape(shown.locked_until)),
+            ctx._("See ⭐ My level for what is left to get there."),
+        ]
+        ctx.state.clear()
+        await ctx.reply(
+            "\n".join(lines), [[Button(ctx._("⭐ My level"), MenuCallback(item="level"))], back]
+        )
+        return
+    if shown.quote is None:
+        lines += [
+            ctx._("Price: {price}").format(price=price_text(ctx, shown)),
+            ctx._("Sold out for now. Please check back later."),
+        ]
+        ctx.state.clear()
+        await ctx.reply("\n".join(lines), [back])
+        return
+    quote = shown.quote
+    tier = ctx.shop.ladder.tier(quote.tier_key).name(ctx.locale)
+    lines += [
+        ctx._("Your price ({tier}): {price}").format(
+            tier=escape(tier), price=price_text(ctx, shown)
+        ),
+        ctx._("In stock: {stock}").format(stock=ctx.number(product.stock)),
+        ctx._("Up to {max} per order.").format(max=ctx.number(quote.max_quantity)),
+        "",
+        ctx._("How many would you like? Tap a number or send one."),
+    ]
+    quick = [
+        Button(
+            ctx.number(quantity), QuantityCallback(product=product.id, quantity=quantity, page=page)
+        )
+        for quantity in QUICK_QUANTITIES
+        if quantity <= quote.max_quantity
+    ]
+    ctx.state.set(QUANTITY, product=product.id, page=page)
+    await ctx.reply("\n".join(lines), [quick, back])
+
+
+@conversation.callback(QuantityCallback)
+async def quantity_chosen(ctx: Context, data: QuantityCallback) -> None:
+    await confirm(ctx, data.product, data.quantity, data.page, use_points=False)
+
+
+@conversation.state(QUANTITY)
+async def quantity_typed(ctx: Context) -> None:
+    text = ctx.incoming.text.strip()
+    if not QUANTITY_TEXT.fullmatch(text):
+        await ctx.reply(
+            ctx._("Please send the quantity as a whole number, for example 2."),
+            [[menu_button(ctx)]],
+        )
+        return
+    await confirm(
+        ctx,
+        int(ctx.state.get("product")),
+        int(text),
+        int(ctx.state.get("page", 1)),
+        use_points=False,
+    )
+
+
+async def confirm(
+    ctx: Context,
+    product_id: int,
+    quantity: int,
+    page: int,
+    *,
+    use_points: bool,
+    quote: Quote | None = None,
+    notice: str | None = None,
+) -> None:
+    """Draw the breakdown with a fresh nonce; the shop's quote refuses a bad quantity."""
+    product = await ctx.shop.catalog.product(product_id)
+    if quote is None:
+        quote = await ctx.shop.orders.quote(
+            ctx.member.id, product_id, quantity, use_points=use_points
+        )
+    points = await ctx.shop.points.balance(ctx.member.id)
+    nonce = secrets.token_urlsafe(6)
+    lines = [notice, ""] if notice else []
+    lines += breakdown(ctx, product, quote)
+    keyboard: list[list[Button]] = []
+    if quote.affordable:
+        lines += ["", ctx._("Pay from your balance?")]
+        keyboard.append(
+            [
+                Button(
+                    ctx._("✅ Pay {total}").format(total=ctx.money(quote.total)),
+                    PayCallback(nonce=nonce),
+                )
+            ]
+        )
+    else:
+        lines += [
+            "",
+            ctx._(
+                "⚠️ Your balance is {missing} short. Please top up first: contact support."
+            ).format(missing=ctx.money(-quote.balance_after)),
+        ]
+        keyboard.append([Button(ctx._("💬 Top up via support"), MenuCallback(item="ticket"))])
+    if use_points:
+        keyboard.append([Button(ctx._("Don't use points"), PointsCallback(nonce=nonce, use=False))])
+    elif points.available > 0:
+        label = ctx._("🎁 Use points ({points} available)").format(
+            points=ctx.number(points.available)
+        )
+        keyboard.append([Button(label, PointsCallback(nonce=nonce, use=True))])
+    keyboard.append(
+        [Button(ctx._("« Back"), ProductCallback(product=product_id, page=page)), menu_button(ctx)]
+    )
+    message_id = await ctx.reply("\n".join(lines), keyboard)
+    ctx.state.set(
+        CONFIRM,
+        product=product_id,
+        quantity=quote.quantity,
+        page=page,
+        use_points=use_points,
+        total=quote.total,
+        nonce=nonce,
+        key=f"{ctx.chat_id}:{message_id}:{nonce}",
+    )
+
+
+def breakdown(ctx: Context, product: ProductView, quote: Quote) -> list[str]:
+    tier = ctx.shop.ladder.tier(quote.tier_key).name(ctx.locale)
+    lines = [
+        ctx._("🧾 <b>Confirm your order</b>"),
+        f"{escape(product.name(ctx.locale))} × {ctx.number(quote.quantity)}",
+        ctx._("Price: {amount}").format(amount=ctx.money(quote.base_total)),
+    ]
+    if quote.discount:
+        lines.append(
+            ctx._("{tier} discount: −{amount}").format(
+                tier=escape(tier), amount=ctx.money(quote.discount)
+            )
+        )
+    if quote.points_used:
+        lines.append(
+            ctx._("Points: −{amount} ({points} points)").format(
+                amount=ctx.money(quote.points_value), points=ctx.number(quote.points_used)
+            )
+        )
+    lines += [
+        ctx._("<b>To pay: {amount}</b>").format(amount=ctx.money(quote.total)),
+        ctx._("Balance: {balance} → {after}").format(
+            balance=ctx.money(quote.balance), after=ctx.money(max(quote.balance_after, 0))
+        ),
+    ]
+    return lines
+
+
+def confirmation(ctx: Context, nonce: str) -> dict[str, Any]:
+    """The confirmation this button belongs to, or a refusal for a stale or forged one."""
+    if ctx.state.name != CONFIRM or ctx.state.get("nonce") != nonce:
+        raise BadCallbackError("no confirmation with this nonce")
+    return dict(ctx.state.data)
+
+
+@conversation.callback(PointsCallback)
+async def toggle_points(ctx: Context, data: PointsCallback) -> None:
+    drawn = confirmation(ctx, data.nonce)
+    if drawn.get("order") is not None:
+        raise BadCallbackError("this confirmation is already paid")
+    await confirm(ctx, drawn["product"], drawn["quantity"], drawn["page"], use_points=data.use)
+
+
+@conversation.callback(PayCallback)
+async def pay(ctx: Context, data: PayCallback) -> None:
+    drawn = confirmation(ctx, data.nonce)
+    try:
+        purchase = await ctx.shop.orders.place(
+            ctx.member.id,
+            drawn["product"],
+            drawn["quantity"],
+            idempotency_key=drawn["key"],
+            use_points=drawn["use_points"],
+            expected_total=drawn["total"],
+        )
+    except ShopError as refusal:
+        await refused(ctx, refusal, drawn)
+        return
+    await deliver(ctx, purchase)
+    ctx.state.update(order=purchase.order.id)
+
+
+async def refused(ctx: Context, refusal: ShopError, drawn: dict[str, Any]) -> None:
+    """Nothing was charged: show what changed and let the member decide again."""
+    product_id, quantity, page = drawn["product"], drawn["quantity"], drawn["page"]
+    reason = render_error(refusal, ctx, ctx.shop.ladder)
+    if refusal.code == ErrorCode.PRICE_CHANGED:
+        await ctx.answer(reason, alert=True)
+        new = refusal.params.get("quote")
+        await confirm(
+            ctx,
+            product_id,
+            quantity,
+            page,
+            use_points=drawn["use_points"],
+            quote=new if isinstance(new, Quote) else None,
+            notice=f"⚠️ {reason}",
+        )
+    elif refusal.code in (ErrorCode.OUT_OF_STOCK, ErrorCode.QUANTITY_OUT_OF_RANGE):
+        await ctx.answer(reason, alert=True)
+        await show_product(ctx, product_id, page, notice=f"⚠️ {reason}")
+    elif refusal.code in (ErrorCode.INSUFFICIENT_BALANCE, ErrorCode.INSUFFICIENT_POINTS):
+        await ctx.answer(reason, alert=True)
+        await confirm(
+            ctx,
+            product_id,
+            quantity,
+            page,
+            use_points=drawn["use_points"],
+            notice=f"⚠️ {reason}",
+        )
+    else:
+        raise refusal
+
+
+async def deliver(ctx: Context, purchase: Purchase) -> None:
+    """The codes in one message, each in <code> so a tap copies it; then mark delivered."""
+    order = purchase.order
+    head = [
+        ctx._("✅ <b>Payment successful</b>")
+        if purchase.created
+        else ctx._("✅ <b>Already paid</b> — here are your codes again."),
+        ctx._("Order #{order}: {name} × {quantity}").format(
+            order=order.id,
+            name=escape(order.product_name(ctx.locale)),
+            quantity=ctx.number(order.quantity),
+        ),
+        ctx._("Paid {total} · balance {balance}").format(
+            total=ctx.money(order.total), balance=ctx.money(purchase.balance_after)
+        ),
+    ]
+    if purchase.new_tier is not None:
+        tier = ctx.shop.ladder.tier(purchase.new_tier).name(ctx.locale)
+        head.append(ctx._("🎉 Congratulations! You are now {tier}.").format(tier=escape(tier)))
+    keyboard: Keyboard = [
+        [
+            Button(ctx._("📦 My orders"), MenuCallback(item="orders")),
+            Button(ctx._("🛒 Keep shopping"), MenuCallback(item="shop")),
+        ],
+        [menu_button(ctx)],
+    ]
+    await show_codes(ctx, order.id, head, purchase.codes, keyboard)
+    await ctx.shop.orders.mark_delivered(order.id)
+    await ctx.answer(ctx._("Paid. Enjoy!") if purchase.created else None)
+
+
+async def show_codes(
+    ctx: Context, order_id: int, head: list[str], codes: list[str], keyboard: Keyboard
+) -> None:
+    """`head` and the codes in one message, each in <code> so a tap copies it.
+
+    Codes too many for one message (Telegram's 4096 characters) come as one text file
+    after the head instead, so a big batch still arrives whole.
+    """
+    tagged = [f"<code>{escape(code)}</code>" for code in codes]
+    text = "\n".join([*head, "", ctx._("Your codes (tap to copy):"), *tagged])
+    if len(text) <= MESSAGE_LIMIT:
+        await ctx.reply(text, keyboard)
+        return
+    await ctx.reply("\n".join([*head, "", ctx._("Your codes are in the file below.")]), keyboard)
+    await ctx.transport.send_document(
+        ctx.chat_id,
+        f"order-{order_id}.txt",
+        "\n".join(codes).encode(),
+        caption=ctx._("Codes of order #{order}").format(order=order_id),
+    )

@@ -1,0 +1,220 @@
+"""/level: the member's tier, what it gives, and exactly what is left to the next one.
+
+Transparency is the point (domain: "距离下一级还需消费 ¥X"): every number comes from
+`shop.tiers.evaluate`, which already counts growth points toward spend; this module
+only puts the numbers into words, a progress bar and the next tier's extras.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from bot.conversation import Button, Context, Conversation, Keyboard, escape
+from bot.handlers.start import MenuCallback, menu_button
+from bot.i18n import N_
+from core.ladder import Capabilities, Metric, Tier
+from core.tiers import VIOLATION_WINDOW, ConditionProgress, Evaluation, TierSource
+
+conversation = Conversation("level")
+
+#: Cells of the text progress bar (▓ done, ░ to go).
+BAR_CELLS = 10
+
+#: What each metric of a tier rule is called on the level page.
+METRIC_LABELS: dict[Metric, str] = {
+    Metric.TOTAL_SPENT: N_("Total spend"),
+    Metric.SPEND_365D: N_("Spend in the last 12 months"),
+    Metric.PURCHASES_6M: N_("Purchases in the last 6 months"),
+    Metric.VIOLATIONS_90D: N_("Serious violations (last 3 months)"),
+    Metric.FULFILMENT_RATE: N_("Order fulfilment rate"),
+    Metric.REFERRALS_ACTIVE: N_("Active members you referred"),
+    Metric.JOINT_CAMPAIGNS: N_("Joint campaigns"),
+    Metric.GROWTH_POINTS: N_("Growth points"),
+}
+
+#: Product pools as members know them.
+POOL_NAMES: dict[str, str] = {
+    "basic": N_("standard items"),
+    "selected": N_("selected items"),
+    "exclusive": N_("exclusive items"),
+}
+
+
+def tier_name(ctx: Context, key: str) -> str:
+    return escape(ctx.shop.ladder.tier(key).name(ctx.locale))
+
+
+def progress_bar(percent: int) -> str:
+    """`▓▓▓▓░░░░░░ 40%`: whole cells only, so 99% never looks complete."""
+    done = max(0, min(BAR_CELLS, percent * BAR_CELLS // 100))
+    return "{bar} {percent}%".format(bar="▓" * done + "░" * (BAR_CELLS - done), percent=percent)
+
+
+def discount(ctx: Context, rate: int) -> str:
+    """The price rate as the locale says it: 9折 / 95折 in Chinese, "10% off" in English.
+
+    Both forms are offered to the translation, which picks `{off}` (the share taken
+    off, with its % sign) or `{zhe}` (the 折 digits: 90 → 9, 95 → 95).
+    """
+    if rate >= 100:
+        return ctx._("Prices: list price")
+    zhe = str(rate // 10) if rate % 10 == 0 else str(rate)
+    return ctx._("Prices: {off} off").format(off=f"{100 - rate}%", zhe=zhe)
+
+
+def duration(ctx: Context, minutes: int) -> str:
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return ctx.ngettext("{count} hour", "{count} hours", hours).format(count=hours)
+    return ctx.ngettext("{count} minute", "{count} minutes", minutes).format(count=minutes)
+
+
+def benefits(ctx: Context, tier: Tier) -> list[str]:
+    """One line per thing the tier gives, read from its capabilities in the ladder."""
+    caps: Capabilities = tier.capabilities
+    separator = ctx._(", ")
+    pools = separator.join(ctx._(POOL_NAMES.get(pool, pool)) for pool in caps.pools)
+    lines = [
+        discount(ctx, tier.rate),
+        ctx._("Products: {pools}").format(pools=pools),
+        ctx.ngettext(
+            "Up to {count} code per order", "Up to {count} codes per order", caps.batch_max
+        ).format(count=ctx.number(caps.batch_max)),
+        ctx._("Support answers within {time}").format(time=duration(ctx, caps.sla_minutes)),
+    ]
+    multiplier = Decimal(str(caps.checkin_multiplier)).normalize()
+    if multiplier != 1:
+        lines.append(ctx._("Check-in points ×{multiplier}").format(multiplier=multiplier))
+    if caps.export:
+        lines.append(ctx._("Export your orders (CSV)"))
+    if caps.api:
+        lines.append(ctx._("API access for automatic top-ups"))
+    if caps.reservation:
+        lines.append(ctx._("Stock reserved for you on hot items"))
+    if caps.referral_commission:
+        lines.append(ctx._("Commission on members you refer"))
+    if caps.manager:
+        lines.append(ctx._("A dedicated manager"))
+    return lines
+
+
+def left_text(ctx: Context, condition: ConditionProgress) -> str:
+    """What is still missing for one unmet condition, in the member's words."""
+    left = condition.left
+    match condition.metric:
+        case Metric.TOTAL_SPENT | Metric.SPEND_365D:
+            return ctx._("spend {amount} more").format(amount=ctx.money(left))
+        case Metric.PURCHASES_6M:
+            return ctx.ngettext("buy {count} more time", "buy {count} more times", left).format(
+                count=ctx.number(left)
+            )
+        case Metric.VIOLATIONS_90D:
+            return ctx.ngettext(
+                "each violation stops counting {days} day after it happened",
+                "each violation stops counting {days} days after it happened",
+                VIOLATION_WINDOW.days,
+            ).format(days=VIOLATION_WINDOW.days)
+        case Metric.FULFILMENT_RATE:
+            return ctx.ngettext(
+                "{count} percentage point to go", "{count} percentage points to go", left
+            ).format(count=ctx.number(left))
+        case Metric.REFERRALS_ACTIVE:
+            return ctx.ngettext(
+                "refer {count} more active member", "refer {count} more active members", left
+            ).format(count=ctx.number(left))
+        case Metric.JOINT_CAMPAIGNS:
+            return ctx.ngettext(
+                "{count} more joint campaign (arranged with our staff)",
+                "{count} more joint campaigns (arranged with our staff)",
+                left,
+            ).format(count=ctx.number(left))
+        case Metric.GROWTH_POINTS:
+            return ctx._("earn {count} more growth points").format(count=ctx.number(left))
+
+
+def amount(ctx: Context, condition: ConditionProgress, value: int) -> str:
+    if condition.metric in (Metric.TOTAL_SPENT, Metric.SPEND_365D):
+        return ctx.money(value)
+    if condition.metric is Metric.FULFILMENT_RATE:
+        return f"{value}%"
+    return ctx.number(value)
+
+
+def condition_line(ctx: Context, condition: ConditionProgress) -> str:
+    label = ctx._(METRIC_LABELS.get(condition.metric, condition.metric.value))
+    if condition.bound == "max":
+        shown = ctx._("{label}: {current} (at most {required})")
+    else:
+        shown = ctx._("{label}: {current} / {required}")
+    line = shown.format(
+        label=label,
+        current=amount(ctx, condition, condition.current),
+        required=amount(ctx, condition, condition.required),
+    )
+    if condition.met:
+        return "✅ " + line
+    line = f"▫️ {line} — {left_text(ctx, condition)}"
+    if condition.growth_credit:
+        line += "\n    " + ctx._("(your growth points already count for {amount})").format(
+            amount=ctx.money(condition.growth_credit)
+        )
+    return line
+
+
+def level_text(ctx: Context, evaluation: Evaluation) -> str:
+    ladder = ctx.shop.ladder
+    tier = ladder.tier(evaluation.tier)
+    parts = [
+        ctx._("⭐ <b>Your level: {tier}</b>").format(tier=tier_name(ctx, tier.key)),
+        "\n".join("• " + line for line in benefits(ctx, tier)),
+    ]
+    if evaluation.tier_source == TierSource.TRIAL and evaluation.trial_until is not None:
+        parts.append(
+            ctx._(
+                "🕒 You are trying {tier} until {time}. Meet its conditions by then to keep it."
+            ).format(tier=tier_name(ctx, tier.key), time=ctx.datetime(evaluation.trial_until))
+        )
+    if evaluation.in_protection and evaluation.protected_until is not None:
+        parts.append(
+            ctx._(
+                "⚠️ Downgrade protection until {time}: you are below what {tier} needs to be"
+                " kept. Meet it again by then, or you will move down one level."
+            ).format(time=ctx.datetime(evaluation.protected_until), tier=tier_name(ctx, tier.key))
+        )
+    progress = evaluation.progress
+    if evaluation.next_tier is None or progress is None:
+        parts.append(ctx._("🏆 You are at the top of the ladder. Thank you!"))
+        return "\n\n".join(parts)
+    following = ladder.tier(evaluation.next_tier)
+    way = [
+        ctx._("<b>Next level: {tier}</b>").format(tier=tier_name(ctx, following.key)),
+        progress_bar(progress.percent),
+    ]
+    way += [condition_line(ctx, condition) for condition in progress.conditions]
+    if progress.met:
+        way.append(ctx._("You qualify! The upgrade comes with your next purchase or check-in."))
+    parts.append("\n".join(way))
+    current = set(benefits(ctx, tier))
+    extras = [line for line in benefits(ctx, following) if line not in current]
+    if extras:
+        parts.append(
+            "\n".join(
+                [ctx._("<b>{tier} adds:</b>").format(tier=tier_name(ctx, following.key))]
+                + ["• " + line for line in extras]
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def level_keyboard(ctx: Context) -> Keyboard:
+    return [
+        [Button(ctx._("📅 Check in"), MenuCallback(item="checkin"))],
+        [menu_button(ctx)],
+    ]
+
+
+@conversation.command("level", description=N_("My member level"))
+@conversation.menu("level")
+async def show_level(ctx: Context) -> None:
+    evaluation = await ctx.shop.tiers.evaluate(ctx.member.id)
+    await ctx.reply(level_text(ctx, evaluation), level_keyboard(ctx))

@@ -1,0 +1,328 @@
+"""Scheduled jobs run inside the bot process: tier review, trials, points, SLA, low stock.
+
+Each job has a period key (a quarter, a shop-local day, or a slot of a few minutes) and
+each run is a `job_runs` row unique on (job, period): a finished run is never repeated,
+even by a restarted process, and a run that crashed (no `finished_at`) runs again on
+the next tick. Running a job again changes nothing, because every service it calls
+marks what it did once (`tier_reviews` unique per quarter, `warned_at`, `breached_at`,
+expired lots at zero) and the notices a service cannot mark are claimed by key in
+`job_notices` or `low_stock_alerts` before they are sent. A notice is therefore sent at
+most once: one cut off by a crash between its claim and the send is lost, never doubled.
+
+Core holds no text: the bot's `Notifier` turns each event into a localized message for
+the member, the staff chat or the admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.catalog import ProductView
+from core.clock import local_day
+from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
+from core.shop import Shop
+from core.sql import insert_ignoring_conflict
+from core.tickets import TicketView
+from core.tiers import ConditionProgress, ReviewResult, previous_quarter
+
+log = logging.getLogger(__name__)
+
+# --- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierWarning:
+    """To the member: their tier's maintenance rule was not met this quarter."""
+
+    member_id: int
+    telegram_id: int
+    locale: str | None
+    tier: str
+    quarter: str
+    #: `warned` (first slip) or `protected` (kept until `protected_until`, then dropped).
+    outcome: str
+    protected_until: datetime | None
+    #: What was missing; empty when the review was recorded by an earlier run.
+    unmet: tuple[ConditionProgress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Downgraded:
+    """To the member: the quarterly review dropped them one tier."""
+
+    member_id: int
+    telegram_id: int
+    locale: str | None
+    from_tier: str
+    to_tier: str
+    quarter: str
+
+
+@dataclass(frozen=True, slots=True)
+class PointsExpiring:
+    """To the member: points about to expire (the win-back message, 衰退预警)."""
+
+    member_id: int
+    telegram_id: int
+    locale: str | None
+    amount: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSlaWarning:
+    """To the staff chat: a ticket is past 80% of its first-response window."""
+
+    ticket: TicketView
+
+
+@dataclass(frozen=True, slots=True)
+class TicketBreached:
+    """To the staff chat (escalation): a ticket missed its first-response deadline."""
+
+    ticket: TicketView
+
+
+@dataclass(frozen=True, slots=True)
+class LowStock:
+    """To the admins: a product fell below its restock threshold (once until restocked)."""
+
+    product: ProductView
+
+
+Event = TierWarning | Downgraded | PointsExpiring | TicketSlaWarning | TicketBreached | LowStock
+
+
+class Notifier(Protocol):
+    """Implemented by the bot: deliver one event; raising only logs, the job goes on."""
+
+    async def notify(self, event: Event) -> None: ...
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    job: str
+    period: str
+    #: False when the period's run had already finished (nothing was done).
+    ran: bool
+    result: dict[str, int] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    name: str
+    period: Callable[[datetime], str]
+    run: Callable[[str], Awaitable[dict[str, int]]]
+
+
+_STOCK = (
+    select(func.count(Code.id))
+    .where(Code.product_id == Product.id, Code.order_id.is_(None))
+    .correlate(Product)
+    .scalar_subquery()
+)
+
+
+class Jobs:
+    def __init__(
+        self,
+        shop: Shop,
+        notifier: Notifier,
+        *,
+        sla_every: timedelta = timedelta(minutes=1),
+        stock_every: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self._shop = shop
+        self._notifier = notifier
+        zone = shop.settings.zone
+        self.jobs = (
+            _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
+            _Job("trials", self._day, self._trials),
+            _Job("points", self._day, self._points),
+            _Job("ticket_sla", lambda now: self._slot(now, sla_every), self._ticket_sla),
+            _Job("low_stock", lambda now: self._slot(now, stock_every), self._low_stock),
+        )
+
+    def _day(self, now: datetime) -> str:
+        return local_day(now, self._shop.settings.zone).isoformat()
+
+    def _slot(self, now: datetime, every: timedelta) -> str:
+        """The start of the `every`-long slot `now` falls in, as shop-local minutes."""
+        step = int(every.total_seconds())
+        start = datetime.fromtimestamp(int(now.timestamp()) // step * step, UTC)
+        return start.astimezone(self._shop.settings.zone).strftime("%Y-%m-%dT%H:%M")
+
+    # --- scheduling -------------------------------------------------------------------
+
+    async def run_due(self, now: datetime | None = None) -> list[JobReport]:
+        """Run every job whose current period has no finished run; one failure stops none."""
+        moment = now or self._shop.clock.now()
+        reports = []
+        for job in self.jobs:
+            period = job.period(moment)
+            if not await self._start(job.name, period, moment):
+                reports.append(JobReport(job.name, period, ran=False, result=None))
+                continue
+            try:
+                result = await job.run(period)
+            except Exception as exc:
+                log.exception("job %s for %s failed; it runs again next tick", job.name, period)
+                reports.append(
+                    JobReport(job.name, period, ran=True, result=None, error=type(exc).__name__)
+                )
+                continue
+            async with self._shop.db.transaction() as session:
+                await session.execute(
+                    update(JobRun)
+                    .where(JobRun.job == job.name, JobRun.period == period)
+                    .values(finished_at=self._shop.clock.now(), result=result)
+                )
+            reports.append(JobReport(job.name, period, ran=True, result=result))
+        return reports
+
+    async def _start(self, job: str, period: str, now: datetime) -> bool:
+        """Record the run; False when this period's run already finished."""
+        async with self._shop.db.transaction() as session:
+            created = await session.scalar(
+                insert_ignoring_conflict(
+                    session, JobRun, job=job, period=period, started_at=now
+                ).returning(JobRun.id)
+            )
+            if created is not None:
+                return True
+            finished = await session.scalar(
+                select(JobRun.finished_at).where(JobRun.job == job, JobRun.period == period)
+            )
+            return finished is None
+
+    async def loop(self, interval: float = 30.0) -> None:
+        """Tick forever (the bot runs this as a task and cancels it on shutdown)."""
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("scheduled jobs tick failed")
+            await asyncio.sleep(interval)
+
+    async def _notify(self, event: Event, *, key: str | None = None) -> bool:
+        """Send one event; with `key`, only if no run claimed that key before."""
+        if key is not None:
+            async with self._shop.db.transaction() as session:
+                claimed = await session.scalar(
+                    insert_ignoring_conflict(
+                        session, JobNotice, key=key, created_at=self._shop.clock.now()
+                    ).returning(JobNotice.key)
+                )
+            if claimed is None:
+                return False
+        try:
+            await self._notifier.notify(event)
+        except Exception:
+            log.exception("notifier failed for %r", event)
+            return False
+        return True
+
+    # --- the jobs ---------------------------------------------------------------------
+
+    async def _tier_review(self, quarter: str) -> dict[str, int]:
+        outcomes = await self._shop.tiers.review(quarter=quarter)
+        counts = {"reviewed": len(outcomes), "notified": 0}
+        for outcome in outcomes:
+            counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
+            if outcome.telegram_id is None or outcome.outcome is ReviewResult.KEPT:
+                continue
+            event: Event
+            if outcome.outcome is ReviewResult.DROPPED:
+                event = Downgraded(
+                    member_id=outcome.member_id,
+                    telegram_id=outcome.telegram_id,
+                    locale=outcome.locale,
+                    from_tier=outcome.from_tier,
+                    to_tier=outcome.to_tier,
+                    quarter=quarter,
+                )
+            else:
+                event = TierWarning(
+                    member_id=outcome.member_id,
+                    telegram_id=outcome.telegram_id,
+                    locale=outcome.locale,
+                    tier=outcome.from_tier,
+                    quarter=quarter,
+                    outcome=outcome.outcome.value,
+                    protected_until=outcome.protected_until,
+                    unmet=outcome.unmet,
+                )
+            key = f"tier_review:{quarter}:{outcome.member_id}"
+            counts["notified"] += await self._notify(event, key=key)
+        return counts
+
+    async def _trials(self, _day: str) -> dict[str, int]:
+        return {"ended": await self._shop.tiers.expire_trials()}
+
+    async def _points(self, _day: str) -> dict[str, int]:
+        expired = await self._shop.points.expire()
+        warned = 0
+        for warning in await self._shop.points.expiry_warnings():
+            if warning.telegram_id is None:
+                continue
+            event = PointsExpiring(
+                member_id=warning.member_id,
+                telegram_id=warning.telegram_id,
+                locale=warning.locale,
+                amount=warning.amount,
+                expires_at=warning.expires_at,
+            )
+            warned += await self._notify(event)
+        return {"expired_points": expired, "warned": warned}
+
+    async def _ticket_sla(self, _slot: str) -> dict[str, int]:
+        warned = await self._shop.tickets.due_warnings()
+        breached = await self._shop.tickets.breaches()
+        events: list[Event] = [TicketSlaWarning(t) for t in warned]
+        events += [TicketBreached(t) for t in breached]
+        for event in events:
+            await self._notify(event)
+        return {"warned": len(warned), "breached": len(breached)}
+
+    async def _low_stock(self, _slot: str) -> dict[str, int]:
+        """Alert once per product falling low; a product back at its threshold re-arms."""
+        low = await self._shop.catalog.low_stock()
+        async with self._shop.db.transaction() as session:
+            fresh = [p for p in low if await self._claim_alert(session, p)]
+            rearmed = await session.scalars(
+                delete(LowStockAlert)
+                .where(
+                    LowStockAlert.product_id.in_(
+                        select(Product.id).where(Product.low_stock_threshold <= _STOCK)
+                    )
+                )
+                .returning(LowStockAlert.product_id)
+            )
+            rearmed_count = len(rearmed.all())
+        for product in fresh:
+            await self._notify(LowStock(product))
+        return {"low": len(low), "alerted": len(fresh), "rearmed": rearmed_count}
+
+    async def _claim_alert(self, session: AsyncSession, product: ProductView) -> bool:
+        inserted = await session.scalar(
+            insert_ignoring_conflict(
+                session,
+                LowStockAlert,
+                product_id=product.id,
+                stock=product.stock,
+                alerted_at=self._shop.clock.now(),
+            ).returning(LowStockAlert.product_id)
+        )
+        return inserted is not None

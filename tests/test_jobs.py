@@ -1,0 +1,274 @@
+"""Scheduled jobs: each period runs once, a restart repeats nothing, a crash is retried."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from bot import cli
+from core.admin import build_operations
+from core.clock import ManualClock
+from core.jobs import (
+    Downgraded,
+    Event,
+    Jobs,
+    LowStock,
+    PointsExpiring,
+    TicketBreached,
+    TicketSlaWarning,
+    TierWarning,
+)
+from core.models import (
+    Base,
+    JobRun,
+    Member,
+    PointLot,
+    TierReview,
+)
+from core.shop import Shop
+from core.uow import Database
+from tests.conftest import TEST_KEY
+from tests.factories import make_member, make_product
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def notify(self, event: Event) -> None:
+        self.events.append(event)
+
+
+async def _row_counts(db: Database) -> dict[str, int]:
+    counts = {}
+    async with db.read() as session:
+        for table in Base.metadata.sorted_tables:
+            if table.name != "job_runs":
+                counts[table.name] = (
+                    await session.scalar(select(func.count()).select_from(table)) or 0
+                )
+    return counts
+
+
+async def _scene(shop: Shop) -> dict[str, int]:
+    """Something due for every job at 2026-11-22 15:00 Shanghai."""
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    now = shop.clock.now()
+    slipping = await make_member(shop.db, shop.clock, tier="silver")
+    dropping = await make_member(shop.db, shop.clock, tier="silver")
+    async with shop.db.transaction() as session:
+        await session.execute(
+            update(Member)
+            .where(Member.id == dropping)
+            .values(quarters_below=2, protected_until=now - timedelta(days=1))
+        )
+        for key, expires in [("soon", now + timedelta(days=10)), ("gone", now)]:
+            session.add(
+                PointLot(
+                    member_id=slipping,
+                    source="checkin",
+                    source_key=key,
+                    amount=40,
+                    remaining=40,
+                    earned_at=now - timedelta(days=300),
+                    expires_at=expires,
+                )
+            )
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, codes=2)
+    await shop.tickets.open(slipping, "order", "help")
+    clock.advance(timedelta(hours=5))  # past the member tier's 4-hour first response
+    return {"slipping": slipping, "dropping": dropping, "product": product}
+
+
+async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> None:
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    scene = await _scene(shop)
+    recorder = Recorder()
+    jobs = Jobs(shop, recorder)
+
+    reports = await jobs.run_due()
+    assert {(r.job, r.period, r.ran, r.error) for r in reports} == {
+        ("tier_review", "2026Q3", True, None),
+        ("trials", "2026-11-22", True, None),
+        ("points", "2026-11-22", True, None),
+        ("ticket_sla", "2026-11-22T15:00", True, None),
+        ("low_stock", "2026-11-22T15:00", True, None),
+    }
+    kinds = sorted(type(e).__name__ for e in recorder.events)
+    assert kinds == sorted(
+        ["TierWarning", "Downgraded", "PointsExpiring", "TicketSlaWarning", "TicketBreached",
+         "LowStock"]
+    )  # fmt: skip
+    events = {type(e): e for e in recorder.events}
+    warning = events[TierWarning]
+    assert isinstance(warning, TierWarning)
+    assert (warning.member_id, warning.tier, warning.outcome) == (
+        scene["slipping"],
+        "silver",
+        "warned",
+    )
+    assert warning.unmet
+    dropped = events[Downgraded]
+    assert isinstance(dropped, Downgraded)
+    assert (dropped.member_id, dropped.from_tier, dropped.to_tier) == (
+        scene["dropping"], "silver", "member",
+    )  # fmt: skip
+    expiring = events[PointsExpiring]
+    assert isinstance(expiring, PointsExpiring)
+    assert (expiring.member_id, expiring.amount) == (scene["slipping"], 40)
+    low = events[LowStock]
+    assert isinstance(low, LowStock)
+    assert (low.product.id, low.product.stock) == (scene["product"], 2)
+    assert isinstance(events[TicketBreached], TicketBreached)
+    assert isinstance(events[TicketSlaWarning], TicketSlaWarning)
+    async with shop.db.read() as session:
+        gone = await session.scalar(select(PointLot.remaining).where(PointLot.source_key == "gone"))
+        assert gone == 0
+    assert (await shop.members.get(scene["dropping"])).tier_key == "member"
+
+    state = await _row_counts(shop.db)
+    again = await jobs.run_due()
+    assert [r.ran for r in again] == [False] * 5
+    restarted = Recorder()
+    assert [r.ran for r in await Jobs(shop, restarted).run_due()] == [False] * 5
+    assert recorder.events[len(kinds) :] == []
+    assert restarted.events == []
+    assert await _row_counts(shop.db) == state
+
+    # The next slot runs the frequent jobs again, and the services' markers keep them quiet.
+    clock.advance(timedelta(minutes=6))
+    later = {r.job: r for r in await Jobs(shop, restarted).run_due()}
+    assert later["ticket_sla"].ran
+    assert later["low_stock"].ran
+    assert not later["points"].ran
+    assert restarted.events == []
+    assert await _row_counts(shop.db) == state
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count(JobRun.id))) == 7
+
+
+async def test_a_crashed_run_is_retried_without_notifying_twice(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = await _scene(shop)
+    real_review = shop.tiers.review
+    crashes = 0
+
+    async def crashing_review(**kwargs: Any) -> Any:
+        nonlocal crashes
+        outcomes = await real_review(**kwargs)
+        if crashes == 0:
+            crashes += 1
+            raise RuntimeError("process killed after the review committed")
+        return outcomes
+
+    monkeypatch.setattr(shop.tiers, "review", crashing_review)
+    recorder = Recorder()
+    first = {r.job: r for r in await Jobs(shop, recorder).run_due()}
+    assert first["tier_review"].error == "RuntimeError"
+    assert not any(isinstance(e, TierWarning | Downgraded) for e in recorder.events)
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count(TierReview.id))) == 2
+
+    second = {r.job: r for r in await Jobs(shop, recorder).run_due()}
+    assert second["tier_review"].ran
+    assert second["tier_review"].error is None
+    assert not second["points"].ran
+    third = await Jobs(shop, recorder).run_due()
+    assert not any(r.ran for r in third)
+
+    reviewed = [e for e in recorder.events if isinstance(e, TierWarning | Downgraded)]
+    assert sorted(e.member_id for e in reviewed) == [scene["slipping"], scene["dropping"]]
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count(TierReview.id))) == 2
+
+
+async def test_low_stock_alerts_once_until_a_restock_lifts_it(shop: Shop) -> None:
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, codes=3)
+    sku = (await shop.catalog.product(product)).sku
+    recorder = Recorder()
+    jobs = Jobs(shop, recorder)
+
+    def alerts() -> int:
+        return sum(isinstance(e, LowStock) for e in recorder.events)
+
+    await jobs.run_due()
+    assert alerts() == 1
+    clock.advance(timedelta(minutes=5))
+    await jobs.run_due()
+    assert alerts() == 1
+
+    await shop.stock.import_codes(sku, [f"NEW-{i}" for i in range(2)])  # 5: at the threshold
+    clock.advance(timedelta(minutes=5))
+    await jobs.run_due()
+    assert alerts() == 1
+
+    await shop.catalog.update_product(sku, low_stock_threshold=10)
+    clock.advance(timedelta(minutes=5))
+    await jobs.run_due()
+    assert alerts() == 2
+
+
+async def test_concurrent_ticks_notify_once(shop: Shop) -> None:
+    await _scene(shop)
+    recorder = Recorder()
+    await asyncio.gather(Jobs(shop, recorder).run_due(), Jobs(shop, recorder).run_due())
+    kinds = [type(e).__name__ for e in recorder.events]
+    assert sorted(kinds) == sorted(set(kinds))
+    assert len(kinds) == 6
+
+
+async def test_review_tiers_command(
+    shop: Shop,
+    database_url: str,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    member = await make_member(shop.db, shop.clock, tier="silver")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CODE_ENCRYPTION_KEYS", TEST_KEY)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+
+    argv = ["review-tiers", "--dry-run", "--quarter", "2026Q3"]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"member #{member} silver -> silver: warned (" in out
+    assert "spend_365d 0.00/200.00" in out
+    assert "2026Q3: 1 reviewed, 0 would move" in out
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count(TierReview.id))) == 0
+
+    assert await asyncio.to_thread(cli.main, ["review-tiers", "--quarter", "2026Q3"]) == 0
+    async with shop.db.read() as session:
+        assert await session.scalar(select(func.count(TierReview.id))) == 1
+    (entry,) = await build_operations(shop).audit.recent(action="review_tiers")
+    assert entry.after == {"reviewed": 1, "moved": 0}
+
+
+async def test_loop_ticks_until_cancelled(shop: Shop) -> None:
+    await _scene(shop)
+    all_sent = asyncio.Event()
+
+    class Waiting(Recorder):
+        async def notify(self, event: Event) -> None:
+            await super().notify(event)
+            if len(self.events) == 6:
+                all_sent.set()
+
+    recorder = Waiting()
+    ticking = asyncio.create_task(Jobs(shop, recorder).loop(interval=0.01))
+    await asyncio.wait_for(all_sent.wait(), 10)
+    await asyncio.sleep(0.05)  # a few more ticks, which must send nothing
+    ticking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ticking
+    assert len(recorder.events) == 6

@@ -22,11 +22,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import (
     BotCommand,
-    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
-    Message,
     Update,
 )
 from telegram.constants import ParseMode
@@ -55,9 +53,9 @@ from bot.conversation import (
     Incoming,
     Keyboard,
     UnreachableError,
-    split_command,
 )
 from bot.framework import Runtime, publish_commands, webhook_address
+from bot.incoming import callback_incoming, message_incoming
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -99,62 +97,12 @@ PtbHandler = Callable[[Update, ShopCallbackContext], Coroutine[Any, Any, None]]
 # --- updates in -------------------------------------------------------------------------
 
 
-def _message_incoming(update: Update, message: Message) -> Incoming | None:
-    user = message.from_user
-    if user is None:
-        return None
-    common: dict[str, Any] = {
-        "update_id": update.update_id,
-        "user_id": user.id,
-        "chat_id": message.chat.id,
-        "chat_type": message.chat.type,
-        "message_id": message.message_id,
-        "reply_to_message_id": (
-            message.reply_to_message.message_id if message.reply_to_message else None
-        ),
-        "language_code": user.language_code,
-        "username": user.username,
-        "full_name": user.full_name,
-    }
-    text = message.text or message.caption or ""
-    if message.document is not None:
-        document = Document(
-            file_id=message.document.file_id,
-            filename=message.document.file_name,
-            mime_type=message.document.mime_type,
-            size=message.document.file_size,
-        )
-        return Incoming(kind="document", text=text, document=document, **common)
-    if (command := split_command(text)) is not None:
-        name, args = command
-        return Incoming(kind="command", text=text, command=name, args=args, **common)
-    return Incoming(kind="text", text=text, **common)
-
-
-def _callback_incoming(update: Update, query: CallbackQuery) -> Incoming:
-    message = query.message
-    user = query.from_user
-    return Incoming(
-        kind="callback",
-        update_id=update.update_id,
-        user_id=user.id,
-        chat_id=message.chat.id if message is not None else user.id,
-        chat_type=message.chat.type if message is not None else "private",
-        callback_id=query.id,
-        callback_data=query.data or "",
-        callback_message_id=message.message_id if message is not None else None,
-        language_code=user.language_code,
-        username=user.username,
-        full_name=user.full_name,
-    )
-
-
 def incoming_from(update: Update) -> Incoming | None:
     """The neutral view of an update; None for kinds the shop does not handle."""
     if update.message is not None:
-        return _message_incoming(update, update.message)
+        return message_incoming(update.update_id, update.message)
     if update.callback_query is not None:
-        return _callback_incoming(update, update.callback_query)
+        return callback_incoming(update.update_id, update.callback_query)
     return None
 
 

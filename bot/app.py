@@ -55,8 +55,11 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
 
 @asynccontextmanager
 async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[Transport]:
-    """A client of the configured framework for what the bot sends on its own
-    (scheduled notices, broadcasts), which start before any update arrives."""
+    """A client of the configured framework for what the bot sends unprompted.
+
+    Scheduled notices and resumed broadcasts start before any update arrives, so they
+    cannot borrow the transport an adapter hands its handlers.
+    """
     if settings.bot_framework == "ptb":
         from bot import ptb_app
 

@@ -405,7 +405,14 @@ class Broadcasts:
         attempts = 0
         while True:
             # Right before the send, so the pace holds at the API, not at the claim.
-            await self._bucket.acquire()
+            try:
+                await self._bucket.acquire()
+            except asyncio.CancelledError:
+                if attempts == 0:
+                    # Stopped before the first send: nothing can have reached Telegram,
+                    # so the member goes back to the queue instead of being lost.
+                    await self._unclaim(claim.delivery_id)
+                raise
             attempts += 1
             try:
                 outcome = await send(
@@ -438,6 +445,17 @@ class Broadcasts:
                 await session.execute(
                     update(Member).where(Member.id == claim.member_id).values(unreachable=True)
                 )
+
+    async def _unclaim(self, delivery_id: int) -> None:
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(BroadcastDelivery)
+                .where(
+                    BroadcastDelivery.id == delivery_id,
+                    BroadcastDelivery.status == Delivery.SENDING.value,
+                )
+                .values(status=Delivery.PENDING.value)
+            )
 
     async def _finish(self, broadcast_id: int) -> None:
         """Mark the broadcast finished once no delivery is pending or in flight."""

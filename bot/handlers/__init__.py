@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from bot.conversation import Conversation
 from bot.handlers import (
+    admin,
+    admin_broadcast,
+    admin_members,
+    admin_products,
+    admin_stats,
+    admin_stock,
+    admin_tickets,
     balance,
     browse,
     buy,
@@ -28,5 +35,12 @@ ALL_CONVERSATIONS: tuple[Conversation, ...] = (
     checkin.conversation,
     ticket.conversation,
     manager.conversation,
+    admin.conversation,
+    admin_products.conversation,
+    admin_stock.conversation,
+    admin_members.conversation,
+    admin_tickets.conversation,
+    admin_broadcast.conversation,
+    admin_stats.conversation,
     help.conversation,
 )

@@ -1,0 +1,301 @@
+"""What the bot sends on its own, not in answer to an update: notices and broadcasts.
+
+`TransportNotifier` is core's `Notifier` over a `Transport`: every scheduled-job event
+becomes a message in its recipient's language (members in their own, the staff chat
+in the shop's default, admins each in theirs). `Broadcaster` carries every running
+broadcast to its end with core's `Broadcasts.run`, first resuming those a stop cut off,
+and keeps its creator posted. `background` runs both next to the bot and stops them
+with it, so nothing of a stopped bot keeps sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import assert_never
+
+from bot.conversation import Button, CannotEditError, Transport, UnreachableError, escape
+from bot.handlers.admin import telegram_id_of
+from bot.handlers.ticket import category_name
+from bot.i18n import Translator
+from core.admin import build_operations
+from core.broadcast import BroadcastReport, Broadcasts, SendFn, SendOutcome
+from core.broadcast import Button as LinkButton
+from core.jobs import (
+    Downgraded,
+    Event,
+    Jobs,
+    LowStock,
+    PointsExpiring,
+    TicketBreached,
+    TicketSlaWarning,
+    TierWarning,
+)
+from core.shop import Shop
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks for broadcasts created since the last one.
+BROADCAST_POLL = 1.0
+#: Seconds at least between two edits of a broadcast's progress message.
+PROGRESS_EVERY = 2.0
+
+
+def flood_wait(error: BaseException) -> float | None:
+    """Seconds a 429 the adapter gave up on asks to wait; None for any other error.
+
+    aiogram's `TelegramRetryAfter` and PTB's `RetryAfter` both carry `retry_after`
+    (seconds, or a timedelta in PTB's newer form), so this needs neither framework.
+    """
+    wait = getattr(error, "retry_after", None)
+    if isinstance(wait, timedelta):
+        return wait.total_seconds()
+    if isinstance(wait, int | float) and not isinstance(wait, bool):
+        return float(wait)
+    return None
+
+
+def translator(shop: Shop, locale: str | None) -> Translator:
+    settings = shop.settings
+    return Translator(
+        locale or settings.default_locale, currency=settings.shop_currency, zone=settings.zone
+    )
+
+
+async def translator_for(shop: Shop, telegram_id: int) -> Translator:
+    """The language of whoever has this Telegram id (the default for a stranger)."""
+    member = await shop.members.by_telegram(telegram_id)
+    return translator(shop, member.locale if member else None)
+
+
+# --- scheduled-job notices ---------------------------------------------------------------
+
+
+class TransportNotifier:
+    """Delivers `core.jobs` events; a member who blocked the bot is marked unreachable."""
+
+    def __init__(self, shop: Shop, transport: Transport) -> None:
+        self._shop = shop
+        self._transport = transport
+
+    def _tier(self, t: Translator, key: str) -> str:
+        return escape(self._shop.ladder.tier(key).name(t.locale))
+
+    async def notify(self, event: Event) -> None:
+        match event:
+            case TierWarning() | Downgraded() | PointsExpiring():
+                t = translator(self._shop, event.locale)
+                try:
+                    await self._transport.send(event.telegram_id, self._member_text(t, event))
+                except UnreachableError:
+                    await self._shop.members.set_reachable(event.member_id, False)
+            case TicketSlaWarning() | TicketBreached():
+                chat_id = self._shop.settings.staff_chat_id
+                if chat_id is None:
+                    log.warning("no staff chat for the SLA notice on ticket %s", event.ticket.id)
+                    return
+                t = translator(self._shop, None)
+                await self._transport.send(chat_id, self._staff_text(t, event))
+            case LowStock():
+                for admin_id in self._shop.settings.admin_ids:
+                    t = await translator_for(self._shop, admin_id)
+                    product = event.product
+                    text = t._(
+                        "📉 Low stock: <b>{name}</b> ({sku}) has {stock} codes left"
+                        " (restock below {threshold})."
+                    ).format(
+                        name=escape(product.name(t.locale)),
+                        sku=escape(product.sku),
+                        stock=t.number(product.stock),
+                        threshold=t.number(product.low_stock_threshold),
+                    )
+                    try:
+                        await self._transport.send(admin_id, text)
+                    except UnreachableError:
+                        log.warning("admin %s has blocked the bot", admin_id)
+            case _:
+                assert_never(event)
+
+    def _member_text(self, t: Translator, event: TierWarning | Downgraded | PointsExpiring) -> str:
+        match event:
+            case TierWarning(protected_until=until) if until is not None:
+                return t._(
+                    "⚠️ Last quarter ({quarter}) did not meet what your {tier} level needs."
+                    " You keep it until {date}; meet its rule by then to stay."
+                    " Send /level to see what is left."
+                ).format(
+                    quarter=event.quarter, tier=self._tier(t, event.tier), date=t.datetime(until)
+                )
+            case TierWarning():
+                return t._(
+                    "⚠️ Last quarter ({quarter}) did not meet what your {tier} level needs."
+                    " Meet it this quarter to keep your level. Send /level to see what is left."
+                ).format(quarter=event.quarter, tier=self._tier(t, event.tier))
+            case Downgraded():
+                return t._(
+                    "Your level is now {to_tier} (was {from_tier}) after the review of {quarter}."
+                    " Send /level to see how to climb back."
+                ).format(
+                    to_tier=self._tier(t, event.to_tier),
+                    from_tier=self._tier(t, event.from_tier),
+                    quarter=event.quarter,
+                )
+            case PointsExpiring():
+                return t._(
+                    "⏳ {points} of your points expire on {date}. Use them at checkout before then!"
+                ).format(points=t.number(event.amount), date=t.datetime(event.expires_at))
+
+    def _staff_text(self, t: Translator, event: TicketSlaWarning | TicketBreached) -> str:
+        ticket = event.ticket
+        if isinstance(event, TicketBreached):
+            text = t._("🚨 Ticket #{id} ({category}) missed its first-response deadline {time}.")
+        else:
+            text = t._("⏰ Ticket #{id} ({category}) must be answered by {time}.")
+        return text.format(
+            id=ticket.id,
+            category=category_name(t, ticket.category),
+            time=t.datetime(ticket.first_response_due),
+        )
+
+
+# --- broadcasts --------------------------------------------------------------------------
+
+
+def broadcast_sender(transport: Transport) -> SendFn:
+    """Core's send function over the transport: 403 blocked, an unabsorbed 429 retried."""
+
+    async def send(
+        telegram_id: int, _locale: str | None, text: str, button: LinkButton | None
+    ) -> SendOutcome:
+        keyboard = [[Button(button.text, url=button.url)]] if button is not None else None
+        try:
+            await transport.send(telegram_id, escape(text), keyboard)
+        except UnreachableError:
+            return SendOutcome.blocked()
+        except Exception as error:
+            wait = flood_wait(error)
+            if wait is None:
+                raise
+            return SendOutcome.retry(wait)
+        return SendOutcome.sent()
+
+    return send
+
+
+@dataclass
+class _Shown:
+    """A broadcast's progress message in its creator's chat."""
+
+    chat_id: int
+    message_id: int
+    at: float
+
+
+def progress_text(t: Translator, report: BroadcastReport) -> str:
+    if report.pending == 0:
+        return t._(
+            "📣 <b>Broadcast #{id} finished</b>\n"
+            "Sent: {sent}\nBlocked the bot: {blocked}\nFailed: {failed}\nAudience: {total}"
+        ).format(
+            id=report.broadcast_id,
+            sent=t.number(report.sent),
+            blocked=t.number(report.blocked),
+            failed=t.number(report.failed),
+            total=t.number(report.total),
+        )
+    return t._(
+        "📣 <b>Broadcast #{id}</b> is sending… {done} / {total}\n"
+        "Sent: {sent} · blocked: {blocked} · failed: {failed}"
+    ).format(
+        id=report.broadcast_id,
+        done=t.number(report.done),
+        total=t.number(report.total),
+        sent=t.number(report.sent),
+        blocked=t.number(report.blocked),
+        failed=t.number(report.failed),
+    )
+
+
+class Broadcaster:
+    """Runs every running broadcast to its end, one after another, at the shared pace.
+
+    The audience lives in the database, so this needs no word from the handler that
+    created a broadcast: it looks for running ones every `poll` seconds. Its creator
+    gets a progress message, edited at most every `PROGRESS_EVERY` seconds, and the
+    final counts.
+    """
+
+    def __init__(
+        self,
+        shop: Shop,
+        broadcasts: Broadcasts,
+        transport: Transport,
+        *,
+        poll: float = BROADCAST_POLL,
+    ) -> None:
+        self._shop = shop
+        self._broadcasts = broadcasts
+        self._transport = transport
+        self._poll = poll
+        self._send = broadcast_sender(transport)
+        self._shown: dict[int, _Shown] = {}
+
+    async def loop(self) -> None:
+        """Resume what a stop cut off, then serve new broadcasts until cancelled."""
+        try:
+            await self._broadcasts.resume_unfinished(self._send, progress=self._progress)
+        except Exception:
+            log.exception("resuming broadcasts failed")
+        while True:
+            try:
+                for broadcast_id in await self._broadcasts.unfinished():
+                    await self._broadcasts.run(broadcast_id, self._send, progress=self._progress)
+            except Exception:
+                log.exception("a broadcast run failed; it is tried again")
+            await asyncio.sleep(self._poll)
+
+    async def _progress(self, report: BroadcastReport) -> None:
+        """Post or update the creator's progress message; never stops the broadcast."""
+        chat_id = telegram_id_of(report.created_by)
+        if chat_id is None:
+            return
+        now = asyncio.get_running_loop().time()
+        shown = self._shown.get(report.broadcast_id)
+        final = report.pending == 0
+        if shown is not None and not final and now - shown.at < PROGRESS_EVERY:
+            return
+        text = progress_text(await translator_for(self._shop, chat_id), report)
+        try:
+            if shown is not None:
+                try:
+                    await self._transport.edit(chat_id, shown.message_id, text)
+                    shown.at = now
+                except CannotEditError:
+                    shown = None
+            if shown is None:
+                message_id = await self._transport.send(chat_id, text)
+                self._shown[report.broadcast_id] = _Shown(chat_id, message_id, now)
+        except Exception:
+            log.exception("could not report broadcast %s to %s", report.broadcast_id, chat_id)
+        if final:
+            self._shown.pop(report.broadcast_id, None)
+
+
+@contextlib.asynccontextmanager
+async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
+    """Scheduled jobs and broadcasts next to the bot, cancelled when the block ends."""
+    broadcasts = build_operations(shop, broadcast_rate=shop.settings.broadcast_rate).broadcasts
+    tasks = [
+        asyncio.create_task(Jobs(shop, TransportNotifier(shop, transport)).loop(), name="jobs"),
+        asyncio.create_task(Broadcaster(shop, broadcasts, transport).loop(), name="broadcasts"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

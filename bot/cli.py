@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from pathlib import Path
 
-from core.admin import build_operations
 from core.config import Settings, SettingsError, load_settings
 from core.demo import is_empty, seed_demo
 from core.errors import ShopError
@@ -22,7 +21,6 @@ from core.ladder import SPEND_METRICS
 from core.migrate import upgrade
 from core.money import format_plain, parse_yuan
 from core.shop import Shop, build_shop
-from core.stock import StockService
 from core.tiers import ReviewResult
 
 Command = Callable[[Shop, argparse.Namespace], Awaitable[int]]
@@ -44,8 +42,8 @@ async def _seed_demo(shop: Shop, args: argparse.Namespace) -> int:
 
 async def _import_codes(shop: Shop, args: argparse.Namespace) -> int:
     path: Path = args.file
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    report = await StockService(shop.db, shop.vault, shop.clock).import_codes(args.sku, lines)
+    lines = (await asyncio.to_thread(path.read_text, encoding="utf-8-sig")).splitlines()
+    report = await shop.operations.admin.import_codes(_actor(), args.sku, lines)
     print(
         f"added {report.added}, duplicate {report.duplicate}, rejected {report.rejected}; "
         f"{report.stock_after} in stock for {args.sku}"
@@ -60,7 +58,7 @@ def _actor() -> str:
 
 async def _topup(shop: Shop, args: argparse.Namespace) -> int:
     member = await shop.members.find(args.member)
-    change = await build_operations(shop).admin.top_up(
+    change = await shop.operations.admin.top_up(
         _actor(), member.id, parse_yuan(args.amount), reason=args.reason
     )
     print(
@@ -72,7 +70,7 @@ async def _topup(shop: Shop, args: argparse.Namespace) -> int:
 
 async def _set_tier(shop: Shop, args: argparse.Namespace) -> int:
     member = await shop.members.find(args.member)
-    change = await build_operations(shop).admin.set_tier(
+    change = await shop.operations.admin.set_tier(
         _actor(), member.id, args.tier, reason=args.reason
     )
     print(f"member #{member.id}: {change.from_tier} -> {change.to_tier}")
@@ -101,7 +99,7 @@ async def _review_tiers(shop: Shop, args: argparse.Namespace) -> int:
         f"{len(outcomes)} reviewed, {moved} {verb}"
     )
     if not args.dry_run:
-        await build_operations(shop).audit.log(
+        await shop.operations.audit.log(
             _actor(), "review_tiers", args.quarter or "", None,
             {"reviewed": len(outcomes), "moved": moved},
         )  # fmt: skip
@@ -109,7 +107,7 @@ async def _review_tiers(shop: Shop, args: argparse.Namespace) -> int:
 
 
 async def _export(shop: Shop, args: argparse.Namespace) -> int:
-    operations = build_operations(shop)
+    operations = shop.operations
     export = (
         operations.exports.orders_csv if args.kind == "orders" else operations.exports.ledger_csv
     )
@@ -128,7 +126,7 @@ async def _export(shop: Shop, args: argparse.Namespace) -> int:
 
 
 async def _stats(shop: Shop, args: argparse.Namespace) -> int:
-    summary = await build_operations(shop).stats.summary(args.days)
+    summary = await shop.operations.stats.summary(args.days)
     tickets = summary.tickets
     sla = "-" if tickets.sla_met_percent is None else f"{tickets.sla_met_percent:.1f}%"
     tiers = ", ".join(

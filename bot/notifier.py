@@ -22,7 +22,6 @@ from bot.conversation import Button, CannotEditError, Transport, UnreachableErro
 from bot.handlers.admin import telegram_id_of
 from bot.handlers.ticket import category_name
 from bot.i18n import Translator
-from core.admin import build_operations
 from core.broadcast import BroadcastReport, Broadcasts, SendFn, SendOutcome
 from core.broadcast import Button as LinkButton
 from core.jobs import (
@@ -288,7 +287,7 @@ class Broadcaster:
 @contextlib.asynccontextmanager
 async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
     """Scheduled jobs and broadcasts next to the bot, cancelled when the block ends."""
-    broadcasts = build_operations(shop, broadcast_rate=shop.settings.broadcast_rate).broadcasts
+    broadcasts = shop.operations.broadcasts
     tasks = [
         asyncio.create_task(Jobs(shop, TransportNotifier(shop, transport)).loop(), name="jobs"),
         asyncio.create_task(Broadcaster(shop, broadcasts, transport).loop(), name="broadcasts"),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from core.audit import Audit
-from core.broadcast import TELEGRAM_RATE, Broadcasts, BroadcastView, Button
+from core.broadcast import Broadcasts, BroadcastView, Button
 from core.catalog import ProductView
 from core.errors import ErrorCode, ShopError
 from core.export import Exports
@@ -26,11 +26,13 @@ from core.manager import StaffView
 from core.members import load_member
 from core.models import Order
 from core.orders import OrderView
-from core.shop import Shop
 from core.stats import Stats
 from core.stock import ImportReport
 from core.tiers import TierChangeView, ViolationView
 from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry
+
+if TYPE_CHECKING:
+    from core.shop import Shop
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +264,10 @@ class Operations:
     exports: Exports
 
 
-def build_operations(shop: Shop, *, broadcast_rate: float = TELEGRAM_RATE) -> Operations:
-    """Wire the operations services; the CLI, the bot and the tests all call this."""
+def build_operations(shop: Shop) -> Operations:
+    """Wire the operations services over a shop; `build_shop` calls this once."""
     audit = Audit(shop.db, shop.clock)
-    broadcasts = Broadcasts(shop.db, shop.ladder, shop.clock, rate=broadcast_rate)
+    broadcasts = Broadcasts(shop.db, shop.ladder, shop.clock, rate=shop.settings.broadcast_rate)
     return Operations(
         audit=audit,
         admin=AdminActions(shop, audit, broadcasts),

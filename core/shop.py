@@ -7,8 +7,9 @@ runs in production is what the tests exercise.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from core.admin import Operations, build_operations
 from core.catalog import Catalog
 from core.checkin import CheckIns
 from core.clock import Clock
@@ -47,6 +48,8 @@ class Shop:
     reviews: Reviews
     tickets: Tickets
     manager: ManagerRelay
+    #: Running the shop: audit, admin actions, broadcasts, stats, exports.
+    operations: Operations = field(init=False)
 
     async def close(self) -> None:
         await self.db.dispose()
@@ -79,7 +82,7 @@ def build_shop(
     vault = CodeVault(resolve_code_keys(settings))
     tiers = Tiers(db, ladder, clock, settings.zone)
     promotions = _Promotions(tiers)
-    return Shop(
+    shop = Shop(
         settings=settings,
         db=db,
         clock=clock,
@@ -97,3 +100,5 @@ def build_shop(
         tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
         manager=ManagerRelay(db, ladder, clock),
     )
+    shop.operations = build_operations(shop)
+    return shop

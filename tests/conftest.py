@@ -100,6 +100,5 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def shop(settings: Settings, db: Database, clock: ManualClock) -> AsyncIterator[Shop]:
-    built = build_shop(settings, db=db, clock=clock)
-    yield built
+def shop(settings: Settings, db: Database, clock: ManualClock) -> Shop:
+    return build_shop(settings, db=db, clock=clock)

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot import cli
-from core.admin import build_operations
 from core.audit import AuditView
 from core.broadcast import Button
 from core.errors import ErrorCode, ShopError
@@ -21,14 +20,14 @@ ADMIN = "tg:1"
 
 
 async def _only_row(shop: Shop, action: str) -> AuditView:
-    rows = await build_operations(shop).audit.recent(action=action)
+    rows = await shop.operations.audit.recent(action=action)
     assert len(rows) == 1
     assert rows[0].actor == ADMIN
     return rows[0]
 
 
 async def test_top_up_and_adjust_write_ledger_and_audit_in_one_go(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     member = await make_member(shop.db, shop.clock, balance=500)
 
     change = await admin.top_up(ADMIN, member, 10_000, reason="bank transfer 42")
@@ -54,7 +53,7 @@ async def test_top_up_and_adjust_write_ledger_and_audit_in_one_go(shop: Shop) ->
 
 
 async def test_refused_wallet_action_leaves_no_audit_row(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     member = await make_member(shop.db, shop.clock, balance=100)
 
     with pytest.raises(ShopError) as refused:
@@ -71,7 +70,7 @@ async def test_refused_wallet_action_leaves_no_audit_row(shop: Shop) -> None:
 
 
 async def test_tier_actions_record_the_tier_before_and_after(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     member = await make_member(shop.db, shop.clock)
 
     await admin.set_tier(ADMIN, member, "gold", reason="vip deal")
@@ -100,7 +99,7 @@ async def test_tier_actions_record_the_tier_before_and_after(shop: Shop) -> None
 
 
 async def test_flag_violation_and_assign_manager(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     member = await make_member(shop.db, shop.clock, tier="diamond")
 
     await admin.flag_violation(ADMIN, member, reason="chargeback")
@@ -127,7 +126,7 @@ async def test_flag_violation_and_assign_manager(shop: Shop) -> None:
 
 
 async def test_catalog_and_stock_actions(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     await shop.catalog.upsert_category("games", "游戏", "Games")
 
     await admin.create_product(ADMIN, "STEAM-100", "games", "Steam 100", "Steam 100", 10_000)
@@ -160,7 +159,7 @@ async def test_catalog_and_stock_actions(shop: Shop) -> None:
 
 
 async def test_refund_records_the_order_status(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     member = await make_member(shop.db, shop.clock, balance=5_000)
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1_000)
     purchase = await shop.orders.place(member, product, 1, idempotency_key="k")
@@ -175,11 +174,11 @@ async def test_refund_records_the_order_status(shop: Shop) -> None:
     with pytest.raises(ShopError) as again:
         await admin.refund(ADMIN, purchase.order.id, reason="again")
     assert again.value.code is ErrorCode.ORDER_NOT_REFUNDABLE
-    assert len(await build_operations(shop).audit.recent(action="refund")) == 1
+    assert len(await shop.operations.audit.recent(action="refund")) == 1
 
 
 async def test_start_broadcast_snapshots_audience_with_audit(shop: Shop) -> None:
-    admin = build_operations(shop).admin
+    admin = shop.operations.admin
     golds = [await make_member(shop.db, shop.clock, tier="gold") for _ in range(2)]
     await make_member(shop.db, shop.clock)
 
@@ -204,11 +203,11 @@ async def test_start_broadcast_snapshots_audience_with_audit(shop: Shop) -> None
     with pytest.raises(ShopError) as unknown:
         await admin.start_broadcast(ADMIN, "emerald", "hi")
     assert unknown.value.code is ErrorCode.UNKNOWN_TIER
-    assert len(await build_operations(shop).audit.recent()) == 1
+    assert len(await shop.operations.audit.recent()) == 1
 
 
 async def test_denied_attempts_are_logged_and_filtered(shop: Shop) -> None:
-    operations = build_operations(shop)
+    operations = shop.operations
     await operations.admin.denied("tg:666", "/topup")
     await operations.audit.log("tg:1", "export", "orders")
 
@@ -243,7 +242,7 @@ async def test_topup_and_set_tier_commands_are_audited(
 
     assert await shop.wallet.balance(member) == 11_250
     assert (await shop.members.get(member)).tier_key == "gold"
-    audit = build_operations(shop).audit
+    audit = shop.operations.audit
     topups = await audit.recent(action="topup")
     assert [(r.before, r.after) for r in topups] == [
         ({"balance": 1_250}, {"balance": 11_250, "amount": 10_000, "reason": "wechat"}),

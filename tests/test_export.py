@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from bot import cli
-from core.admin import build_operations
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
 from core.shop import Shop
@@ -40,13 +39,13 @@ async def _history(shop: Shop) -> tuple[int, int, list[int]]:
         clock.set(moment)
         purchase = await shop.orders.place(buyer, product, 1, idempotency_key=moment.isoformat())
         orders.append(purchase.order.id)
-    await build_operations(shop).admin.adjust("tg:1", plain, -100, reason="=HYPERLINK(1)")
+    await shop.operations.admin.adjust("tg:1", plain, -100, reason="=HYPERLINK(1)")
     return gold, plain, orders
 
 
 async def test_orders_csv_for_a_local_date_range(shop: Shop) -> None:
     gold, plain, orders = await _history(shop)
-    exports = build_operations(shop).exports
+    exports = shop.operations.exports
 
     rows = _rows(await exports.orders_csv(date(2026, 11, 21), date(2026, 11, 21)))
     header, *body = rows
@@ -71,9 +70,7 @@ async def test_orders_csv_for_a_local_date_range(shop: Shop) -> None:
 
 async def test_ledger_csv_escapes_formulas(shop: Shop) -> None:
     _, plain, _ = await _history(shop)
-    rows = _rows(
-        await build_operations(shop).exports.ledger_csv(date(2026, 11, 22), date(2026, 11, 22))
-    )
+    rows = _rows(await shop.operations.exports.ledger_csv(date(2026, 11, 22), date(2026, 11, 22)))
     header, *body = rows
     entries = [dict(zip(header, r, strict=True)) for r in body]
     # Both members' opening top-ups were written at 10:00 on 11-22, like the adjustment.
@@ -91,7 +88,7 @@ async def test_ledger_csv_escapes_formulas(shop: Shop) -> None:
 
 async def test_self_export_needs_the_tier_capability(shop: Shop) -> None:
     gold, plain, orders = await _history(shop)
-    exports = build_operations(shop).exports
+    exports = shop.operations.exports
     day = date(2026, 11, 22)
 
     with pytest.raises(ShopError) as refused:
@@ -120,7 +117,7 @@ async def test_export_command_writes_the_file_and_audits(
 
     rows = _rows(out.read_bytes())
     assert [r[0] for r in rows[1:]] == [str(orders[0]), str(orders[1])]
-    (entry,) = await build_operations(shop).audit.recent(action="export")
+    (entry,) = await shop.operations.audit.recent(action="export")
     assert entry.actor.startswith("cli:")
     assert entry.after is not None
     assert (entry.target, entry.after["from"], entry.after["to"]) == (

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot import cli
-from core.admin import build_operations
 from core.clock import ManualClock
 from core.jobs import (
     Downgraded,
@@ -250,7 +249,7 @@ async def test_review_tiers_command(
     assert await asyncio.to_thread(cli.main, ["review-tiers", "--quarter", "2026Q3"]) == 0
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(TierReview.id))) == 1
-    (entry,) = await build_operations(shop).audit.recent(action="review_tiers")
+    (entry,) = await shop.operations.audit.recent(action="review_tiers")
     assert entry.after == {"reviewed": 1, "moved": 0}
 
 

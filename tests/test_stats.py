@@ -10,7 +10,6 @@ import pytest
 from matplotlib.patches import Rectangle
 
 from bot import cli
-from core.admin import build_operations
 from core.chart import build_figure, render_chart
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
@@ -88,7 +87,7 @@ async def _fixed_shop(shop: Shop) -> tuple[int, int]:
 
 async def test_summary_counts_shop_local_days_exactly(shop: Shop) -> None:
     await _fixed_shop(shop)
-    stats = build_operations(shop).stats
+    stats = shop.operations.stats
 
     today = await stats.summary(1)
     assert (today.date_from, today.date_to) == (date(2026, 11, 22), date(2026, 11, 22))
@@ -113,7 +112,7 @@ async def test_summary_counts_shop_local_days_exactly(shop: Shop) -> None:
 
 async def test_daily_has_every_day_and_the_chart_plots_them(shop: Shop) -> None:
     await _fixed_shop(shop)
-    points = await build_operations(shop).stats.daily(7)
+    points = await shop.operations.stats.daily(7)
 
     assert points == [
         DayPoint(date(2026, 11, 16), 7_000, 1),

@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Handler, Keyboard
 from bot.i18n import N_
-from core.admin import Operations, build_operations
+from core.admin import Operations
 
 conversation = Conversation("admin")
 
@@ -64,7 +64,7 @@ def actor(ctx: Context) -> str:
 
 def operations(ctx: Context) -> Operations:
     """The audited admin services over this shop (cheap to build: no state of their own)."""
-    return build_operations(ctx.shop)
+    return ctx.shop.operations
 
 
 def section(name: Section) -> Callable[[Handler], Handler]:

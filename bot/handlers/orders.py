@@ -12,7 +12,6 @@ from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.buy import show_codes
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
-from core.admin import build_operations
 from core.clock import local_day
 from core.orders import OrderView
 
@@ -136,7 +135,7 @@ async def export_orders(ctx: Context, data: ExportCallback) -> None:
     """Every order since the member joined; the shop refuses a tier without export."""
     start = local_day(ctx.member.created_at, ctx.zone)
     end = local_day(ctx.shop.clock.now(), ctx.zone)
-    exports = build_operations(ctx.shop).exports
+    exports = ctx.shop.operations.exports
     csv = await exports.own_orders_csv(ctx.member.id, start, end)
     caption = ctx._("Your orders from {start} to {end}").format(start=start, end=end)
     await ctx.transport.send_document(ctx.chat_id, f"orders-{end:%Y%m%d}.csv", csv, caption)

@@ -356,4 +356,20 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
         finally:
             await runner.cleanup()
     finally:
+        await _finish_handlers(dispatcher)
         await bot.session.close()
+
+
+#: How long shutdown waits for updates still being handled.
+HANDLER_GRACE_SECONDS = 10.0
+
+
+async def _finish_handlers(dispatcher: Dispatcher) -> None:
+    """Let updates already being handled finish before the HTTP session closes.
+
+    aiogram runs each update as a task that outlives the polling loop; one still sending
+    after the session is closed would quietly open a new session that nobody closes.
+    """
+    in_flight = set(getattr(dispatcher, "_handle_update_tasks", ()))
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=HANDLER_GRACE_SECONDS)

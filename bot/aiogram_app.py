@@ -13,6 +13,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -336,7 +337,7 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
         await publish_commands(runtime, transport.set_commands)
         if settings.webhook_url is None:
             await bot.delete_webhook()
-            await dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+            await _poll(dispatcher, bot)
             return
         secret, host, port = webhook_address(settings)
         app = web.Application()
@@ -358,6 +359,28 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
     finally:
         await _finish_handlers(dispatcher)
         await bot.session.close()
+
+
+async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
+    """Long polling that stops the way aiogram expects when the bot is cancelled.
+
+    Cancelling `start_polling` from outside leaves its inner polling task running, which
+    then reopens the closed HTTP session; asking the dispatcher to stop lets it cancel its
+    own tasks first.
+    """
+    polling = asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    )
+    try:
+        await asyncio.shield(polling)
+    except asyncio.CancelledError:
+        try:
+            await dispatcher.stop_polling()
+        except RuntimeError:  # polling had not started yet
+            polling.cancel()
+        with suppress(asyncio.CancelledError):
+            await polling
+        raise
 
 
 #: How long shutdown waits for updates still being handled.

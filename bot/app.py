@@ -22,10 +22,11 @@ from bot.notifier import background
 from bot.state import DbStateStore, RedisStateStore, StateStore
 from core.chat_state import ChatStates
 from core.config import Settings
+from core.demo import DEMO_BUYER
 from core.shop import Shop, build_shop
 
-#: The Telegram id the terminal chat acts as when run by `cardshop run` without a token.
-TERMINAL_USER_ID = 1
+#: The terminal chat (`cardshop run` without a token) acts as the demo buyer.
+TERMINAL_USER_ID = DEMO_BUYER
 
 
 def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from core.config import Settings, SettingsError, load_settings
-from core.demo import is_empty, seed_demo
+from core.demo import DEMO_BUYER, is_empty, seed_demo
 from core.errors import ShopError
 from core.ladder import SPEND_METRICS
 from core.migrate import upgrade
@@ -153,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     codes.add_argument("file", type=Path)
     commands.add_parser("run", help="run the Telegram bot, or the terminal chat with no token")
     chat = commands.add_parser("chat", help="try the shop in this terminal")
-    chat.add_argument("--user-id", type=int, default=1, help="the Telegram id to act as")
+    chat.add_argument(
+        "--user-id", type=int, default=DEMO_BUYER, help="the Telegram id to act as (a demo buyer)"
+    )
     chat.add_argument("--lang", choices=["zh_CN", "en"], default=None)
     chat.add_argument("--admin", action="store_true", help="act as an admin")
     topup = commands.add_parser("topup", help="credit a member's wallet (yuan)")

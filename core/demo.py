@@ -214,6 +214,9 @@ MEMBERS = (
     DemoMember(10004, "demo_diamond", "Demo Diamond", "en", "diamond", 1000000),
 )
 
+#: Who the terminal chat acts as by default: a demo member with money to spend.
+DEMO_BUYER = MEMBERS[0].telegram_id
+
 
 @dataclass(frozen=True, slots=True)
 class DemoReport:

@@ -554,19 +554,36 @@ class Tiers:
             )
             if earlier:
                 return None
-            base = member.tier_key
-            change = await self._move(
+            return await self._start_trial(
                 session,
                 member,
                 above.key,
-                source=TierSource.TRIAL,
+                base=member.tier_key,
+                days=rules.trial_days,
                 reason="fast_track",
                 actor=SYSTEM,
                 now=now,
             )
-            member.trial_base_tier = base
-            member.trial_until = now + timedelta(days=rules.trial_days)
-            return change
+
+    async def _start_trial(
+        self,
+        session: AsyncSession,
+        member: Member,
+        tier_key: str,
+        *,
+        base: str,
+        days: int,
+        reason: str,
+        actor: str,
+        now: datetime,
+    ) -> TierChangeView:
+        """Put the member on `tier_key` for `days`, to fall back to `base` when it ends."""
+        change = await self._move(
+            session, member, tier_key, source=TierSource.TRIAL, reason=reason, actor=actor, now=now
+        )
+        member.trial_base_tier = base
+        member.trial_until = now + timedelta(days=days)
+        return change
 
     async def expire_trials(self) -> int:
         """End every trial that has run out; returns how many ended (the scheduled job)."""
@@ -773,18 +790,16 @@ class Tiers:
                 if member.tier_source == TierSource.TRIAL and member.trial_base_tier
                 else member.tier_key
             )
-            change = await self._move(
+            return await self._start_trial(
                 session,
                 member,
                 above.key,
-                source=TierSource.TRIAL,
+                base=base,
+                days=length,
                 reason="trial",
                 actor=actor,
                 now=now,
             )
-            member.trial_base_tier = base
-            member.trial_until = now + timedelta(days=length)
-            return change
 
     async def flag_violation(
         self, member_id: int, *, reason: str, actor: str, serious: bool = True

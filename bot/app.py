@@ -21,6 +21,7 @@ from bot.handlers import ALL_CONVERSATIONS
 from bot.notifier import background
 from bot.state import DbStateStore, RedisStateStore, StateStore
 from core.chat_state import ChatStates
+from core.clock import Clock
 from core.config import Settings
 from core.demo import DEMO_BUYER
 from core.shop import Shop, build_shop
@@ -42,9 +43,12 @@ def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Runtime]:
-    """The runtime with its shop (and Redis), closed again on the way out."""
-    shop = build_shop(settings)
+async def running(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Runtime]:
+    """The runtime with its shop (and Redis), closed again on the way out.
+
+    `clock` is the shop's one clock (the wall clock unless a test or a replay hands one in).
+    """
+    shop = build_shop(settings, clock=clock)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
         yield build_runtime(shop, redis)
@@ -77,9 +81,9 @@ async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[T
             await client.session.close()
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     """Serve the bot, with its jobs and broadcasts next to it, until cancelled."""
-    async with running(settings) as runtime:
+    async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
             from bot.terminal import chat
 

@@ -61,10 +61,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
@@ -103,7 +99,7 @@ class Member(Base):
     quarters_below: Mapped[int] = mapped_column(Integer, default=0)
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
     is_staff: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class Violation(Base):
@@ -114,7 +110,7 @@ class Violation(Base):
     serious: Mapped[bool] = mapped_column(Boolean, default=True)
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class TierChange(Base):
@@ -126,7 +122,7 @@ class TierChange(Base):
     to_tier: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(64), default="system")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class TierReview(Base):
@@ -141,7 +137,7 @@ class TierReview(Base):
     tier_key: Mapped[str] = mapped_column(String(32))
     met_maintenance: Mapped[bool] = mapped_column(Boolean)
     outcome: Mapped[str] = mapped_column(String(16))  # kept, warned, protected, dropped
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 # --- catalog and stock ------------------------------------------------------------------
@@ -178,7 +174,7 @@ class Product(Base):
     low_stock_threshold: Mapped[int] = mapped_column(Integer, default=5)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     sort: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class TierPrice(Base):
@@ -223,7 +219,7 @@ class Code(Base):
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     digest: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
-    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    added_at: Mapped[datetime] = mapped_column()
     sold_at: Mapped[datetime | None]
 
 
@@ -254,7 +250,7 @@ class Order(Base):
     #: placed → paid → delivered, or failed → refunded.
     status: Mapped[str] = mapped_column(String(16), default="placed")
     failure: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
     paid_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     refunded_at: Mapped[datetime | None]
@@ -278,7 +274,7 @@ class WalletEntry(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     reason: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(64), default="system")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 # --- points, check-ins, activity ---------------------------------------------------------
@@ -299,7 +295,7 @@ class PointLot(Base):
     source_key: Mapped[str] = mapped_column(String(96), unique=True)
     amount: Mapped[int] = mapped_column(Integer)
     remaining: Mapped[int] = mapped_column(Integer)
-    earned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    earned_at: Mapped[datetime] = mapped_column()
     expires_at: Mapped[datetime]
     warned_at: Mapped[datetime | None]
 
@@ -316,7 +312,7 @@ class PointSpend(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     reason: Mapped[str] = mapped_column(String(16))  # redeem, expire, reverse
     amount: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class PointShortfall(Base):
@@ -328,7 +324,7 @@ class PointShortfall(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     source_key: Mapped[str] = mapped_column(String(96), unique=True)
     amount: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class CheckIn(Base):
@@ -340,7 +336,7 @@ class CheckIn(Base):
     day: Mapped[date] = mapped_column(Date)
     streak: Mapped[int] = mapped_column(Integer)
     points: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class ActivityEvent(Base):
@@ -357,7 +353,7 @@ class ActivityEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))  # purchase, checkin, review, ticket, active
     ref: Mapped[str] = mapped_column(String(96))
     growth: Mapped[int] = mapped_column(Integer, default=0)
-    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    occurred_at: Mapped[datetime] = mapped_column()
 
 
 class Review(Base):
@@ -369,7 +365,7 @@ class Review(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     rating: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 # --- support ------------------------------------------------------------------------------
@@ -399,7 +395,7 @@ class Ticket(Base):
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     csat: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class TicketMessage(Base):
@@ -414,7 +410,7 @@ class TicketMessage(Base):
     #: The copy of this message in the staff chat, so a reply there routes back by id.
     staff_chat_message_id: Mapped[int | None] = mapped_column(BigInteger)
     delivered: Mapped[bool | None] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class Staff(Base):
@@ -431,7 +427,7 @@ class ManagerAssignment(Base):
 
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
-    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    assigned_at: Mapped[datetime] = mapped_column()
 
 
 class ManagerMessage(Base):
@@ -448,7 +444,7 @@ class ManagerMessage(Base):
     #: The relayed copy's message id in the manager's (or staff) chat.
     relay_message_id: Mapped[int | None] = mapped_column(BigInteger)
     delivered: Mapped[bool | None] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 # --- chat plumbing kept by the shop ---------------------------------------------------------
@@ -461,7 +457,7 @@ class ProcessedUpdate(Base):
 
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class ConversationState(Base):
@@ -472,7 +468,7 @@ class ConversationState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column()
 
 
 # --- operations ---------------------------------------------------------------------------
@@ -493,7 +489,7 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(128), default="")
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class JobRun(Base):
@@ -517,7 +513,7 @@ class JobNotice(Base):
     __tablename__ = "job_notices"
 
     key: Mapped[str] = mapped_column(String(96), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
 
 
 class LowStockAlert(Base):
@@ -527,7 +523,7 @@ class LowStockAlert(Base):
 
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
     stock: Mapped[int] = mapped_column(Integer)
-    alerted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    alerted_at: Mapped[datetime] = mapped_column()
 
 
 class Broadcast(Base):
@@ -542,7 +538,7 @@ class Broadcast(Base):
     button_text: Mapped[str | None] = mapped_column(String(64))
     button_url: Mapped[str | None] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(16), default="running")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None]
 
 

@@ -4,6 +4,10 @@ SQLite runs on a file in WAL mode (the shipped default); PostgreSQL runs when
 `TEST_DATABASE_URL` is set (`.ci/run` sets it), otherwise those cases are skipped with a
 reason. Each database is migrated once per session: SQLite tests copy a migrated file,
 PostgreSQL tests truncate every table.
+
+Every test reads time from the fixture `clock`, handed to the shop through `build_shop`.
+`TEST_WALL_CLOCK=2027-05-31T23:59:50+08:00 make test` runs the suite with the machine's
+wall clock moved there, which proves no test depends on the day it runs.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
@@ -32,6 +37,17 @@ SHOP_ZONE = ZoneInfo("Asia/Shanghai")
 #: Tests start at 10:00 shop time on an ordinary day.
 START = datetime(2026, 11, 22, 10, 0, tzinfo=SHOP_ZONE)
 TEST_KEY = Fernet.generate_key().decode()
+WALL_CLOCK = os.environ.get("TEST_WALL_CLOCK")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def wall_clock() -> Iterator[None]:
+    """The machine's clock, moved to TEST_WALL_CLOCK when it is set (ticking from there)."""
+    if not WALL_CLOCK:
+        yield
+        return
+    with time_machine.travel(datetime.fromisoformat(WALL_CLOCK), tick=True):
+        yield
 
 
 def _sqlite_url(path: Path) -> str:

@@ -14,6 +14,7 @@ from core.ladder import load_ladder
 from core.manager import ManagerRelay, ThreadRef
 from core.models import ManagerAssignment, ManagerMessage, Member, Staff
 from core.uow import Database
+from tests.conftest import START
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 ALICE, BOB = 9001, 9002
@@ -21,7 +22,12 @@ ALICE, BOB = 9001, 9002
 
 async def add_member(db: Database, telegram_id: int, tier_key: str) -> int:
     async with db.transaction() as session:
-        member = Member(telegram_id=telegram_id, referral_code=f"R{telegram_id}", tier_key=tier_key)
+        member = Member(
+            telegram_id=telegram_id,
+            referral_code=f"R{telegram_id}",
+            tier_key=tier_key,
+            created_at=START,
+        )
         session.add(member)
         await session.flush()
         return member.id

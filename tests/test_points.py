@@ -46,7 +46,12 @@ async def make_orders(db: Database, member_id: int, count: int = 1) -> list[int]
         session.add(category)
         await session.flush()
         product = Product(
-            sku=f"PTS-{n}", category_id=category.id, name_zh="卡", name_en="Card", base_price=1000
+            sku=f"PTS-{n}",
+            category_id=category.id,
+            name_zh="卡",
+            name_en="Card",
+            base_price=1000,
+            created_at=START,
         )
         session.add(product)
         await session.flush()

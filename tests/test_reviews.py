@@ -48,6 +48,7 @@ async def make_order(db: Database, member_id: int, status: str = "delivered") ->
             name_zh="话费",
             name_en="Top-up",
             base_price=500,
+            created_at=START,
         )
         session.add(product)
         await session.flush()

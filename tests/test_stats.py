@@ -76,9 +76,27 @@ async def _fixed_shop(shop: Shop) -> tuple[int, int]:
     async with shop.db.transaction() as session:
         session.add_all(
             [
-                CheckIn(member_id=old, day=date(2026, 11, 22), streak=3, points=20),
-                CheckIn(member_id=old, day=date(2026, 11, 21), streak=2, points=15),
-                CheckIn(member_id=newer, day=date(2026, 11, 14), streak=1, points=10),
+                CheckIn(
+                    member_id=old,
+                    day=date(2026, 11, 22),
+                    streak=3,
+                    points=20,
+                    created_at=local(22, 8),
+                ),
+                CheckIn(
+                    member_id=old,
+                    day=date(2026, 11, 21),
+                    streak=2,
+                    points=15,
+                    created_at=local(21, 8),
+                ),
+                CheckIn(
+                    member_id=newer,
+                    day=date(2026, 11, 14),
+                    streak=1,
+                    points=10,
+                    created_at=local(14, 8),
+                ),
             ]
         )
     await shop.tickets.open(newer, "order", "where is my code?")

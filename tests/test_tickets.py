@@ -15,6 +15,7 @@ from core.ladder import load_ladder
 from core.models import ActivityEvent, Category, Member, Order, Product, Ticket, TicketMessage
 from core.tickets import Tickets, TicketStatus
 from core.uow import Database
+from tests.conftest import START
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 STAFF = 700
@@ -22,7 +23,12 @@ STAFF = 700
 
 async def add_member(db: Database, telegram_id: int, tier_key: str = "member") -> int:
     async with db.transaction() as session:
-        member = Member(telegram_id=telegram_id, referral_code=f"R{telegram_id}", tier_key=tier_key)
+        member = Member(
+            telegram_id=telegram_id,
+            referral_code=f"R{telegram_id}",
+            tier_key=tier_key,
+            created_at=START,
+        )
         session.add(member)
         await session.flush()
         return member.id
@@ -41,6 +47,7 @@ async def add_order(db: Database, member_id: int) -> int:
             name_zh="卡",
             name_en="Card",
             base_price=1000,
+            created_at=START,
         )
         session.add(product)
         await session.flush()
@@ -55,6 +62,7 @@ async def add_order(db: Database, member_id: int) -> int:
             discount=50,
             total=950,
             status="delivered",
+            created_at=START,
         )
         session.add(order)
         await session.flush()

@@ -27,7 +27,7 @@ from core.models import (
 )
 from core.tiers import ReviewResult, Tiers
 from core.uow import Database
-from tests.conftest import SHOP_ZONE
+from tests.conftest import SHOP_ZONE, START
 
 _serial = itertools.count(1)
 
@@ -74,7 +74,7 @@ async def add_orders(
             await session.flush()
             product = Product(
                 sku="GAME-100", category_id=category.id, name_zh="点卡", name_en="Card",
-                base_price=100,
+                base_price=100, created_at=START,
             )  # fmt: skip
             session.add(product)
             await session.flush()

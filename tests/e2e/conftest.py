@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 import bot.aiogram_app
 import bot.ptb_app
+from core.clock import ManualClock
 from core.config import Settings
 from core.uow import Database
 from tests.botapi import BotApiStub
@@ -43,9 +44,11 @@ def bot_settings(settings: Settings, api: BotApiStub, adapter: str) -> Settings:
 
 
 @pytest.fixture
-async def bot(api: BotApiStub, bot_settings: Settings, db: Database) -> AsyncIterator[BotApiStub]:
-    """The real bot polling the stand-in (`db` first: it empties the database)."""
-    async with running_bot(api, bot_settings):
+async def bot(
+    api: BotApiStub, bot_settings: Settings, db: Database, clock: ManualClock
+) -> AsyncIterator[BotApiStub]:
+    """The real bot polling the stand-in, on the test's clock (`db` first: it empties the DB)."""
+    async with running_bot(api, bot_settings, clock):
         yield api
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.app import run
+from core.clock import Clock
 from core.config import Settings
 from tests.botapi import BotApiStub, StoredMessage, TgUser
 
@@ -128,9 +129,15 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(api: BotApiStub, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
-    """`bot.app.run(settings)` as a task until the block ends; its crash fails the test."""
-    task = asyncio.create_task(run(settings))
+async def running_bot(
+    api: BotApiStub, settings: Settings, clock: Clock
+) -> AsyncIterator[asyncio.Task[None]]:
+    """`bot.app.run(settings)` on the test's clock as a task until the block ends.
+
+    The bot reads time from the same clock the test moves, so no scenario depends on the
+    day it runs. Its crash fails the test.
+    """
+    task = asyncio.create_task(run(settings, clock=clock))
     # The last call before updates flow; a long poll is only recorded when it returns.
     ready = "setWebhook" if settings.webhook_url else "deleteWebhook"
     try:

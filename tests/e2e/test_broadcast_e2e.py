@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from bot import aiogram_app, ptb_app
+from core.clock import ManualClock
 from core.config import Settings
 from core.jobs import Event, Jobs
 from core.models import Broadcast, BroadcastDelivery, JobRun, Member
@@ -112,9 +113,14 @@ def final_report(api: BotApiStub) -> str | None:
 
 
 async def test_broadcast_to_a_tier_retries_a_429_and_marks_blocked_members(
-    api: BotApiStub, bot_settings: Settings, admin: Chat, shop: Shop, adapter: str
+    api: BotApiStub,
+    bot_settings: Settings,
+    admin: Chat,
+    shop: Shop,
+    adapter: str,
+    clock: ManualClock,
 ) -> None:
-    async with running_bot(api, bot_settings):
+    async with running_bot(api, bot_settings, clock):
         await first_tick_done(shop)
         golds = await members(shop, api, "gold", 6_001, 4)
         others = await members(shop, api, "member", 6_101, 2)
@@ -149,7 +155,7 @@ async def test_broadcast_to_a_tier_retries_a_429_and_marks_blocked_members(
 
 
 async def test_broadcast_resumes_after_a_restart_and_reaches_everyone_once(
-    api: BotApiStub, bot_settings: Settings, admin: Chat, shop: Shop
+    api: BotApiStub, bot_settings: Settings, admin: Chat, shop: Shop, clock: ManualClock
 ) -> None:
     slow = bot_settings.model_copy(update={"broadcast_rate": 5.0})
     silvers = list(range(6_201, 6_209))
@@ -158,7 +164,7 @@ async def test_broadcast_resumes_after_a_restart_and_reaches_everyone_once(
     def delivered() -> int:
         return sum(len(received(api, telegram_id)) for telegram_id in silvers)
 
-    async with running_bot(api, slow):
+    async with running_bot(api, slow, clock):
         await first_tick_done(shop)
         await members(shop, api, "silver", silvers[0], len(silvers))
         api.block(blocked)
@@ -173,7 +179,7 @@ async def test_broadcast_resumes_after_a_restart_and_reaches_everyone_once(
     await asyncio.sleep(0.5)
     assert delivered() == stopped_at
 
-    async with running_bot(api, slow):
+    async with running_bot(api, slow, clock):
         await eventually(lambda: finished(shop), "the broadcast finished after the restart")
         report = await api.wait_for(lambda: final_report(api), timeout=10, what="the report")
 

@@ -8,7 +8,7 @@ wallet must have moved by exactly the quoted total, once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -310,7 +310,7 @@ async def test_orders_reveal_codes_and_balance_shows_the_ledger(
     detail = await press(member, listing, f"#{order.id}")
     assert codes_in(detail) == await order_codes(shop, order.id)
 
-    soon = datetime.now(UTC) - timedelta(days=350)  # a lot expiring within the warning window
+    soon = shop.clock.now() - timedelta(days=350)  # a lot expiring within the warning window
     async with shop.db.transaction() as session:
         await points.award_points(
             session, shop.ladder, member_id, source="checkin", source_key="old", amount=40, at=soon
@@ -355,7 +355,7 @@ async def test_points_toggle_takes_points_off_the_total(
     async with shop.db.transaction() as session:
         await points.award_points(
             session, shop.ladder, member_id, source="checkin", source_key="day-1", amount=500,
-            at=datetime.now(UTC),
+            at=shop.clock.now(),
         )  # fmt: skip
     confirm = await confirmation(member, "en", "1")
     stale = button(confirm, "✅ Pay")  # drawn before the toggle

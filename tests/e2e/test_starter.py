@@ -11,11 +11,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from core.clock import ManualClock
 from core.config import Settings
 from core.models import ConversationState, ProcessedUpdate
 from core.shop import Shop
 from core.uow import Database
 from tests.botapi import BotApiStub
+from tests.conftest import START
 from tests.e2e.harness import Chat, free_port, running_bot, settle
 
 MENU_ZH = [
@@ -178,7 +180,9 @@ async def test_state_survives_in_the_database(chat, db: Database) -> None:
     """A command abandons pending input: the stored state row is cleared, not kept."""
     member_chat = chat(1012)
     async with db.transaction() as session:
-        session.add(ConversationState(key="1012:1012", state="nowhere:yet", data={"p": 1}))
+        session.add(
+            ConversationState(key="1012:1012", state="nowhere:yet", data={"p": 1}, updated_at=START)
+        )
     [reply] = await member_chat.say("3")
     assert "/help" in reply.text  # no conversation claims that state: the hint
     await member_chat.say("/start")
@@ -187,7 +191,7 @@ async def test_state_survives_in_the_database(chat, db: Database) -> None:
 
 
 async def test_webhook_mode(
-    api: BotApiStub, bot_settings: Settings, db: Database, shop: Shop
+    api: BotApiStub, bot_settings: Settings, db: Database, shop: Shop, clock: ManualClock
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/webhook"
@@ -198,7 +202,7 @@ async def test_webhook_mode(
             "webhook_listen": f"127.0.0.1:{port}",
         }
     )
-    async with running_bot(api, settings):
+    async with running_bot(api, settings, clock):
         member_chat = Chat(api, api.user(1013, language_code="en", first_name="Web"))
         [reply] = await member_chat.say("/start")
         assert "Welcome, Web!" in reply.text

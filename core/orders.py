@@ -144,16 +144,24 @@ def _view(row: AnyRow) -> OrderView:
 
 
 @functools.cache
-def _facts_query(*, with_points: bool) -> AnySelect:
+def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
     """Every fact a price depends on, in one SELECT (see `_facts` for the columns).
 
     Binds `member` and `product` (and `at` with points, for the spendable points at that
     moment). Outer joins tell a missing product (NULL product columns) from a missing
-    member (no row). Built once; executions only bind values.
+    member (no row). The product's tier price for each tier of the ladder (`tiers`, in
+    ladder order) comes last, since a tier pays no more than any tier below it. Built
+    once per ladder; executions only bind values.
     """
     member_id = bindparam("member", type_=Integer)
     product_id = bindparam("product", type_=Integer)
     spendable = points.available_points(member_id, bindparam("at")) if with_points else literal(0)
+    tier_prices = [
+        select(TierPrice.price)
+        .where(TierPrice.product_id == Product.id, TierPrice.tier_key == key)
+        .scalar_subquery()
+        for key in tiers
+    ]
     return (
         select(
             Member.balance,
@@ -164,18 +172,14 @@ def _facts_query(*, with_points: bool) -> AnySelect:
             Product.pool,
             Product.base_price,
             Product.max_per_order,
-            TierPrice.price,
             MemberPrice.price,
             spendable,
             Product.name_zh,
             Product.name_en,
+            *tier_prices,
         )
         .select_from(Member)
         .outerjoin(Product, Product.id == product_id)
-        .outerjoin(
-            TierPrice,
-            and_(TierPrice.product_id == Product.id, TierPrice.tier_key == Member.tier_key),
-        )
         .outerjoin(
             MemberPrice,
             and_(MemberPrice.product_id == Product.id, MemberPrice.member_id == Member.id),
@@ -185,7 +189,7 @@ def _facts_query(*, with_points: bool) -> AnySelect:
 
 
 @functools.cache
-def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
+def _purchase_query(*, with_points: bool, lock: bool, tiers: tuple[str, ...]) -> AnySelect:
     """`_facts_query` plus the order already paid under the idempotency key `key`, if any.
 
     With `lock` (PostgreSQL) the member row is locked first (NO KEY UPDATE lets other
@@ -193,7 +197,7 @@ def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
     concurrent purchases, tier moves and the same key queue on this one row in one order.
     """
     query = (
-        _facts_query(with_points=with_points)
+        _facts_query(with_points=with_points, tiers=tiers)
         .add_columns(Order.id)
         .outerjoin(
             Order,
@@ -203,6 +207,10 @@ def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
     return query.with_for_update(of=Member, key_share=True) if lock else query
 
 
+#: Where `_facts_query`'s tier prices start, after its fixed columns.
+_TIER_PRICES = 12
+
+
 def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[str, Any]:
     params: dict[str, Any] = {"member": member_id, "product": product_id}
     if at is not None:
@@ -210,11 +218,14 @@ def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[
     return params
 
 
-def _facts(row: AnyRow | None, member_id: int, product_id: int) -> PricingInput:
+def _facts(
+    row: AnyRow | None, member_id: int, product_id: int, tiers: tuple[str, ...]
+) -> PricingInput:
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     if row[2] is None:
         raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
+    prices = row[_TIER_PRICES : _TIER_PRICES + len(tiers)]
     return PricingInput(
         product_id=product_id,
         sku=row[3],
@@ -223,10 +234,12 @@ def _facts(row: AnyRow | None, member_id: int, product_id: int) -> PricingInput:
         base_price=row[6],
         max_per_order=row[7],
         tier_key=row[1],
-        tier_price=row[8],
-        member_price=row[9],
+        tier_prices={
+            key: price for key, price in zip(tiers, prices, strict=True) if price is not None
+        },
+        member_price=row[8],
         balance=row[0],
-        available_points=int(row[10] or 0),
+        available_points=int(row[9] or 0),
     )
 
 
@@ -251,6 +264,7 @@ class Orders:
     ) -> None:
         self._db = db
         self._ladder = ladder
+        self._tiers = tuple(tier.key for tier in ladder.tiers)
         self._vault = vault
         self._clock = clock
         self._on_paid = on_paid
@@ -264,10 +278,10 @@ class Orders:
         points_at = self._clock.now() if use_points else None
         async with self._db.read() as session:
             row = await session.execute(
-                _facts_query(with_points=use_points),
+                _facts_query(with_points=use_points, tiers=self._tiers),
                 _facts_params(member_id, product_id, points_at),
             )
-            facts = _facts(row.one_or_none(), member_id, product_id)
+            facts = _facts(row.one_or_none(), member_id, product_id, self._tiers)
             stock = await session.scalar(
                 select(func.count())
                 .select_from(Code)
@@ -366,14 +380,16 @@ class Orders:
         now: datetime,
     ) -> _Paid:
         """The purchase transaction's statements; any refusal raises and rolls it all back."""
-        query = _purchase_query(with_points=use_points, lock=conn.dialect.name == "postgresql")
+        query = _purchase_query(
+            with_points=use_points, lock=conn.dialect.name == "postgresql", tiers=self._tiers
+        )
         params = _facts_params(member_id, product_id, now if use_points else None)
         row = conn.execute(query, {**params, "key": key}).one_or_none()
         if row is None:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row[-1] is not None:
             return self._replay_on(conn, member_id, key)
-        facts = _facts(row, member_id, product_id)
+        facts = _facts(row, member_id, product_id, self._tiers)
         priced = quote(self._ladder, facts, quantity, use_points=use_points)
         if expected_total is not None and expected_total != priced.total:
             raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
@@ -420,7 +436,7 @@ class Orders:
             member_id=member_id,
             product_id=product_id,
             sku=facts.sku,
-            product_names={"zh_CN": row[11], "en": row[12]},
+            product_names={"zh_CN": row[10], "en": row[11]},
             quantity=quantity,
             tier_key=priced.tier_key,
             unit_base_price=priced.unit_base_price,

@@ -69,7 +69,8 @@ def unit_price(ladder: Ladder, facts: PricingInput) -> tuple[int, PriceSource]:
     still. Never above the base price.
     """
     rank = ladder.index(facts.tier_key)
-    price, source = facts.base_price, "tier_rate"
+    price = facts.base_price
+    source: PriceSource = "tier_rate"
     for tier in ladder.tiers[: rank + 1]:
         candidates: list[tuple[int, PriceSource]] = [
             (apply_rate(facts.base_price, tier.rate), "tier_rate")

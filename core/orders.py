@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, select, update
 from sqlalchemy.engine import Connection
@@ -41,6 +41,7 @@ from core.ladder import Ladder
 from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
 from core.pricing import PricingInput, Quote, quote
 from core.stock import claim_codes_on
+from core.tiers import ProgressReward, Promotion
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import post_entry, post_entry_on
@@ -84,15 +85,12 @@ class Purchase:
     created: bool
     #: The tier the purchase moved the member to (an upgrade or a fast-track trial).
     new_tier: str | None = None
-
-
-class TierMove(Protocol):
-    @property
-    def to_tier(self) -> str: ...
+    #: Progress rewards the purchase earned on the way to the next tier.
+    rewards: tuple[ProgressReward, ...] = ()
 
 
 #: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView, bool], Awaitable[TierMove | None]]
+PaidHook = Callable[[OrderView, bool], Awaitable[Promotion | None]]
 
 
 #: A row or SELECT of columns picked by position.
@@ -365,7 +363,9 @@ class Orders:
         if not paid.created:
             return purchase
         moved = await self._after_paid(paid.order)
-        return replace(purchase, new_tier=moved.to_tier) if moved else purchase
+        if moved is None:
+            return purchase
+        return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
 
     def _purchase_on(
         self,
@@ -463,7 +463,7 @@ class Orders:
         ).all()
         return _Paid(order=order, secrets=list(secrets), balance=row[-1], created=False)
 
-    async def _after_paid(self, order: OrderView) -> TierMove | None:
+    async def _after_paid(self, order: OrderView) -> Promotion | None:
         if self._on_paid is None:
             return None
         try:

@@ -39,6 +39,8 @@ SETTLED_STATUSES = ("paid", "delivered", "failed", "refunded")
 
 QUARTER_LABEL = re.compile(r"^\d{4}Q[1-4]$")
 SYSTEM = "system"
+#: `point_lots.source` of the points paid at 50 % / 80 % of the way to the next tier.
+REWARD_SOURCE = "reward"
 
 
 class TierSource(StrEnum):
@@ -72,6 +74,23 @@ class Metrics:
 
     def value(self, metric: Metric) -> int:
         return int(getattr(self, metric.value))
+
+
+#: The fulfilment rate of a member with no settled order yet: nothing has failed.
+FULFILMENT_WITHOUT_ORDERS = 100
+
+#: The numbers of a member who has done nothing yet. A condition these meet (no
+#: violations, fulfilment with no orders) is met by default: it is no distance covered.
+NO_ACTIVITY = Metrics(
+    total_spent=0,
+    spend_365d=0,
+    purchases_6m=0,
+    violations_90d=0,
+    fulfilment_rate=FULFILMENT_WITHOUT_ORDERS,
+    referrals_active=0,
+    joint_campaigns=0,
+    growth_points=0,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +155,30 @@ class TierChangeView:
             actor=row.actor,
             created_at=row.created_at,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReward:
+    """Points paid for crossing `percent` of the way to `tier`."""
+
+    tier: str
+    percent: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """What settling a member after an activity did: a tier move, rewards paid, or neither.
+
+    Returned to the conversation that caused it, so the member hears of both at once.
+    """
+
+    change: TierChangeView | None = None
+    rewards: tuple[ProgressReward, ...] = ()
+
+    @property
+    def to_tier(self) -> str | None:
+        return self.change.to_tier if self.change is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +302,9 @@ async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> 
         spend_365d=int(spend),
         purchases_6m=int(purchases),
         violations_90d=int(violated),
-        fulfilment_rate=100 if not settled else int(fulfilled) * 100 // int(settled),
+        fulfilment_rate=(
+            FULFILMENT_WITHOUT_ORDERS if not settled else int(fulfilled) * 100 // int(settled)
+        ),
         referrals_active=int(referred_count),
         joint_campaigns=int(joint),
         growth_points=int(growth),
@@ -310,15 +355,21 @@ class Tiers:
         )
 
     def _progress(self, tier_key: str, rule: Rule, metrics: Metrics) -> Progress:
-        """The alternative closest to done (the first on a tie); an empty rule is never met."""
+        """The alternative closest to done (the first on a tie); an empty rule is never met.
+
+        The percent measures distance covered: a condition met by default (no
+        violations, fulfilment with no orders yet) counts only while it is unmet, so a
+        member who has done nothing stands at 0%, not halfway.
+        """
         best: Progress | None = None
         for alternative in rule:
             conditions = tuple(self._condition(c, metrics) for c in alternative)
-            percent = (
-                min(100, sum(c.percent for c in conditions) // len(conditions))
-                if conditions
-                else 100
-            )
+            counted = [
+                measured
+                for condition, measured in zip(alternative, conditions, strict=True)
+                if not (measured.met and self._condition(condition, NO_ACTIVITY).met)
+            ]
+            percent = min(100, sum(c.percent for c in counted) // len(counted)) if counted else 100
             candidate = Progress(
                 tier=tier_key,
                 conditions=conditions,
@@ -410,7 +461,7 @@ class Tiers:
 
     async def _settle(
         self, session: AsyncSession, member: Member, *, reason: str, actor: str
-    ) -> TierChangeView | None:
+    ) -> Promotion:
         """End an expired trial, move up by the rules, pay progress rewards (member locked)."""
         now = self._clock.now()
         metrics = await load_metrics(session, member.id, now)
@@ -446,35 +497,38 @@ class Tiers:
                 actor=actor,
                 now=now,
             )
-        await self._reward_progress(session, member, metrics, now)
-        return change
+        rewards = await self._reward_progress(session, member, metrics, now)
+        return Promotion(change=change, rewards=rewards)
 
     async def _reward_progress(
         self, session: AsyncSession, member: Member, metrics: Metrics, now: datetime
-    ) -> None:
-        """Points once per milestone on the way to the next tier (the key makes it once)."""
+    ) -> tuple[ProgressReward, ...]:
+        """Points once per milestone on the way to the next tier (the key makes it once);
+        returns the rewards this call paid."""
         above = self._ladder.above(member.tier_key)
         if above is None:
-            return
+            return ()
         rewards = self._ladder.progress_rewards
         reached = self._progress(above.key, above.upgrade, metrics).percent
+        paid: list[ProgressReward] = []
         for percent in rewards.at_percent:
-            if reached >= percent:
-                await award_points(
-                    session,
-                    self._ladder,
-                    member.id,
-                    source="reward",
-                    source_key=self._reward_key(member.id, above.key, percent),
-                    amount=rewards.points,
-                    at=now,
-                )
+            if reached >= percent and await award_points(
+                session,
+                self._ladder,
+                member.id,
+                source=REWARD_SOURCE,
+                source_key=self._reward_key(member.id, above.key, percent),
+                amount=rewards.points,
+                at=now,
+            ):
+                paid.append(ProgressReward(tier=above.key, percent=percent, points=rewards.points))
+        return tuple(paid)
 
-    async def promote(self, member_id: int, *, reason: str) -> TierChangeView | None:
+    async def promote(self, member_id: int, *, reason: str) -> Promotion:
         """After a purchase or check-in: move up if the rules allow (never down, but an
         expired trial falls back), and pay progress rewards. Safe to run concurrently."""
         if not await self._settlement_due(member_id):
-            return None
+            return Promotion()
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await self._settle(session, member, reason=reason, actor=SYSTEM)
@@ -832,7 +886,8 @@ class Tiers:
             member = await load_member(session, member_id, for_update=True)
             member.joint_campaigns = count
             await session.flush()
-            return await self._settle(session, member, reason="joint_campaigns", actor=actor)
+            settled = await self._settle(session, member, reason="joint_campaigns", actor=actor)
+            return settled.change
 
     # --- capabilities -------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -215,12 +215,21 @@ def previous_quarter(moment: datetime, zone: ZoneInfo) -> str:
     return quarter_of(add_months(moment.astimezone(zone), -3), zone)
 
 
+def quarter_end(label: str, zone: ZoneInfo) -> datetime:
+    """When the shop-local quarter `label` (`2026Q4`) ends: the midnight the next begins."""
+    year, quarter = int(label[:4]), int(label[5])
+    month = quarter * 3 + 1
+    return datetime(year + (month - 1) // 12, (month - 1) % 12 + 1, 1, tzinfo=zone).astimezone(UTC)
+
+
 def _metrics_statement() -> Select[Any]:
     """Every metric in one statement: the member row, one aggregate over orders, two counts.
 
     Built once with bound parameters: assembling a statement this size (and its cache
-    key) on every purchase costs more than running it.
+    key) on every purchase costs more than running it. Every window ends at `until`, so
+    a quarterly review measures the quarter, not the moment the job happened to run.
     """
+    until = bindparam("until", type_=UTCDateTime())
     year_ago = bindparam("year_ago", type_=UTCDateTime())
     half_year_ago = bindparam("half_year_ago", type_=UTCDateTime())
     violations_since = bindparam("violations_since", type_=UTCDateTime())
@@ -229,16 +238,21 @@ def _metrics_statement() -> Select[Any]:
     orders = (
         select(
             Order.member_id,
-            func.sum(case((and_(paid, Order.paid_at >= year_ago), Order.total), else_=0)).label(
-                "spend"
-            ),
-            func.count(case((and_(paid, Order.paid_at >= half_year_ago), 1))).label("purchases"),
+            func.sum(
+                case(
+                    (and_(paid, Order.paid_at >= year_ago, Order.paid_at <= until), Order.total),
+                    else_=0,
+                )
+            ).label("spend"),
+            func.count(
+                case((and_(paid, Order.paid_at >= half_year_ago, Order.paid_at <= until), 1))
+            ).label("purchases"),
             func.count(
                 case((and_(Order.status.in_(SETTLED_STATUSES), Order.created_at >= year_ago), 1))
             ).label("settled"),
             func.count(case((and_(paid, Order.created_at >= year_ago), 1))).label("fulfilled"),
         )
-        .where(Order.member_id == member_id)
+        .where(Order.member_id == member_id, Order.created_at <= until)
         .group_by(Order.member_id)
         .subquery()
     )
@@ -248,6 +262,7 @@ def _metrics_statement() -> Select[Any]:
             Violation.member_id == member_id,
             Violation.serious.is_(True),
             Violation.created_at >= violations_since,
+            Violation.created_at <= until,
         )
         .scalar_subquery()
     )
@@ -256,7 +271,12 @@ def _metrics_statement() -> Select[Any]:
         select(func.count(referred.id))
         .where(
             referred.referrer_id == member_id,
-            exists().where(Order.member_id == referred.id, paid, Order.paid_at >= year_ago),
+            exists().where(
+                Order.member_id == referred.id,
+                paid,
+                Order.paid_at >= year_ago,
+                Order.paid_at <= until,
+            ),
         )
         .scalar_subquery()
     )
@@ -282,12 +302,13 @@ METRICS = _metrics_statement()
 
 
 async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> Metrics:
-    """The member's tier metrics at `now`."""
+    """The member's tier metrics at `now` (windows end there; lifetime spend is today's)."""
     row = (
         await session.execute(
             METRICS,
             {
                 "member_id": member_id,
+                "until": now,
                 "year_ago": now - YEAR,
                 "half_year_ago": now - HALF_YEAR,
                 "violations_since": now - VIOLATION_WINDOW,
@@ -732,10 +753,13 @@ class Tiers:
         if member.tier_source != TierSource.RULES or member.tier_key == self._ladder.entry.key:
             return None
 
+        # Everything is judged as of the quarter's end, never the moment the job runs:
+        # the metrics, and the protection, which starts and ends on quarter boundaries.
         now = self._clock.now()
+        ended = quarter_end(quarter, self._zone)
         tier = self._ladder.tier(member.tier_key)
         progress = self._progress(
-            tier.key, tier.maintenance, await load_metrics(session, member_id, now)
+            tier.key, tier.maintenance, await load_metrics(session, member_id, ended)
         )
         rules = self._ladder.review
         to_tier = tier.key
@@ -743,13 +767,14 @@ class Tiers:
         protected_until = member.protected_until
         if progress.met:
             result, quarters_below, protected_until = ReviewResult.KEPT, 0, None
-        elif protected_until is not None and protected_until <= now:
+        elif protected_until is not None and protected_until <= ended:
             below = self._ladder.below(tier.key)
             result, quarters_below, protected_until = ReviewResult.DROPPED, 0, None
             to_tier = below.key if below else tier.key
         elif protected_until is None and quarters_below >= rules.consecutive_quarters:
             result = ReviewResult.PROTECTED
-            protected_until = add_months(now, rules.protection_months)
+            local_end = ended.astimezone(self._zone)
+            protected_until = add_months(local_end, rules.protection_months).astimezone(UTC)
         else:
             result = ReviewResult.WARNED
 

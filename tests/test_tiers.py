@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from core.clock import ManualClock, add_months
+from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder, Metric, load_ladder
@@ -456,7 +456,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
 ) -> None:
     slipping = await add_member(db, clock, tier_key="silver")
     steady = await add_member(db, clock, tier_key="silver")
-    await add_orders(db, clock, steady, [20_000], days_ago=10)
+    await add_orders(db, clock, steady, [20_000], days_ago=60)  # in 2026Q3
     admin_gold = await add_member(db, clock, tier_key="gold", tier_source="admin")
     await add_member(db, clock)
 
@@ -480,33 +480,27 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     clock.set(local(2027, 1, 2))
     (second, _) = await tiers.review()
     assert (second.quarter, second.outcome) == ("2026Q4", ReviewResult.PROTECTED)
-    assert second.protected_until == add_months(clock.now(), 3)
+    # Three months from the end of the quarter reviewed: all of 2027Q1 to recover.
+    assert second.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
     evaluation = await tiers.evaluate(slipping)
     assert evaluation.in_protection
     assert evaluation.tier == "silver"
 
-    clock.set(local(2027, 4, 1))  # the observation period ends tomorrow
-    (third, _) = await tiers.review()
-    assert (third.quarter, third.outcome, third.to_tier) == (
-        "2027Q1",
-        ReviewResult.WARNED,
-        "silver",
-    )
-
-    clock.set(local(2027, 7, 1))
+    clock.set(local(2027, 4, 1))
     (preview, _) = await tiers.review(dry_run=True)
-    assert (preview.outcome, preview.from_tier, preview.to_tier) == (
+    assert (preview.quarter, preview.outcome, preview.from_tier, preview.to_tier) == (
+        "2027Q1",
         ReviewResult.DROPPED,
         "silver",
         "member",
     )
-    assert await count(db, TierReview) == 6
+    assert await count(db, TierReview) == 4
     assert (await member_row(db, slipping)).tier_key == "silver"
     assert await changes(db, slipping) == []
 
-    (fourth, kept) = await tiers.review()
-    assert (fourth.quarter, fourth.outcome, fourth.to_tier) == (
-        "2027Q2",
+    (third, kept) = await tiers.review()
+    assert (third.quarter, third.outcome, third.to_tier) == (
+        "2027Q1",
         ReviewResult.DROPPED,
         "member",
     )
@@ -515,14 +509,68 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert (row.tier_key, row.quarters_below, row.protected_until) == ("member", 0, None)
     assert await changes(db, slipping) == [("silver", "member", "quarterly_review", "system")]
 
-    rerun = await tiers.review(quarter="2027Q2")
+    rerun = await tiers.review(quarter="2027Q1")
     assert [(o.member_id, o.outcome, o.to_tier, o.recorded) for o in rerun] == [
         (slipping, ReviewResult.DROPPED, "member", True),
         (steady, ReviewResult.KEPT, "silver", True),
     ]
     assert await changes(db, slipping) == [("silver", "member", "quarterly_review", "system")]
-    assert await count(db, TierReview) == 8
+    assert await count(db, TierReview) == 6
     assert (await member_row(db, admin_gold)).tier_key == "gold"
+
+
+def at(day: date, moment: time) -> datetime:
+    return datetime.combine(day, moment, SHOP_ZONE)
+
+
+FIRST_SECONDS = time(0, 0, 10)
+LATER_SECONDS = time(0, 0, 40)
+LAST_SECONDS = time(23, 59, 50)
+
+
+@pytest.mark.parametrize(
+    ("protected_at", "reviewed_at"),
+    [
+        (at(date(2027, 1, 1), FIRST_SECONDS), at(date(2027, 4, 1), LATER_SECONDS)),
+        (at(date(2027, 1, 1), LATER_SECONDS), at(date(2027, 4, 1), FIRST_SECONDS)),
+        (at(date(2027, 3, 31), LAST_SECONDS), at(date(2027, 4, 1), FIRST_SECONDS)),
+        (at(date(2027, 1, 1), FIRST_SECONDS), at(date(2027, 6, 30), LAST_SECONDS)),
+    ],
+)
+async def test_protection_ends_with_a_quarter_whatever_second_the_reviews_run(
+    db: Database, clock: ManualClock, tiers: Tiers, protected_at: datetime, reviewed_at: datetime
+) -> None:
+    """A protected member drops at the review of the quarter the protection covered,
+    whether the reviews ran in the first or the last seconds of their quarters."""
+    await add_member(db, clock, tier_key="silver", quarters_below=1)
+
+    clock.set(protected_at)
+    (protected,) = await tiers.review()
+    assert (protected.quarter, protected.outcome) == ("2026Q4", ReviewResult.PROTECTED)
+    assert protected.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
+
+    clock.set(reviewed_at)
+    (dropped,) = await tiers.review()
+    assert (dropped.quarter, dropped.outcome, dropped.to_tier) == (
+        "2027Q1",
+        ReviewResult.DROPPED,
+        "member",
+    )
+
+
+@pytest.mark.parametrize("reviewed_at", [FIRST_SECONDS, LATER_SECONDS])
+async def test_a_review_measures_the_quarter_not_the_moment_it_runs(
+    db: Database, clock: ManualClock, tiers: Tiers, reviewed_at: time
+) -> None:
+    """An order paid in the first seconds of 2027Q2 belongs to the next review."""
+    me = await add_member(db, clock, tier_key="silver")
+    clock.set(at(date(2027, 4, 1), time(0, 0, 5)))
+    await add_orders(db, clock, me, [20_000], days_ago=0)
+
+    clock.set(at(date(2027, 4, 1), reviewed_at))
+    (outcome,) = await tiers.review()
+
+    assert (outcome.quarter, outcome.outcome) == ("2027Q1", ReviewResult.WARNED)
 
 
 async def test_meeting_the_rule_again_ends_protection(
@@ -531,7 +579,7 @@ async def test_meeting_the_rule_again_ends_protection(
     me = await add_member(
         db, clock, tier_key="gold", quarters_below=2, protected_until=clock.now() + timedelta(1)
     )
-    await add_orders(db, clock, me, [200_000])
+    await add_orders(db, clock, me, [200_000], days_ago=60)  # in 2026Q3
 
     (outcome,) = await tiers.review(quarter="2026Q3")
 

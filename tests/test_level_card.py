@@ -22,6 +22,7 @@ from core.config import DEFAULT_TIERS_FILE
 from core.ladder import SERVED_CAPABILITIES, Capabilities, Tier, load_ladder
 from core.models import Member
 from core.shop import Shop
+from core.tiers import ProgressReward
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 
@@ -90,3 +91,19 @@ async def test_a_progress_reward_is_announced_and_named_on_balance(shop: Shop) -
     assert "🎁 +50 points: you are 50% of the way to Silver!" in shown
     assert "Progress reward +50" in shown
     assert "Check-in +10" in shown
+
+
+async def test_a_purchase_carries_the_reward_it_earned(shop: Shop) -> None:
+    """A first purchase of ¥263.16 at 95折 pays ¥250, half of Silver's ¥500."""
+    member = await shop.members.register(4343)
+    await shop.catalog.upsert_category("cards", "点卡", "Cards")
+    product = await shop.catalog.create_product("CARD-250", "cards", "点卡", "Card", 26_316)
+    await shop.stock.import_codes("CARD-250", ["C-1", "C-2"])
+    await shop.wallet.top_up(member.id, 60_000, actor="test", reason="paid in")
+
+    first = await shop.orders.place(member.id, product.id, 1, idempotency_key="one")
+    again = await shop.orders.place(member.id, product.id, 1, idempotency_key="one")
+
+    assert first.order.total == 25_000
+    assert first.rewards == (ProgressReward(tier="silver", percent=50, points=50),)
+    assert again.rewards == ()

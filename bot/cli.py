@@ -48,6 +48,9 @@ async def _import_codes(shop: Shop, args: argparse.Namespace) -> int:
         f"added {report.added}, duplicate {report.duplicate}, rejected {report.rejected}; "
         f"{report.stock_after} in stock for {args.sku}"
     )
+    for duplicate in report.duplicates:
+        held = duplicate.held_by or "an earlier line of this file"
+        print(f"  line {duplicate.line}: duplicate, held by {held}")
     return 0
 
 

@@ -27,9 +27,11 @@ from core.models import CheckIn
 from core.money import round_fen
 from core.points import available, award_points
 from core.sql import insert_ignoring_conflict
+from core.tiers import ProgressReward, Promotion
 from core.uow import Database
 
-OnActivity = Callable[[int], Awaitable[object]]
+#: Runs after a check-in commits (tier promotion, progress rewards).
+OnActivity = Callable[[int], Awaitable[Promotion | None]]
 
 
 def checkin_points(ladder: Ladder, tier_key: str, streak: int) -> int:
@@ -55,6 +57,8 @@ class CheckInResult:
     tomorrow_points: int
     #: When the next check-in opens (the next shop-local midnight), aware UTC.
     next_at: datetime
+    #: Progress rewards this check-in earned on the way to the next tier.
+    rewards: tuple[ProgressReward, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +148,7 @@ class CheckIns:
             )
             total = await available(session, member_id, now)
             tomorrow = checkin_points(self._ladder, member.tier_key, streak + 1)
-        if self._on_activity is not None:
-            await self._on_activity(member_id)
+        promotion = await self._on_activity(member_id) if self._on_activity else None
         return CheckInResult(
             day=day,
             streak=streak,
@@ -153,6 +156,7 @@ class CheckIns:
             available=total,
             tomorrow_points=tomorrow,
             next_at=next_at,
+            rewards=promotion.rewards if promotion is not None else (),
         )
 
     async def status(self, member_id: int) -> CheckInStatus:

@@ -141,7 +141,7 @@ PRODUCTS = (
         "selected",
         codes=20,
         code_shape=(3, 5),
-        tier_prices=(("gold", 18800),),
+        tier_prices=(("gold", 15800),),
     ),
     DemoProduct(
         "CMCC-100",

@@ -8,9 +8,11 @@ memory, since it changes only with a restart.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -65,6 +67,22 @@ class Capabilities(Frozen):
     referral_commission: bool
     checkin_multiplier: float = Field(gt=0)
     sla_minutes: int = Field(gt=0)
+
+
+#: The capabilities the shop serves today, each with the code that honours it (a dotted
+#: path; a test resolves every one and checks it reads that capability). The level card
+#: shows only these: API access, stock reservation and referral commission stay
+#: configured in tiers.toml but are promised to nobody until code serves them.
+SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
+    {
+        "pools": "core.pricing.check_allowed",
+        "batch_max": "core.pricing.quantity_limit",
+        "sla_minutes": "core.tickets.Tickets.window",
+        "checkin_multiplier": "core.checkin.checkin_points",
+        "export": "core.export.Exports.own_orders_csv",
+        "manager": "core.manager.ManagerRelay._allowed",
+    }
+)
 
 
 class Tier(Frozen):

@@ -200,11 +200,14 @@ class MemberPrice(Base):
 
 
 class Code(Base):
-    """One code (卡密), encrypted at rest; `digest` is a keyed hash for dedupe."""
+    """One code (卡密), encrypted at rest; `digest` is a keyed hash for dedupe.
+
+    The digest is unique across the shop: a code can be sold once, under one product.
+    """
 
     __tablename__ = "codes"
     __table_args__ = (
-        UniqueConstraint("product_id", "digest"),
+        UniqueConstraint("digest"),
         Index(
             "ix_codes_available",
             "product_id",

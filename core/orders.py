@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, select, update
 from sqlalchemy.engine import Connection
@@ -41,6 +41,7 @@ from core.ladder import Ladder
 from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
 from core.pricing import PricingInput, Quote, quote
 from core.stock import claim_codes_on
+from core.tiers import ProgressReward, Promotion
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import post_entry, post_entry_on
@@ -84,15 +85,12 @@ class Purchase:
     created: bool
     #: The tier the purchase moved the member to (an upgrade or a fast-track trial).
     new_tier: str | None = None
-
-
-class TierMove(Protocol):
-    @property
-    def to_tier(self) -> str: ...
+    #: Progress rewards the purchase earned on the way to the next tier.
+    rewards: tuple[ProgressReward, ...] = ()
 
 
 #: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView, bool], Awaitable[TierMove | None]]
+PaidHook = Callable[[OrderView, bool], Awaitable[Promotion | None]]
 
 
 #: A row or SELECT of columns picked by position.
@@ -144,16 +142,24 @@ def _view(row: AnyRow) -> OrderView:
 
 
 @functools.cache
-def _facts_query(*, with_points: bool) -> AnySelect:
+def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
     """Every fact a price depends on, in one SELECT (see `_facts` for the columns).
 
     Binds `member` and `product` (and `at` with points, for the spendable points at that
     moment). Outer joins tell a missing product (NULL product columns) from a missing
-    member (no row). Built once; executions only bind values.
+    member (no row). The product's tier price for each tier of the ladder (`tiers`, in
+    ladder order) comes last, since a tier pays no more than any tier below it. Built
+    once per ladder; executions only bind values.
     """
     member_id = bindparam("member", type_=Integer)
     product_id = bindparam("product", type_=Integer)
     spendable = points.available_points(member_id, bindparam("at")) if with_points else literal(0)
+    tier_prices = [
+        select(TierPrice.price)
+        .where(TierPrice.product_id == Product.id, TierPrice.tier_key == key)
+        .scalar_subquery()
+        for key in tiers
+    ]
     return (
         select(
             Member.balance,
@@ -164,18 +170,14 @@ def _facts_query(*, with_points: bool) -> AnySelect:
             Product.pool,
             Product.base_price,
             Product.max_per_order,
-            TierPrice.price,
             MemberPrice.price,
             spendable,
             Product.name_zh,
             Product.name_en,
+            *tier_prices,
         )
         .select_from(Member)
         .outerjoin(Product, Product.id == product_id)
-        .outerjoin(
-            TierPrice,
-            and_(TierPrice.product_id == Product.id, TierPrice.tier_key == Member.tier_key),
-        )
         .outerjoin(
             MemberPrice,
             and_(MemberPrice.product_id == Product.id, MemberPrice.member_id == Member.id),
@@ -185,7 +187,7 @@ def _facts_query(*, with_points: bool) -> AnySelect:
 
 
 @functools.cache
-def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
+def _purchase_query(*, with_points: bool, lock: bool, tiers: tuple[str, ...]) -> AnySelect:
     """`_facts_query` plus the order already paid under the idempotency key `key`, if any.
 
     With `lock` (PostgreSQL) the member row is locked first (NO KEY UPDATE lets other
@@ -193,7 +195,7 @@ def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
     concurrent purchases, tier moves and the same key queue on this one row in one order.
     """
     query = (
-        _facts_query(with_points=with_points)
+        _facts_query(with_points=with_points, tiers=tiers)
         .add_columns(Order.id)
         .outerjoin(
             Order,
@@ -203,6 +205,10 @@ def _purchase_query(*, with_points: bool, lock: bool) -> AnySelect:
     return query.with_for_update(of=Member, key_share=True) if lock else query
 
 
+#: Where `_facts_query`'s tier prices start, after its fixed columns.
+_TIER_PRICES = 12
+
+
 def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[str, Any]:
     params: dict[str, Any] = {"member": member_id, "product": product_id}
     if at is not None:
@@ -210,11 +216,14 @@ def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[
     return params
 
 
-def _facts(row: AnyRow | None, member_id: int, product_id: int) -> PricingInput:
+def _facts(
+    row: AnyRow | None, member_id: int, product_id: int, tiers: tuple[str, ...]
+) -> PricingInput:
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     if row[2] is None:
         raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
+    prices = row[_TIER_PRICES : _TIER_PRICES + len(tiers)]
     return PricingInput(
         product_id=product_id,
         sku=row[3],
@@ -223,10 +232,12 @@ def _facts(row: AnyRow | None, member_id: int, product_id: int) -> PricingInput:
         base_price=row[6],
         max_per_order=row[7],
         tier_key=row[1],
-        tier_price=row[8],
-        member_price=row[9],
+        tier_prices={
+            key: price for key, price in zip(tiers, prices, strict=True) if price is not None
+        },
+        member_price=row[8],
         balance=row[0],
-        available_points=int(row[10] or 0),
+        available_points=int(row[9] or 0),
     )
 
 
@@ -251,6 +262,7 @@ class Orders:
     ) -> None:
         self._db = db
         self._ladder = ladder
+        self._tiers = tuple(tier.key for tier in ladder.tiers)
         self._vault = vault
         self._clock = clock
         self._on_paid = on_paid
@@ -264,10 +276,10 @@ class Orders:
         points_at = self._clock.now() if use_points else None
         async with self._db.read() as session:
             row = await session.execute(
-                _facts_query(with_points=use_points),
+                _facts_query(with_points=use_points, tiers=self._tiers),
                 _facts_params(member_id, product_id, points_at),
             )
-            facts = _facts(row.one_or_none(), member_id, product_id)
+            facts = _facts(row.one_or_none(), member_id, product_id, self._tiers)
             stock = await session.scalar(
                 select(func.count())
                 .select_from(Code)
@@ -351,7 +363,9 @@ class Orders:
         if not paid.created:
             return purchase
         moved = await self._after_paid(paid.order)
-        return replace(purchase, new_tier=moved.to_tier) if moved else purchase
+        if moved is None:
+            return purchase
+        return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
 
     def _purchase_on(
         self,
@@ -366,14 +380,16 @@ class Orders:
         now: datetime,
     ) -> _Paid:
         """The purchase transaction's statements; any refusal raises and rolls it all back."""
-        query = _purchase_query(with_points=use_points, lock=conn.dialect.name == "postgresql")
+        query = _purchase_query(
+            with_points=use_points, lock=conn.dialect.name == "postgresql", tiers=self._tiers
+        )
         params = _facts_params(member_id, product_id, now if use_points else None)
         row = conn.execute(query, {**params, "key": key}).one_or_none()
         if row is None:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row[-1] is not None:
             return self._replay_on(conn, member_id, key)
-        facts = _facts(row, member_id, product_id)
+        facts = _facts(row, member_id, product_id, self._tiers)
         priced = quote(self._ladder, facts, quantity, use_points=use_points)
         if expected_total is not None and expected_total != priced.total:
             raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
@@ -420,7 +436,7 @@ class Orders:
             member_id=member_id,
             product_id=product_id,
             sku=facts.sku,
-            product_names={"zh_CN": row[11], "en": row[12]},
+            product_names={"zh_CN": row[10], "en": row[11]},
             quantity=quantity,
             tier_key=priced.tier_key,
             unit_base_price=priced.unit_base_price,
@@ -447,7 +463,7 @@ class Orders:
         ).all()
         return _Paid(order=order, secrets=list(secrets), balance=row[-1], created=False)
 
-    async def _after_paid(self, order: OrderView) -> TierMove | None:
+    async def _after_paid(self, order: OrderView) -> Promotion | None:
         if self._on_paid is None:
             return None
         try:

@@ -7,6 +7,7 @@ never taken from a button or a caller.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +29,8 @@ class PricingInput:
     base_price: int
     max_per_order: int | None
     tier_key: str
-    tier_price: int | None
+    #: The product's fixed prices by tier key, for every tier that has one.
+    tier_prices: Mapping[str, int]
     member_price: int | None
     balance: int
     available_points: int
@@ -59,17 +61,28 @@ class Quote:
 
 
 def unit_price(ladder: Ladder, facts: PricingInput) -> tuple[int, PriceSource]:
-    """The member's price for one unit: a per-account price, a tier price, or the tier rate.
+    """The member's price for one unit: the best the member's tier is entitled to.
 
-    Never above the base price, whatever an admin typed.
+    A tier pays the lowest of its own tier price, its rate, and whatever any tier below it
+    pays (that tier's price or rate), so climbing the ladder never makes a product
+    dearer, whatever an admin typed; a per-account price applies only when it is lower
+    still. Never above the base price.
     """
-    if facts.member_price is not None:
+    rank = ladder.index(facts.tier_key)
+    price = facts.base_price
+    source: PriceSource = "tier_rate"
+    for tier in ladder.tiers[: rank + 1]:
+        candidates: list[tuple[int, PriceSource]] = [
+            (apply_rate(facts.base_price, tier.rate), "tier_rate")
+        ]
+        if tier.key in facts.tier_prices:
+            candidates.append((facts.tier_prices[tier.key], "tier_price"))
+        for candidate, kind in candidates:
+            if candidate < price:
+                price, source = candidate, kind
+    if facts.member_price is not None and facts.member_price < price:
         price, source = facts.member_price, "member_price"
-    elif facts.tier_price is not None:
-        price, source = facts.tier_price, "tier_price"
-    else:
-        price, source = apply_rate(facts.base_price, ladder.tier(facts.tier_key).rate), "tier_rate"
-    return min(price, facts.base_price), source  # type: ignore[return-value]
+    return price, source
 
 
 def quantity_limit(ladder: Ladder, facts: PricingInput) -> int:

@@ -22,7 +22,7 @@ from core.points import Points
 from core.reviews import Reviews
 from core.stock import StockService
 from core.tickets import Tickets
-from core.tiers import TierChangeView, Tiers
+from core.tiers import Promotion, Tiers
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import Wallet
@@ -61,15 +61,15 @@ class _Promotions:
     def __init__(self, tiers: Tiers) -> None:
         self._tiers = tiers
 
-    async def after_activity(self, member_id: int) -> TierChangeView | None:
+    async def after_activity(self, member_id: int) -> Promotion:
         return await self._tiers.promote(member_id, reason="activity")
 
-    async def after_purchase(self, order: OrderView, created: bool) -> TierChangeView | None:
+    async def after_purchase(self, order: OrderView, created: bool) -> Promotion | None:
         if not created:
             return None
         trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
         promoted = await self._tiers.promote(order.member_id, reason="purchase")
-        return promoted or trial
+        return Promotion(change=promoted.change or trial, rewards=promoted.rewards)
 
 
 def build_shop(

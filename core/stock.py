@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,10 @@ MAX_CODE_LENGTH = 256
 #: Rows per INSERT/UPDATE statement and digests per lookup, well under every driver's
 #: bound-parameter limit.
 BATCH_SIZE = 500
+#: The digest migration 0003 gave the later copies of a code that had been sold more than
+#: once before codes were unique shop-wide (`sold-twice:<id>`): the first sale keeps the
+#: real digest, the buyers of the others keep their order and its code.
+SOLD_TWICE_MARK = "sold-twice:"
 #: Unicode categories a pasted code must not contain: controls and invisible formatting
 #: (zero-width spaces), which would make a code look right and fail at redemption.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
@@ -80,14 +84,27 @@ async def claim_codes(
 
 
 @dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A line not added because its code already exists: named by line, never by code."""
+
+    #: 1-based, counting every line given (blank ones too).
+    line: int
+    #: The SKU of the product whose stock holds the code (sold or not), or None when an
+    #: earlier line of the same import has it.
+    held_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ImportReport:
     added: int
-    #: Already in stock for the product, or repeated within the file.
+    #: Already in the shop's stock (under any product), or repeated within the file.
     duplicate: int
     #: Lines that cannot be a code (too long, control characters, inner whitespace).
     rejected: int
     #: Codes available for the product once the import committed.
     stock_after: int
+    #: Each duplicate line and who holds its code, in line order.
+    duplicates: tuple[Duplicate, ...] = ()
 
 
 def is_plausible_code(code: str) -> bool:
@@ -97,23 +114,33 @@ def is_plausible_code(code: str) -> bool:
     )
 
 
-def _parse(lines: Iterable[str]) -> tuple[list[str], int, int]:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    #: Distinct plausible codes, each with the line it first appears on.
+    codes: dict[str, int]
+    #: Lines repeating a code an earlier line has.
+    repeated: list[int]
+    rejected: int
+
+
+def _parse(lines: Iterable[str]) -> _Parsed:
     """Distinct plausible codes in file order, lines repeated in the file, lines rejected."""
     if isinstance(lines, str):
         lines = lines.splitlines()
-    codes: dict[str, None] = {}
-    repeated = rejected = 0
-    for line in lines:
+    codes: dict[str, int] = {}
+    repeated: list[int] = []
+    rejected = 0
+    for number, line in enumerate(lines, start=1):
         code = line.strip().lstrip("\ufeff").strip()
         if not code:
             continue
         if not is_plausible_code(code):
             rejected += 1
         elif code in codes:
-            repeated += 1
+            repeated.append(number)
         else:
-            codes[code] = None
-    return list(codes), repeated, rejected
+            codes[code] = number
+    return _Parsed(codes=codes, repeated=repeated, rejected=rejected)
 
 
 def _batches(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -129,6 +156,16 @@ async def count_available(session: AsyncSession, product_id: int) -> int:
     return count or 0
 
 
+async def _holders(session: AsyncSession, by_digest: Mapping[str, str]) -> dict[str, str]:
+    """Code → SKU of the product holding it, for the codes whose digests are stored."""
+    rows = await session.execute(
+        select(Code.digest, Product.sku)
+        .join(Product, Product.id == Code.product_id)
+        .where(Code.digest.in_(list(by_digest)))
+    )
+    return {by_digest[digest]: sku for digest, sku in rows}
+
+
 class StockService:
     """Stocking codes (admin) and keeping them readable across key rotations."""
 
@@ -140,29 +177,28 @@ class StockService:
     async def import_codes(self, sku: str, lines: Iterable[str]) -> ImportReport:
         """Add one code per line to a product's stock, in one transaction.
 
-        A code already stored under any listed key counts as a duplicate, so an import
-        after a key rotation still recognises the old codes. The unique (product,
-        digest) constraint settles imports racing each other: a row another import got
-        in first is skipped, never added twice. Rows go in ordered by digest so that
-        concurrent imports take their index locks in the same order and cannot deadlock.
+        A code is one thing that can be sold once, so a code already stored for any
+        product (sold or not) is a duplicate, reported with the product that holds it.
+        A code stored under any listed key counts, so an import after a key rotation
+        still recognises the old codes. The shop-wide unique digest settles imports
+        racing each other: a row another import got in first is skipped, never added
+        twice. Rows go in ordered by digest so that concurrent imports take their index
+        locks in the same order and cannot deadlock.
         """
-        codes, repeated, rejected = _parse(lines)
+        parsed = _parse(lines)
+        codes = list(parsed.codes)
         digests = {code: self._vault.digests(code) for code in codes}
         codes.sort(key=lambda code: digests[code][0])
         now = self._clock.now()
         added = 0
+        duplicates = [Duplicate(line=line, held_by=None) for line in parsed.repeated]
         async with self._db.transaction() as session:
             product_id = await session.scalar(select(Product.id).where(Product.sku == sku))
             if product_id is None:
                 raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, sku=sku)
             for batch in _batches(codes):
                 by_digest = {digest: code for code in batch for digest in digests[code]}
-                stored = await session.scalars(
-                    select(Code.digest).where(
-                        Code.product_id == product_id, Code.digest.in_(by_digest)
-                    )
-                )
-                known = {by_digest[digest] for digest in stored}
+                held = await _holders(session, by_digest)
                 rows = [
                     {
                         "product_id": product_id,
@@ -171,19 +207,34 @@ class StockService:
                         "added_at": now,
                     }
                     for code in batch
-                    if code not in known
+                    if code not in held
                 ]
+                lost: dict[str, str] = {}
                 if rows:
                     inserted = await session.execute(
-                        insert_ignoring_conflict(session, Code).returning(Code.id), rows
+                        insert_ignoring_conflict(session, Code).returning(Code.digest), rows
                     )
-                    added += len(inserted.all())
+                    landed = set(inserted.scalars())
+                    added += len(landed)
+                    lost = {
+                        digests[code][0]: code
+                        for code in batch
+                        if code not in held and digests[code][0] not in landed
+                    }
+                    if lost:  # a concurrent import stored them first
+                        held |= await _holders(session, lost)
+                duplicates += [
+                    Duplicate(line=parsed.codes[code], held_by=held.get(code))
+                    for code in batch
+                    if code in held or digests[code][0] in lost
+                ]
             stock_after = await count_available(session, product_id)
         return ImportReport(
             added=added,
-            duplicate=repeated + len(codes) - added,
-            rejected=rejected,
+            duplicate=len(duplicates),
+            rejected=parsed.rejected,
             stock_after=stock_after,
+            duplicates=tuple(sorted(duplicates, key=lambda duplicate: duplicate.line)),
         )
 
     async def available(self, product_id: int) -> int:
@@ -213,6 +264,12 @@ class StockService:
                     return rewritten
                 changes = []
                 for code_id, secret, digest in rows:
+                    if digest.startswith(SOLD_TWICE_MARK):
+                        # Its code's digest belongs to the first sale; only re-encrypt.
+                        if not self._vault.is_current(secret):
+                            rotated = self._vault.rotate(secret)
+                            changes.append({"id": code_id, "secret": rotated, "digest": digest})
+                        continue
                     newest = self._vault.digest(self._vault.decrypt(secret))
                     if newest != digest:
                         rotated = self._vault.rotate(secret)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +39,8 @@ SETTLED_STATUSES = ("paid", "delivered", "failed", "refunded")
 
 QUARTER_LABEL = re.compile(r"^\d{4}Q[1-4]$")
 SYSTEM = "system"
+#: `point_lots.source` of the points paid at 50 % / 80 % of the way to the next tier.
+REWARD_SOURCE = "reward"
 
 
 class TierSource(StrEnum):
@@ -72,6 +74,23 @@ class Metrics:
 
     def value(self, metric: Metric) -> int:
         return int(getattr(self, metric.value))
+
+
+#: The fulfilment rate of a member with no settled order yet: nothing has failed.
+FULFILMENT_WITHOUT_ORDERS = 100
+
+#: The numbers of a member who has done nothing yet. A condition these meet (no
+#: violations, fulfilment with no orders) is met by default: it is no distance covered.
+NO_ACTIVITY = Metrics(
+    total_spent=0,
+    spend_365d=0,
+    purchases_6m=0,
+    violations_90d=0,
+    fulfilment_rate=FULFILMENT_WITHOUT_ORDERS,
+    referrals_active=0,
+    joint_campaigns=0,
+    growth_points=0,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +158,30 @@ class TierChangeView:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressReward:
+    """Points paid for crossing `percent` of the way to `tier`."""
+
+    tier: str
+    percent: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """What settling a member after an activity did: a tier move, rewards paid, or neither.
+
+    Returned to the conversation that caused it, so the member hears of both at once.
+    """
+
+    change: TierChangeView | None = None
+    rewards: tuple[ProgressReward, ...] = ()
+
+    @property
+    def to_tier(self) -> str | None:
+        return self.change.to_tier if self.change is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class ViolationView:
     id: int
     member_id: int
@@ -172,12 +215,21 @@ def previous_quarter(moment: datetime, zone: ZoneInfo) -> str:
     return quarter_of(add_months(moment.astimezone(zone), -3), zone)
 
 
+def quarter_end(label: str, zone: ZoneInfo) -> datetime:
+    """When the shop-local quarter `label` (`2026Q4`) ends: the midnight the next begins."""
+    year, quarter = int(label[:4]), int(label[5])
+    month = quarter * 3 + 1
+    return datetime(year + (month - 1) // 12, (month - 1) % 12 + 1, 1, tzinfo=zone).astimezone(UTC)
+
+
 def _metrics_statement() -> Select[Any]:
     """Every metric in one statement: the member row, one aggregate over orders, two counts.
 
     Built once with bound parameters: assembling a statement this size (and its cache
-    key) on every purchase costs more than running it.
+    key) on every purchase costs more than running it. Every window ends at `until`, so
+    a quarterly review measures the quarter, not the moment the job happened to run.
     """
+    until = bindparam("until", type_=UTCDateTime())
     year_ago = bindparam("year_ago", type_=UTCDateTime())
     half_year_ago = bindparam("half_year_ago", type_=UTCDateTime())
     violations_since = bindparam("violations_since", type_=UTCDateTime())
@@ -186,16 +238,21 @@ def _metrics_statement() -> Select[Any]:
     orders = (
         select(
             Order.member_id,
-            func.sum(case((and_(paid, Order.paid_at >= year_ago), Order.total), else_=0)).label(
-                "spend"
-            ),
-            func.count(case((and_(paid, Order.paid_at >= half_year_ago), 1))).label("purchases"),
+            func.sum(
+                case(
+                    (and_(paid, Order.paid_at >= year_ago, Order.paid_at <= until), Order.total),
+                    else_=0,
+                )
+            ).label("spend"),
+            func.count(
+                case((and_(paid, Order.paid_at >= half_year_ago, Order.paid_at <= until), 1))
+            ).label("purchases"),
             func.count(
                 case((and_(Order.status.in_(SETTLED_STATUSES), Order.created_at >= year_ago), 1))
             ).label("settled"),
             func.count(case((and_(paid, Order.created_at >= year_ago), 1))).label("fulfilled"),
         )
-        .where(Order.member_id == member_id)
+        .where(Order.member_id == member_id, Order.created_at <= until)
         .group_by(Order.member_id)
         .subquery()
     )
@@ -205,6 +262,7 @@ def _metrics_statement() -> Select[Any]:
             Violation.member_id == member_id,
             Violation.serious.is_(True),
             Violation.created_at >= violations_since,
+            Violation.created_at <= until,
         )
         .scalar_subquery()
     )
@@ -213,7 +271,12 @@ def _metrics_statement() -> Select[Any]:
         select(func.count(referred.id))
         .where(
             referred.referrer_id == member_id,
-            exists().where(Order.member_id == referred.id, paid, Order.paid_at >= year_ago),
+            exists().where(
+                Order.member_id == referred.id,
+                paid,
+                Order.paid_at >= year_ago,
+                Order.paid_at <= until,
+            ),
         )
         .scalar_subquery()
     )
@@ -239,12 +302,13 @@ METRICS = _metrics_statement()
 
 
 async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> Metrics:
-    """The member's tier metrics at `now`."""
+    """The member's tier metrics at `now` (windows end there; lifetime spend is today's)."""
     row = (
         await session.execute(
             METRICS,
             {
                 "member_id": member_id,
+                "until": now,
                 "year_ago": now - YEAR,
                 "half_year_ago": now - HALF_YEAR,
                 "violations_since": now - VIOLATION_WINDOW,
@@ -259,7 +323,9 @@ async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> 
         spend_365d=int(spend),
         purchases_6m=int(purchases),
         violations_90d=int(violated),
-        fulfilment_rate=100 if not settled else int(fulfilled) * 100 // int(settled),
+        fulfilment_rate=(
+            FULFILMENT_WITHOUT_ORDERS if not settled else int(fulfilled) * 100 // int(settled)
+        ),
         referrals_active=int(referred_count),
         joint_campaigns=int(joint),
         growth_points=int(growth),
@@ -310,15 +376,21 @@ class Tiers:
         )
 
     def _progress(self, tier_key: str, rule: Rule, metrics: Metrics) -> Progress:
-        """The alternative closest to done (the first on a tie); an empty rule is never met."""
+        """The alternative closest to done (the first on a tie); an empty rule is never met.
+
+        The percent measures distance covered: a condition met by default (no
+        violations, fulfilment with no orders yet) counts only while it is unmet, so a
+        member who has done nothing stands at 0%, not halfway.
+        """
         best: Progress | None = None
         for alternative in rule:
             conditions = tuple(self._condition(c, metrics) for c in alternative)
-            percent = (
-                min(100, sum(c.percent for c in conditions) // len(conditions))
-                if conditions
-                else 100
-            )
+            counted = [
+                measured
+                for condition, measured in zip(alternative, conditions, strict=True)
+                if not (measured.met and self._condition(condition, NO_ACTIVITY).met)
+            ]
+            percent = min(100, sum(c.percent for c in counted) // len(counted)) if counted else 100
             candidate = Progress(
                 tier=tier_key,
                 conditions=conditions,
@@ -410,7 +482,7 @@ class Tiers:
 
     async def _settle(
         self, session: AsyncSession, member: Member, *, reason: str, actor: str
-    ) -> TierChangeView | None:
+    ) -> Promotion:
         """End an expired trial, move up by the rules, pay progress rewards (member locked)."""
         now = self._clock.now()
         metrics = await load_metrics(session, member.id, now)
@@ -446,35 +518,38 @@ class Tiers:
                 actor=actor,
                 now=now,
             )
-        await self._reward_progress(session, member, metrics, now)
-        return change
+        rewards = await self._reward_progress(session, member, metrics, now)
+        return Promotion(change=change, rewards=rewards)
 
     async def _reward_progress(
         self, session: AsyncSession, member: Member, metrics: Metrics, now: datetime
-    ) -> None:
-        """Points once per milestone on the way to the next tier (the key makes it once)."""
+    ) -> tuple[ProgressReward, ...]:
+        """Points once per milestone on the way to the next tier (the key makes it once);
+        returns the rewards this call paid."""
         above = self._ladder.above(member.tier_key)
         if above is None:
-            return
+            return ()
         rewards = self._ladder.progress_rewards
         reached = self._progress(above.key, above.upgrade, metrics).percent
+        paid: list[ProgressReward] = []
         for percent in rewards.at_percent:
-            if reached >= percent:
-                await award_points(
-                    session,
-                    self._ladder,
-                    member.id,
-                    source="reward",
-                    source_key=self._reward_key(member.id, above.key, percent),
-                    amount=rewards.points,
-                    at=now,
-                )
+            if reached >= percent and await award_points(
+                session,
+                self._ladder,
+                member.id,
+                source=REWARD_SOURCE,
+                source_key=self._reward_key(member.id, above.key, percent),
+                amount=rewards.points,
+                at=now,
+            ):
+                paid.append(ProgressReward(tier=above.key, percent=percent, points=rewards.points))
+        return tuple(paid)
 
-    async def promote(self, member_id: int, *, reason: str) -> TierChangeView | None:
+    async def promote(self, member_id: int, *, reason: str) -> Promotion:
         """After a purchase or check-in: move up if the rules allow (never down, but an
         expired trial falls back), and pay progress rewards. Safe to run concurrently."""
         if not await self._settlement_due(member_id):
-            return None
+            return Promotion()
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await self._settle(session, member, reason=reason, actor=SYSTEM)
@@ -678,10 +753,13 @@ class Tiers:
         if member.tier_source != TierSource.RULES or member.tier_key == self._ladder.entry.key:
             return None
 
+        # Everything is judged as of the quarter's end, never the moment the job runs:
+        # the metrics, and the protection, which starts and ends on quarter boundaries.
         now = self._clock.now()
+        ended = quarter_end(quarter, self._zone)
         tier = self._ladder.tier(member.tier_key)
         progress = self._progress(
-            tier.key, tier.maintenance, await load_metrics(session, member_id, now)
+            tier.key, tier.maintenance, await load_metrics(session, member_id, ended)
         )
         rules = self._ladder.review
         to_tier = tier.key
@@ -689,13 +767,14 @@ class Tiers:
         protected_until = member.protected_until
         if progress.met:
             result, quarters_below, protected_until = ReviewResult.KEPT, 0, None
-        elif protected_until is not None and protected_until <= now:
+        elif protected_until is not None and protected_until <= ended:
             below = self._ladder.below(tier.key)
             result, quarters_below, protected_until = ReviewResult.DROPPED, 0, None
             to_tier = below.key if below else tier.key
         elif protected_until is None and quarters_below >= rules.consecutive_quarters:
             result = ReviewResult.PROTECTED
-            protected_until = add_months(now, rules.protection_months)
+            local_end = ended.astimezone(self._zone)
+            protected_until = add_months(local_end, rules.protection_months).astimezone(UTC)
         else:
             result = ReviewResult.WARNED
 
@@ -832,7 +911,8 @@ class Tiers:
             member = await load_member(session, member_id, for_update=True)
             member.joint_campaigns = count
             await session.flush()
-            return await self._settle(session, member, reason="joint_campaigns", actor=actor)
+            settled = await self._settle(session, member, reason="joint_campaigns", actor=actor)
+            return settled.change
 
     # --- capabilities -------------------------------------------------------------------
 

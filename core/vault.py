@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -27,6 +27,7 @@ class CodeVault:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
             raise ValueError("at least one Fernet key is needed")
+        self._newest = Fernet(keys[0])
         self._fernet = MultiFernet([Fernet(key) for key in keys])
         self._digest_keys = [_digest_key(key) for key in keys]
 
@@ -47,6 +48,14 @@ class CodeVault:
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt a stored code under the newest key."""
         return self._fernet.rotate(token)
+
+    def is_current(self, token: bytes) -> bool:
+        """Whether a stored code is already encrypted under the newest key."""
+        try:
+            self._newest.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
 
     @staticmethod
     def _hmac(key: bytes, code: str) -> str:

@@ -154,7 +154,13 @@ async def test_catalog_and_stock_actions(shop: Shop) -> None:
     assert report.added == 2
     row = await _only_row(shop, "import_codes")
     assert row.before == {"stock": 0}
-    assert row.after == {"added": 2, "duplicate": 1, "rejected": 0, "stock_after": 2}
+    assert row.after == {
+        "added": 2,
+        "duplicate": 1,
+        "rejected": 0,
+        "stock_after": 2,
+        "duplicates": [{"line": 3, "held_by": None}],
+    }
     assert "AAA-1" not in str(row.after)
 
 

@@ -298,6 +298,35 @@ async def test_tier_and_member_prices(catalog: Catalog, shop: Shop, db: Database
         assert await session.scalar(select(func.count()).select_from(MemberPrice)) == 0
 
 
+async def test_a_higher_tier_never_pays_more_than_a_lower_one(
+    catalog: Catalog, shop: Shop, stock: StockService
+) -> None:
+    """The demo's STEAM-200 once charged 黄金 ¥188.00 while 白银 paid ¥175.50 at 9折;
+    the browse quote and the purchase both take the best the tier is entitled to."""
+    await _tree(catalog)
+    product = await _product(catalog, "STEAM-200", category_slug="steam", base_price=19500,
+                             pool="selected")  # fmt: skip
+    await catalog.set_tier_price("STEAM-200", "gold", 18800)
+    await catalog.set_tier_price("STEAM-200", "silver", 16000)
+    await stock.import_codes("STEAM-200", ["S-1", "S-2", "S-3"])
+    paid = {}
+    for tier in ("silver", "gold", "platinum"):
+        member = await shop.members.register(6100 + len(paid))
+        await shop.tiers.set_tier(member.id, tier, actor="test", reason="scenario")
+        await shop.wallet.top_up(member.id, 50_000, actor="test", reason="paid in")
+        shown = await shop.orders.quote(member.id, product.id, 1)
+        bought = await shop.orders.place(
+            member.id, product.id, 1, idempotency_key="k", expected_total=shown.total
+        )
+        assert bought.order.unit_price == shown.unit_price
+        paid[tier] = (shown.unit_price, shown.price_source)
+    assert paid == {
+        "silver": (16000, "tier_price"),
+        "gold": (16000, "tier_price"),  # silver's price beats gold's ¥188 and 85折 ¥165.75
+        "platinum": (15600, "tier_rate"),  # 8折
+    }
+
+
 # --- paging and stock -----------------------------------------------------------------------
 
 

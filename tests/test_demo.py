@@ -7,6 +7,8 @@ from sqlalchemy import func, select
 from core.catalog import Catalog
 from core.demo import CATEGORIES, MEMBERS, PRODUCTS, is_empty, seed_demo
 from core.models import Base, Category, Code, Member, Product, TierPrice, WalletEntry
+from core.money import apply_rate
+from core.pricing import PricingInput, unit_price
 from core.shop import Shop
 from core.uow import Database
 
@@ -84,7 +86,7 @@ async def test_demo_shop_content(shop: Shop, db: Database) -> None:
         kinds = set(await session.scalars(select(WalletEntry.kind)))
         product_count = await session.scalar(select(func.count()).select_from(Product))
         category_count = await session.scalar(select(func.count()).select_from(Category))
-    assert tier_prices == [("gold", 18800)]
+    assert tier_prices == [("gold", 15800)]
     assert (product_count, category_count) == (len(PRODUCTS), len(CATEGORIES))
     assert all(shop.vault.decrypt(secret).count("-") >= 2 for secret in secrets)
 
@@ -95,3 +97,25 @@ async def test_demo_shop_content(shop: Shop, db: Database) -> None:
 
     low = await catalog.low_stock()
     assert [p.sku for p in low] == ["WINSRV-2022-STD"]
+
+
+def test_every_demo_tier_price_is_a_real_saving_for_its_tier(shop: Shop) -> None:
+    """A tier price only makes sense below what that tier pays anyway, and climbing the
+    ladder never makes a demo product dearer."""
+    for product in PRODUCTS:
+        prices = dict(product.tier_prices)
+        for key, price in prices.items():
+            assert price < apply_rate(product.base_price, shop.ladder.tier(key).rate), product.sku
+        paid = [
+            unit_price(shop.ladder, _facts(product.base_price, key, prices))[0]
+            for key in (tier.key for tier in shop.ladder.tiers)
+        ]
+        assert paid == sorted(paid, reverse=True), product.sku
+
+
+def _facts(base: int, tier_key: str, prices: dict[str, int]) -> PricingInput:
+    return PricingInput(
+        product_id=1, sku="DEMO", active=True, pool="basic", base_price=base,
+        max_per_order=None, tier_key=tier_key, tier_prices=prices, member_price=None,
+        balance=0, available_points=0,
+    )  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +30,7 @@ from core.models import (
 )
 from core.shop import Shop
 from core.uow import Database
-from tests.conftest import TEST_KEY
+from tests.conftest import SHOP_ZONE, TEST_KEY
 from tests.factories import make_member, make_product
 
 
@@ -64,7 +64,8 @@ async def _scene(shop: Shop) -> dict[str, int]:
         await session.execute(
             update(Member)
             .where(Member.id == dropping)
-            .values(quarters_below=2, protected_until=now - timedelta(days=1))
+            # Protected at the 2026Q2 review: the protection ran out with 2026Q3.
+            .values(quarters_below=2, protected_until=datetime(2026, 10, 1, tzinfo=SHOP_ZONE))
         )
         for key, expires in [("soon", now + timedelta(days=10)), ("gone", now)]:
             session.add(

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine.url import make_url
 
+from bot import cli
 from core.catalog import Catalog
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
-from core.models import Code
-from core.stock import MAX_CODE_LENGTH, StockService
+from core.migrate import upgrade
+from core.models import AuditEntry, Category, Code, Member, Order, Product
+from core.shop import Shop
+from core.stock import MAX_CODE_LENGTH, SOLD_TWICE_MARK, Duplicate, StockService
 from core.uow import Database
 from core.vault import CodeVault
+from tests.conftest import PG_URL, START, TEST_KEY
 
 
 @pytest.fixture
@@ -168,3 +174,185 @@ async def test_no_code_is_stored_in_plaintext(
     assert b"Q-Coins" in contents  # the reading itself works: product names are plaintext
     leaked = [code for code in lines if code.encode() in contents]
     assert leaked == []
+
+
+async def test_a_code_in_stock_for_one_product_is_a_duplicate_for_any_other(
+    db: Database, clock: ManualClock, product_id: int
+) -> None:
+    """A code is one thing that can be sold once: QB-100 refuses what QB-10 holds."""
+    catalog = Catalog(db, clock)
+    await catalog.create_product("QB-100", "games", "Q币 100元", "Q-Coins ¥100", 9800)
+    vault = CodeVault([Fernet.generate_key()])
+    stock = StockService(db, vault, clock)
+    await stock.import_codes("QB-10", ["SHARED-1", "SHARED-2"])
+
+    report = await stock.import_codes(
+        "QB-100", ["FRESH-1", "SHARED-2", "", "SHARED-1", "FRESH-1", "SHARED-2"]
+    )
+
+    assert (report.added, report.duplicate, report.stock_after) == (1, 4, 1)
+    assert report.duplicates == (
+        Duplicate(line=2, held_by="QB-10"),
+        Duplicate(line=4, held_by="QB-10"),
+        Duplicate(line=5, held_by=None),  # repeats line 1 of this import
+        Duplicate(line=6, held_by=None),
+    )
+    again = await stock.import_codes("QB-10", ["FRESH-1"])
+    assert again.duplicates == (Duplicate(line=1, held_by="QB-100"),)
+    async with db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(Code)) == 3
+
+
+async def test_racing_imports_to_two_products_store_a_code_once(
+    db: Database, clock: ManualClock, product_id: int
+) -> None:
+    catalog = Catalog(db, clock)
+    await catalog.create_product("QB-100", "games", "Q币 100元", "Q-Coins ¥100", 9800)
+    vault = CodeVault([Fernet.generate_key()])
+    lines = _codes(200)
+
+    reports = await asyncio.gather(
+        *(StockService(db, vault, clock).import_codes(sku, lines) for sku in ("QB-10", "QB-100"))
+    )
+
+    assert sum(r.added for r in reports) == 200
+    for report, other in zip(reports, ("QB-100", "QB-10"), strict=True):
+        assert report.added + report.duplicate == 200
+        assert {d.held_by for d in report.duplicates} <= {other}
+    assert len(await _stored(db, vault)) == 200
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database at revision 0002; PostgreSQL is put back at head afterwards."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+        await upgrade(url, "0002")
+        yield url
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured: set TEST_DATABASE_URL to run these")
+    await _reset_postgres(PG_URL, "0002")
+    try:
+        yield PG_URL
+    finally:
+        await _reset_postgres(PG_URL, "head")
+
+
+async def _reset_postgres(url: str, revision: str) -> None:
+    db = Database.from_url(url)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await db.dispose()
+    await upgrade(url, revision)
+
+
+async def test_migration_0003_settles_codes_stored_under_two_products(at_0002: str) -> None:
+    """Unsold copies go (a sold row wins, else the oldest); a code sold twice keeps both
+    sales, the later one marked; the audit log says what was done."""
+    clock = ManualClock(START)
+    key = Fernet.generate_key()
+    vault = CodeVault([key])
+    db = Database.from_url(at_0002)
+    try:
+        ids = await _copies_before_0003(db, clock, vault)
+        await upgrade(at_0002)
+        async with db.read() as session:
+            rows = dict((await session.execute(select(Code.id, Code.digest))).all())
+            audit = (await session.execute(select(AuditEntry))).scalars().one()
+        kept = ["x_first", "y_sold", "z_sold", "w_first", "w_later", "v_alone"]
+        assert sorted(rows) == sorted(ids[name] for name in kept)
+        assert rows[ids["w_later"]] == f"{SOLD_TWICE_MARK}{ids['w_later']}"
+        assert rows[ids["w_first"]] == vault.digest("CODE-W")
+        assert (audit.action, audit.after) == (
+            "dedupe_codes",
+            {"unsold_copies_removed": {"QB-100": 2, "QB-10": 1}, "sold_twice_code_ids": [
+                ids["w_later"]]},
+        )  # fmt: skip
+
+        stock = StockService(db, vault, clock)
+        report = await stock.import_codes("QB-100", ["CODE-X", "CODE-W"])
+        assert report.duplicates == (
+            Duplicate(line=1, held_by="QB-10"),
+            Duplicate(line=2, held_by="QB-10"),
+        )
+        rotated = StockService(db, CodeVault([Fernet.generate_key(), key]), clock)
+        assert await rotated.rotate_keys() == 6
+        assert await rotated.rotate_keys() == 0
+    finally:
+        await db.dispose()
+
+
+async def _copies_before_0003(db: Database, clock: ManualClock, vault: CodeVault) -> dict[str, int]:
+    """Codes X, Y, Z, W stored under both products (as 0002 allowed), some sold."""
+    async with db.transaction() as session:
+        category = Category(slug="games", name_zh="点卡", name_en="Cards")
+        session.add(category)
+        await session.flush()
+        ten, hundred = (
+            Product(sku=sku, category_id=category.id, name_zh=sku, name_en=sku, base_price=990)
+            for sku in ("QB-10", "QB-100")
+        )
+        buyer = Member(telegram_id=1, referral_code="R1", created_at=clock.now())
+        session.add_all([ten, hundred, buyer])
+        await session.flush()
+        ids: dict[str, int] = {}
+
+        async def code(name: str, product: Product, text: str, sold_days_ago: int | None) -> None:
+            order_id = None
+            if sold_days_ago is not None:
+                at = clock.now() - timedelta(days=sold_days_ago)
+                order = Order(
+                    member_id=buyer.id, product_id=product.id, idempotency_key=name,
+                    quantity=1, tier_key="member", unit_base_price=990, unit_price=990,
+                    discount=0, total=990, status="delivered", created_at=at, paid_at=at,
+                )  # fmt: skip
+                session.add(order)
+                await session.flush()
+                order_id = order.id
+            row = Code(
+                product_id=product.id, secret=vault.encrypt(text), digest=vault.digest(text),
+                order_id=order_id, added_at=clock.now(),
+                sold_at=None if sold_days_ago is None else clock.now() - timedelta(sold_days_ago),
+            )  # fmt: skip
+            session.add(row)
+            await session.flush()
+            ids[name] = row.id
+
+        await code("x_first", ten, "CODE-X", None)
+        await code("x_copy", hundred, "CODE-X", None)
+        await code("y_copy", hundred, "CODE-Y", None)
+        await code("y_sold", ten, "CODE-Y", 3)
+        await code("z_copy", ten, "CODE-Z", None)
+        await code("z_sold", hundred, "CODE-Z", 2)
+        await code("w_later", hundred, "CODE-W", 1)
+        await code("w_first", ten, "CODE-W", 5)
+        await code("v_alone", ten, "CODE-V", None)
+    return ids
+
+
+async def test_import_codes_command_names_the_holder_of_each_duplicate(
+    shop: Shop,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await shop.catalog.upsert_category("games", "游戏点卡", "Game cards")
+    for sku in ("QB-10", "QB-100"):
+        await shop.catalog.create_product(sku, "games", sku, sku, 990)
+    await shop.stock.import_codes("QB-10", ["SHARED-1"])
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CODE_ENCRYPTION_KEYS", TEST_KEY)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    codes = tmp_path / "codes.txt"
+    codes.write_text("NEW-1\nSHARED-1\nNEW-1\n", encoding="utf-8")
+
+    argv = ["import-codes", "QB-100", str(codes)]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+
+    out = capsys.readouterr().out
+    assert "added 1, duplicate 2, rejected 0; 1 in stock for QB-100" in out
+    assert "line 2: duplicate, held by QB-10" in out
+    assert "line 3: duplicate, held by an earlier line of this file" in out

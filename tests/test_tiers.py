@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from core.clock import ManualClock, add_months
+from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder, Metric, load_ladder
@@ -25,7 +25,7 @@ from core.models import (
     TierReview,
     Violation,
 )
-from core.tiers import ReviewResult, Tiers
+from core.tiers import ProgressReward, Promotion, ReviewResult, Tiers
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
 
@@ -233,7 +233,7 @@ async def test_exactly_at_a_threshold_upgrades_and_one_under_does_not(
 
     assert (await tiers.evaluate(at)).rules_tier == reached
     assert (await tiers.evaluate(under)).rules_tier == one_fen_under
-    change = await tiers.promote(at, reason="purchase")
+    change = (await tiers.promote(at, reason="purchase")).change
     assert change is not None
     assert (change.from_tier, change.to_tier) == ("member", reached)
     assert (await member_row(db, at)).tier_key == reached
@@ -250,7 +250,7 @@ async def test_gold_is_blocked_by_a_violation_in_the_last_90_days_only(
     old = await add_member(db, clock, total_spent=500_000)
     await add_violation(db, clock, old, days_ago=91)
 
-    assert await tiers.promote(recent, reason="purchase") is not None
+    assert (await tiers.promote(recent, reason="purchase")).change is not None
     assert (await member_row(db, recent)).tier_key == "silver"
     await tiers.promote(old, reason="purchase")
     assert (await member_row(db, old)).tier_key == "gold"
@@ -368,20 +368,56 @@ async def test_progress_rewards_are_paid_once_at_50_and_80_percent(
 
     async with db.transaction() as session:
         (await session.get(Member, me)).total_spent = 25_000  # type: ignore[union-attr]
-    assert await tiers.promote(me, reason="purchase") is None
-    await tiers.promote(me, reason="checkin")
+    first = await tiers.promote(me, reason="purchase")
+    assert first == Promotion(rewards=(ProgressReward(tier="silver", percent=50, points=50),))
+    assert await tiers.promote(me, reason="checkin") == Promotion()
     assert await _reward_keys(db, me) == [(f"progress:{me}:silver:50", 50)]
 
     async with db.transaction() as session:
         (await session.get(Member, me)).total_spent = 40_000  # type: ignore[union-attr]
     results = await asyncio.gather(*(tiers.promote(me, reason="purchase") for _ in range(5)))
 
-    assert results == [None] * 5
+    assert sorted(results, key=lambda r: len(r.rewards)) == [Promotion()] * 4 + [
+        Promotion(rewards=(ProgressReward(tier="silver", percent=80, points=50),))
+    ]
     assert await _reward_keys(db, me) == [
         (f"progress:{me}:silver:50", 50),
         (f"progress:{me}:silver:80", 50),
     ]
     assert await changes(db, me) == []
+
+
+@pytest.mark.parametrize("tier", ["silver", "gold"])
+async def test_a_condition_met_by_default_is_no_progress_and_earns_no_reward(
+    db: Database, clock: ManualClock, tiers: Tiers, tier: str
+) -> None:
+    """A new 白银 member has no violations and no orders to fail: 0% toward 黄金, not 50%;
+    likewise 黄金 toward 铂金 (fulfilment ≥ 98% with no orders)."""
+    me = await add_member(db, clock, tier_key=tier)
+
+    progress = (await tiers.evaluate(me)).progress
+    assert progress is not None
+    assert all(c.met for c in progress.conditions if c.bound == "max")
+    assert progress.percent == 0
+    assert await tiers.promote(me, reason="checkin") == Promotion()
+    assert await _reward_keys(db, me) == []
+
+
+async def test_real_progress_counts_and_an_unmet_default_condition_holds_it_back(
+    db: Database, clock: ManualClock, tiers: Tiers
+) -> None:
+    me = await add_member(db, clock, tier_key="silver", total_spent=250_000)
+
+    progress = (await tiers.evaluate(me)).progress
+    assert progress is not None
+    assert progress.percent == 50
+    promotion = await tiers.promote(me, reason="purchase")
+    assert promotion.rewards == (ProgressReward(tier="gold", percent=50, points=50),)
+
+    await add_violation(db, clock, me, days_ago=1)
+    progress = (await tiers.evaluate(me)).progress
+    assert progress is not None
+    assert progress.percent == 25  # half the spend, the violation still to wait out
 
 
 async def test_concurrent_promotions_record_one_tier_change(
@@ -391,7 +427,7 @@ async def test_concurrent_promotions_record_one_tier_change(
 
     results = await asyncio.gather(*(tiers.promote(me, reason="purchase") for _ in range(10)))
 
-    assert sum(result is not None for result in results) == 1
+    assert sum(result.change is not None for result in results) == 1
     assert await changes(db, me) == [("member", "silver", "purchase", "system")]
     assert (await member_row(db, me)).tier_key == "silver"
 
@@ -400,13 +436,13 @@ async def test_promote_never_moves_down_and_keeps_admin_tiers_unless_up(
     db: Database, clock: ManualClock, tiers: Tiers
 ) -> None:
     admin_gold = await add_member(db, clock, tier_key="gold", tier_source="admin")
-    assert await tiers.promote(admin_gold, reason="purchase") is None
+    assert (await tiers.promote(admin_gold, reason="purchase")).change is None
     assert (await member_row(db, admin_gold)).tier_key == "gold"
 
     async with db.transaction() as session:
         (await session.get(Member, admin_gold)).total_spent = 2_000_000  # type: ignore[union-attr]
     await add_orders(db, clock, admin_gold, [2_000_000])
-    change = await tiers.promote(admin_gold, reason="purchase")
+    change = (await tiers.promote(admin_gold, reason="purchase")).change
     assert change is not None
     assert change.to_tier == "platinum"
     assert (await member_row(db, admin_gold)).tier_source == "rules"
@@ -420,7 +456,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
 ) -> None:
     slipping = await add_member(db, clock, tier_key="silver")
     steady = await add_member(db, clock, tier_key="silver")
-    await add_orders(db, clock, steady, [20_000], days_ago=10)
+    await add_orders(db, clock, steady, [20_000], days_ago=60)  # in 2026Q3
     admin_gold = await add_member(db, clock, tier_key="gold", tier_source="admin")
     await add_member(db, clock)
 
@@ -444,33 +480,27 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     clock.set(local(2027, 1, 2))
     (second, _) = await tiers.review()
     assert (second.quarter, second.outcome) == ("2026Q4", ReviewResult.PROTECTED)
-    assert second.protected_until == add_months(clock.now(), 3)
+    # Three months from the end of the quarter reviewed: all of 2027Q1 to recover.
+    assert second.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
     evaluation = await tiers.evaluate(slipping)
     assert evaluation.in_protection
     assert evaluation.tier == "silver"
 
-    clock.set(local(2027, 4, 1))  # the observation period ends tomorrow
-    (third, _) = await tiers.review()
-    assert (third.quarter, third.outcome, third.to_tier) == (
-        "2027Q1",
-        ReviewResult.WARNED,
-        "silver",
-    )
-
-    clock.set(local(2027, 7, 1))
+    clock.set(local(2027, 4, 1))
     (preview, _) = await tiers.review(dry_run=True)
-    assert (preview.outcome, preview.from_tier, preview.to_tier) == (
+    assert (preview.quarter, preview.outcome, preview.from_tier, preview.to_tier) == (
+        "2027Q1",
         ReviewResult.DROPPED,
         "silver",
         "member",
     )
-    assert await count(db, TierReview) == 6
+    assert await count(db, TierReview) == 4
     assert (await member_row(db, slipping)).tier_key == "silver"
     assert await changes(db, slipping) == []
 
-    (fourth, kept) = await tiers.review()
-    assert (fourth.quarter, fourth.outcome, fourth.to_tier) == (
-        "2027Q2",
+    (third, kept) = await tiers.review()
+    assert (third.quarter, third.outcome, third.to_tier) == (
+        "2027Q1",
         ReviewResult.DROPPED,
         "member",
     )
@@ -479,14 +509,68 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert (row.tier_key, row.quarters_below, row.protected_until) == ("member", 0, None)
     assert await changes(db, slipping) == [("silver", "member", "quarterly_review", "system")]
 
-    rerun = await tiers.review(quarter="2027Q2")
+    rerun = await tiers.review(quarter="2027Q1")
     assert [(o.member_id, o.outcome, o.to_tier, o.recorded) for o in rerun] == [
         (slipping, ReviewResult.DROPPED, "member", True),
         (steady, ReviewResult.KEPT, "silver", True),
     ]
     assert await changes(db, slipping) == [("silver", "member", "quarterly_review", "system")]
-    assert await count(db, TierReview) == 8
+    assert await count(db, TierReview) == 6
     assert (await member_row(db, admin_gold)).tier_key == "gold"
+
+
+def at(day: date, moment: time) -> datetime:
+    return datetime.combine(day, moment, SHOP_ZONE)
+
+
+FIRST_SECONDS = time(0, 0, 10)
+LATER_SECONDS = time(0, 0, 40)
+LAST_SECONDS = time(23, 59, 50)
+
+
+@pytest.mark.parametrize(
+    ("protected_at", "reviewed_at"),
+    [
+        (at(date(2027, 1, 1), FIRST_SECONDS), at(date(2027, 4, 1), LATER_SECONDS)),
+        (at(date(2027, 1, 1), LATER_SECONDS), at(date(2027, 4, 1), FIRST_SECONDS)),
+        (at(date(2027, 3, 31), LAST_SECONDS), at(date(2027, 4, 1), FIRST_SECONDS)),
+        (at(date(2027, 1, 1), FIRST_SECONDS), at(date(2027, 6, 30), LAST_SECONDS)),
+    ],
+)
+async def test_protection_ends_with_a_quarter_whatever_second_the_reviews_run(
+    db: Database, clock: ManualClock, tiers: Tiers, protected_at: datetime, reviewed_at: datetime
+) -> None:
+    """A protected member drops at the review of the quarter the protection covered,
+    whether the reviews ran in the first or the last seconds of their quarters."""
+    await add_member(db, clock, tier_key="silver", quarters_below=1)
+
+    clock.set(protected_at)
+    (protected,) = await tiers.review()
+    assert (protected.quarter, protected.outcome) == ("2026Q4", ReviewResult.PROTECTED)
+    assert protected.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
+
+    clock.set(reviewed_at)
+    (dropped,) = await tiers.review()
+    assert (dropped.quarter, dropped.outcome, dropped.to_tier) == (
+        "2027Q1",
+        ReviewResult.DROPPED,
+        "member",
+    )
+
+
+@pytest.mark.parametrize("reviewed_at", [FIRST_SECONDS, LATER_SECONDS])
+async def test_a_review_measures_the_quarter_not_the_moment_it_runs(
+    db: Database, clock: ManualClock, tiers: Tiers, reviewed_at: time
+) -> None:
+    """An order paid in the first seconds of 2027Q2 belongs to the next review."""
+    me = await add_member(db, clock, tier_key="silver")
+    clock.set(at(date(2027, 4, 1), time(0, 0, 5)))
+    await add_orders(db, clock, me, [20_000], days_ago=0)
+
+    clock.set(at(date(2027, 4, 1), reviewed_at))
+    (outcome,) = await tiers.review()
+
+    assert (outcome.quarter, outcome.outcome) == ("2027Q1", ReviewResult.WARNED)
 
 
 async def test_meeting_the_rule_again_ends_protection(
@@ -495,7 +579,7 @@ async def test_meeting_the_rule_again_ends_protection(
     me = await add_member(
         db, clock, tier_key="gold", quarters_below=2, protected_until=clock.now() + timedelta(1)
     )
-    await add_orders(db, clock, me, [200_000])
+    await add_orders(db, clock, me, [200_000], days_ago=60)  # in 2026Q3
 
     (outcome,) = await tiers.review(quarter="2026Q3")
 
@@ -551,7 +635,7 @@ async def test_trial_ends_at_the_rules_tier_when_that_is_higher(
 
     assert (await tiers.fast_track(me, 100_000, order)) is not None
     clock.advance(timedelta(days=31))
-    change = await tiers.promote(me, reason="checkin")
+    change = (await tiers.promote(me, reason="checkin")).change
 
     assert change is not None
     assert (change.from_tier, change.to_tier) == ("gold", "silver")
@@ -598,7 +682,7 @@ async def test_admin_actions_are_recorded_with_their_actor(
         ("member", "gold", "wholesale deal", "admin:42"),
         ("gold", "partner", "invite", "admin:43"),
     ]
-    assert await tiers.promote(me, reason="purchase") is None
+    assert (await tiers.promote(me, reason="purchase")).change is None
     assert await tiers.review(quarter="2026Q3") == []
 
 

@@ -24,6 +24,7 @@ from bot.handlers.admin import (
     section,
 )
 from core.catalog import ProductView
+from core.stock import ImportReport
 
 conversation = Conversation("admin_stock")
 
@@ -31,6 +32,8 @@ PAGE_SIZE = 8
 #: Biggest code file accepted (a million short codes fit comfortably).
 MAX_FILE_BYTES = 20 * 1024 * 1024
 FILE_SUFFIXES = (".txt", ".csv")
+#: Duplicate lines named in the import reply; the rest are counted.
+DUPLICATES_SHOWN = 20
 IMPORT_STATE = "adm_import"
 
 
@@ -180,4 +183,25 @@ async def import_input(ctx: Context) -> None:
         rejected=ctx.number(report.rejected),
         stock=ctx.number(report.stock_after),
     )
+    text += duplicate_lines(ctx, report)
     await ctx.reply(text, [*back, [Button(ctx._("🗃 Stock"), AdminCallback(section="stock"))]])
+
+
+def duplicate_lines(ctx: Context, report: ImportReport) -> str:
+    """Which line repeated which code's holder, the first few (a message has a limit)."""
+    lines = [
+        ctx._("Line {line}: already stocked under {sku}").format(
+            line=duplicate.line, sku=escape(duplicate.held_by)
+        )
+        if duplicate.held_by is not None
+        else ctx._("Line {line}: repeats an earlier line").format(line=duplicate.line)
+        for duplicate in report.duplicates[:DUPLICATES_SHOWN]
+    ]
+    hidden = len(report.duplicates) - DUPLICATES_SHOWN
+    if hidden > 0:
+        lines.append(
+            ctx.ngettext("…and {count} more", "…and {count} more", hidden).format(
+                count=ctx.number(hidden)
+            )
+        )
+    return "".join("\n" + line for line in lines)

@@ -19,6 +19,7 @@ from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.errors import render_error
 from bot.handlers.browse import ProductCallback, ShopCallback, offer, price_text
+from bot.handlers.level import reward_lines
 from bot.handlers.start import MenuCallback, menu_button
 from core.catalog import ProductView
 from core.errors import ErrorCode, ShopError
@@ -320,6 +321,7 @@ async def deliver(ctx: Context, purchase: Purchase) -> None:
     if purchase.new_tier is not None:
         tier = ctx.shop.ladder.tier(purchase.new_tier).name(ctx.locale)
         head.append(ctx._("🎉 Congratulations! You are now {tier}.").format(tier=escape(tier)))
+    head += reward_lines(ctx, purchase.rewards)
     keyboard: Keyboard = [
         [
             Button(ctx._("📦 My orders"), MenuCallback(item="orders")),

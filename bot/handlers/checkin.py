@@ -8,6 +8,7 @@ error, because "come back tomorrow at 00:00" is what the member wants to know.
 from __future__ import annotations
 
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
+from bot.handlers.level import reward_lines
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
 from core.errors import ErrorCode, ShopError
@@ -55,6 +56,7 @@ async def check_in(ctx: Context) -> None:
             lines.append(ctx._("🎉 Congratulations! You are now {tier}.").format(tier=name))
         else:
             lines.append(ctx._("Your level is now {tier}.").format(tier=name))
+    lines += reward_lines(ctx, result.rewards)
     await ctx.reply("\n".join(lines), checkin_keyboard(ctx))
 
 

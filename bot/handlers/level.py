@@ -7,13 +7,20 @@ only puts the numbers into words, a progress bar and the next tier's extras.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
-from core.ladder import Capabilities, Metric, Tier
-from core.tiers import VIOLATION_WINDOW, ConditionProgress, Evaluation, TierSource
+from core.ladder import SERVED_CAPABILITIES, Capabilities, Metric, Tier
+from core.tiers import (
+    VIOLATION_WINDOW,
+    ConditionProgress,
+    Evaluation,
+    ProgressReward,
+    TierSource,
+)
 
 conversation = Conversation("level")
 
@@ -69,33 +76,73 @@ def duration(ctx: Context, minutes: int) -> str:
     return ctx.ngettext("{count} minute", "{count} minutes", minutes).format(count=minutes)
 
 
-def benefits(ctx: Context, tier: Tier) -> list[str]:
-    """One line per thing the tier gives, read from its capabilities in the ladder."""
-    caps: Capabilities = tier.capabilities
+def _multiplier(ctx: Context, caps: Capabilities) -> str | None:
+    multiplier = Decimal(str(caps.checkin_multiplier)).normalize()
+    if multiplier == 1:
+        return None
+    return ctx._("Check-in points ×{multiplier}").format(multiplier=multiplier)
+
+
+def _pools(ctx: Context, caps: Capabilities) -> str:
     separator = ctx._(", ")
     pools = separator.join(ctx._(POOL_NAMES.get(pool, pool)) for pool in caps.pools)
-    lines = [
-        discount(ctx, tier.rate),
-        ctx._("Products: {pools}").format(pools=pools),
-        ctx.ngettext(
-            "Up to {count} code per order", "Up to {count} codes per order", caps.batch_max
-        ).format(count=ctx.number(caps.batch_max)),
-        ctx._("Support answers within {time}").format(time=duration(ctx, caps.sla_minutes)),
-    ]
-    multiplier = Decimal(str(caps.checkin_multiplier)).normalize()
-    if multiplier != 1:
-        lines.append(ctx._("Check-in points ×{multiplier}").format(multiplier=multiplier))
-    if caps.export:
-        lines.append(ctx._("Export your orders (CSV)"))
-    if caps.api:
-        lines.append(ctx._("API access for automatic top-ups"))
-    if caps.reservation:
-        lines.append(ctx._("Stock reserved for you on hot items"))
-    if caps.referral_commission:
-        lines.append(ctx._("Commission on members you refer"))
-    if caps.manager:
-        lines.append(ctx._("A dedicated manager"))
+    return ctx._("Products: {pools}").format(pools=pools)
+
+
+def _batch(ctx: Context, caps: Capabilities) -> str:
+    return ctx.ngettext(
+        "Up to {count} code per order", "Up to {count} codes per order", caps.batch_max
+    ).format(count=ctx.number(caps.batch_max))
+
+
+def _sla(ctx: Context, caps: Capabilities) -> str:
+    return ctx._("Support answers within {time}").format(time=duration(ctx, caps.sla_minutes))
+
+
+def _export(ctx: Context, caps: Capabilities) -> str | None:
+    return ctx._("Export your orders (CSV)") if caps.export else None
+
+
+def _manager(ctx: Context, caps: Capabilities) -> str | None:
+    return ctx._("A dedicated manager") if caps.manager else None
+
+
+#: How the card words each served capability. The card renders from
+#: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
+CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
+    "pools": _pools,
+    "batch_max": _batch,
+    "sla_minutes": _sla,
+    "checkin_multiplier": _multiplier,
+    "export": _export,
+    "manager": _manager,
+}
+
+
+def benefits(ctx: Context, tier: Tier) -> list[str]:
+    """One line per thing the tier gives, read from its capabilities in the ladder."""
+    lines = [discount(ctx, tier.rate)]
+    for capability in SERVED_CAPABILITIES:
+        shown = CAPABILITY_LINES[capability](ctx, tier.capabilities)
+        if shown is not None:
+            lines.append(shown)
     return lines
+
+
+def reward_lines(ctx: Context, rewards: tuple[ProgressReward, ...]) -> list[str]:
+    """One line per progress reward just paid, for the reply to what earned it."""
+    return [
+        ctx.ngettext(
+            "🎁 +{points} point: you are {percent}% of the way to {tier}!",
+            "🎁 +{points} points: you are {percent}% of the way to {tier}!",
+            reward.points,
+        ).format(
+            points=ctx.number(reward.points),
+            percent=reward.percent,
+            tier=tier_name(ctx, reward.tier),
+        )
+        for reward in rewards
+    ]
 
 
 def left_text(ctx: Context, condition: ConditionProgress) -> str:

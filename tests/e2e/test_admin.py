@@ -179,6 +179,10 @@ async def test_admin_imports_codes_from_a_document(
     ).format(sku="CARD-10", added=3, duplicate=2, rejected=1, stock=4).replace("<b>", "").replace(
         "</b>", ""
     ) in (report.text or "")
+    assert en._("Line {line}: repeats an earlier line").format(line=3) in (report.text or "")
+    assert en._("Line {line}: already stocked under {sku}").format(line=4, sku="CARD-10") in (
+        report.text or ""
+    )
     [pasted] = await admin.say("NEW-4\nNEW-1")
     assert "1 added, 1 duplicates" in (pasted.text or "")
     async with shop.db.read() as session:

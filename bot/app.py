@@ -74,7 +74,7 @@ async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[T
     else:
         from bot import aiogram_app
 
-        client = aiogram_app.make_bot(settings)
+        client = aiogram_app.make_bot(settings, runtime.flood)
         try:
             yield aiogram_app.AiogramTransport(client)
         finally:

@@ -33,6 +33,7 @@ from bot.conversation import (
 )
 from bot.dedupe import Deduper
 from bot.errors import bad_button, render_error, something_went_wrong
+from bot.flood import FloodControl
 from bot.i18n import Translator
 from bot.state import StateStore, state_key
 from core.config import Settings, SettingsError
@@ -128,6 +129,8 @@ class Runtime:
         self.states = states
         self.deduper = deduper
         self.locks = ChatLocks()
+        #: The one pace and 429 handling for every client of this process (see bot.flood).
+        self.flood = FloodControl()
         self.staff_chat_id = shop.settings.staff_chat_id
 
     def translator(self, locale: str) -> Translator:

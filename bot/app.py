@@ -91,7 +91,7 @@ async def run(settings: Settings) -> None:
             return
         async with (
             own_transport(runtime, settings) as transport,
-            background(runtime.shop, transport),
+            background(runtime.shop, runtime.shown.over(transport)),
         ):
             if settings.bot_framework == "ptb":
                 from bot import ptb_app

@@ -5,8 +5,8 @@ chat (short bursts pass), and answers anything above with 429 and `retry_after`.
 Retrying blindly a fixed number of times loses replies under load: two hundred handlers
 hit the limit together, all sleep the same `retry_after`, all retry together and fail
 again. So every request to a chat takes a turn from one shop-wide pace below the
-global limit, and a 429 is waited out for exactly `retry_after` and sent again, after
-which that chat is spaced out until it has cooled down. Replies, job notices and
+global limit, and a 429 is waited out for exactly `retry_after` and sent again, with
+every other request to that chat held back as long. Replies, job notices and
 broadcasts share the pace, because they share the bot's limit.
 
 Both adapters route every API request through `FloodControl.send` (aiogram as a
@@ -28,8 +28,6 @@ T = TypeVar("T")
 
 #: Requests to chats per second across the bot: under Telegram's ~30, for headroom.
 GLOBAL_PER_SECOND = 28.0
-#: Seconds between two requests to a chat that has been answered 429, until it cools down.
-CHAT_SPACING = 1.0
 #: The longest `retry_after` waited out; a longer one (a flood ban) fails the request.
 LONGEST_WAIT = 300.0
 
@@ -60,8 +58,8 @@ class FloodControl:
         self._burst = max(per_second, 1.0)
         self._tokens = self._burst
         self._stamp: float | None = None
-        #: Chats answered 429 lately: when the next request to each may go.
-        self._chat_next: dict[int, float] = {}
+        #: Chats answered 429 lately: until when requests to each are held back.
+        self._held: dict[int, float] = {}
 
     async def send(self, chat_id: int | None, request: Callable[[], Awaitable[T]]) -> T:
         """`request()` once its turn comes; a 429 is waited out and the request sent again.
@@ -85,14 +83,13 @@ class FloodControl:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        at = self._chat_next.get(chat_id)
-        if at is not None:
-            if at <= now:
-                del self._chat_next[chat_id]
-            else:
-                self._chat_next[chat_id] = at + CHAT_SPACING
-                await asyncio.sleep(at - now)
+        until = self._held.get(chat_id)
+        if until is not None:
+            if until > now:
+                await asyncio.sleep(until - now)
                 now = loop.time()
+            if self._held.get(chat_id) == until:
+                del self._held[chat_id]
         wait = self._reserve(now)
         if wait > 0:
             await asyncio.sleep(wait)
@@ -106,9 +103,9 @@ class FloodControl:
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
     async def _hold(self, chat_id: int | None, wait: float) -> None:
-        """Wait out a 429; later requests to the chat queue behind this one."""
+        """Wait out a 429: requests to the chat hold back until then (see `_turn`)."""
         if chat_id is None:
             await asyncio.sleep(wait)
             return
         until = asyncio.get_running_loop().time() + wait
-        self._chat_next[chat_id] = max(self._chat_next.get(chat_id, until), until)
+        self._held[chat_id] = max(self._held.get(chat_id, until), until)

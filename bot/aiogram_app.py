@@ -56,7 +56,7 @@ from bot.conversation import (
     UnreachableError,
 )
 from bot.flood import FloodControl
-from bot.framework import Runtime, publish_commands, webhook_address
+from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
 from bot.incoming import callback_incoming, message_incoming
 from core.config import Settings
 
@@ -376,10 +376,6 @@ async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
         raise
 
 
-#: How long shutdown waits for updates still being handled.
-HANDLER_GRACE_SECONDS = 10.0
-
-
 async def _finish_handlers(dispatcher: Dispatcher) -> None:
     """Let updates already being handled finish before the HTTP session closes.
 
@@ -388,4 +384,4 @@ async def _finish_handlers(dispatcher: Dispatcher) -> None:
     """
     in_flight = set(getattr(dispatcher, "_handle_update_tasks", ()))
     if in_flight:
-        await asyncio.wait(in_flight, timeout=HANDLER_GRACE_SECONDS)
+        await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)

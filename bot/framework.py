@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Name under which update ids are de-duplicated: one bot, whichever adapter runs it.
 UPDATE_SOURCE = "telegram"
+#: How long a stopping bot lets the updates it has taken finish: under the 10 s Docker
+#: allows between SIGTERM and SIGKILL.
+STOP_GRACE_SECONDS = 8.0
 
 V = TypeVar("V")
 

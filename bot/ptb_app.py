@@ -54,7 +54,7 @@ from bot.conversation import (
     UnreachableError,
 )
 from bot.flood import FloodControl
-from bot.framework import Runtime, publish_commands, webhook_address
+from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
 from bot.incoming import callback_incoming, message_incoming
 from core.config import Settings
 
@@ -342,7 +342,20 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
             else:
                 await _serve_webhook(application, settings)
         finally:
-            await application.stop()
+            await _stop(application)
+
+
+async def _stop(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Stop taking updates and let those already taken finish, for a bounded time.
+
+    PTB's `stop` handles every update already fetched before it returns, however long
+    that takes; a stop that must end (SIGTERM, then SIGKILL from the supervisor) gives
+    them `STOP_GRACE_SECONDS` and leaves the rest.
+    """
+    try:
+        await asyncio.wait_for(application.stop(), STOP_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("updates still being handled after %ss: stopping anyway", STOP_GRACE_SECONDS)
 
 
 async def _serve_webhook(

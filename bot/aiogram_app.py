@@ -26,11 +26,7 @@ from aiogram.client.session.middlewares.base import (
 )
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramRetryAfter,
-)
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, Filter
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
@@ -59,14 +55,13 @@ from bot.conversation import (
     Keyboard,
     UnreachableError,
 )
-from bot.framework import Runtime, publish_commands, webhook_address
+from bot.flood import FloodControl
+from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
 from bot.incoming import callback_incoming, message_incoming
 from core.config import Settings
 
 log = logging.getLogger(__name__)
 
-#: How often one request is tried when Telegram answers 429 (each wait is its retry_after).
-RETRY_ATTEMPTS = 4
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
@@ -282,8 +277,11 @@ class AiogramTransport:
         )
 
 
-class RetryAfter429(BaseRequestMiddleware):
-    """On 429 wait the `retry_after` Telegram asks for and try again, a bounded number of times."""
+class Paced(BaseRequestMiddleware):
+    """Every request through the shop's `FloodControl`: paced, and a 429 waited out."""
+
+    def __init__(self, flood: FloodControl) -> None:
+        self._flood = flood
 
     async def __call__(
         self,
@@ -291,24 +289,19 @@ class RetryAfter429(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Response[TelegramType]:
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                return await make_request(bot, method)
-            except TelegramRetryAfter as exc:
-                if attempt == RETRY_ATTEMPTS:
-                    raise
-                log.warning("429 on %s: retrying in %ss", type(method).__name__, exc.retry_after)
-                await asyncio.sleep(exc.retry_after)
-        raise AssertionError("unreachable")
+        chat_id = getattr(method, "chat_id", None)
+        return await self._flood.send(
+            chat_id if isinstance(chat_id, int) else None, lambda: make_request(bot, method)
+        )
 
 
-def make_bot(settings: Settings) -> Bot:
+def make_bot(settings: Settings, flood: FloodControl) -> Bot:
     assert settings.telegram_bot_token is not None
     if settings.telegram_api_base:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
     else:
         session = AiohttpSession()
-    session.middleware(RetryAfter429())
+    session.middleware(Paced(flood))
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
         session=session,
@@ -330,7 +323,7 @@ class SecretWebhookHandler(SimpleRequestHandler):
 
 async def serve(runtime: Runtime, settings: Settings) -> None:
     """Run the bot until cancelled: long polling, or a webhook when WEBHOOK_URL is set."""
-    bot = make_bot(settings)
+    bot = make_bot(settings, runtime.flood)
     transport = AiogramTransport(bot)
     dispatcher = build_dispatcher(runtime, transport)
     try:
@@ -383,10 +376,6 @@ async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
         raise
 
 
-#: How long shutdown waits for updates still being handled.
-HANDLER_GRACE_SECONDS = 10.0
-
-
 async def _finish_handlers(dispatcher: Dispatcher) -> None:
     """Let updates already being handled finish before the HTTP session closes.
 
@@ -395,4 +384,4 @@ async def _finish_handlers(dispatcher: Dispatcher) -> None:
     """
     in_flight = set(getattr(dispatcher, "_handle_update_tasks", ()))
     if in_flight:
-        await asyncio.wait(in_flight, timeout=HANDLER_GRACE_SECONDS)
+        await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -25,6 +27,8 @@ from core.clock import Clock
 from core.config import Settings
 from core.demo import DEMO_BUYER
 from core.shop import Shop, build_shop
+
+log = logging.getLogger(__name__)
 
 #: The terminal chat (`cardshop run` without a token) acts as the demo buyer.
 TERMINAL_USER_ID = DEMO_BUYER
@@ -74,7 +78,7 @@ async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[T
     else:
         from bot import aiogram_app
 
-        client = aiogram_app.make_bot(settings)
+        client = aiogram_app.make_bot(settings, runtime.flood)
         try:
             yield aiogram_app.AiogramTransport(client)
         finally:
@@ -91,7 +95,7 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
             return
         async with (
             own_transport(runtime, settings) as transport,
-            background(runtime.shop, transport),
+            background(runtime.shop, runtime.shown.over(transport)),
         ):
             if settings.bot_framework == "ptb":
                 from bot import ptb_app
@@ -103,13 +107,46 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
                 await aiogram_app.serve(runtime, settings)
 
 
+async def until_terminated(serving: Coroutine[Any, Any, None]) -> None:
+    """Await `serving`; SIGTERM stops it the way Ctrl-C (SIGINT) does.
+
+    systemd and Docker stop a service with SIGTERM, whose default ends the process on
+    the spot, dropping the taps being handled. Here it cancels the serving task instead,
+    as `asyncio.run` does on SIGINT: the adapter stops taking updates, lets those in
+    flight finish and answer (bounded), and the process exits 0. A second SIGTERM is
+    left to its default, for an operator who wants it gone now.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        loop.remove_signal_handler(signal.SIGTERM)
+        log.info("SIGTERM: finishing the updates in flight, then stopping")
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        await serving
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        task.uncancel()
+    finally:
+        if not terminated:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
 def main_run(settings: Settings) -> int:
-    """`cardshop run`."""
+    """`cardshop run`; SIGINT and SIGTERM both stop it gracefully with status 0."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(run(settings))
+        asyncio.run(until_terminated(run(settings)))
     except KeyboardInterrupt:
         return 0
     return 0

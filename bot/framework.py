@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -20,19 +21,23 @@ from typing import TypeVar
 
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import (
+    Button,
     CallbackSpec,
     ChatState,
     CommandSpec,
     Context,
     Conversation,
+    Document,
     Handler,
     Incoming,
+    Keyboard,
     StaffReplyHandler,
     Transport,
     UnreachableError,
 )
 from bot.dedupe import Deduper
 from bot.errors import bad_button, render_error, something_went_wrong
+from bot.flood import FloodControl
 from bot.i18n import Translator
 from bot.state import StateStore, state_key
 from core.config import Settings, SettingsError
@@ -44,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Name under which update ids are de-duplicated: one bot, whichever adapter runs it.
 UPDATE_SOURCE = "telegram"
+#: How long a stopping bot lets the updates it has taken finish: under the 10 s Docker
+#: allows between SIGTERM and SIGKILL.
+STOP_GRACE_SECONDS = 8.0
 
 V = TypeVar("V")
 
@@ -115,6 +123,94 @@ class ChatLocks:
                 self._locks[chat_id] = (lock, users - 1)
 
 
+#: Messages whose last drawing is remembered; the oldest are forgotten first.
+SHOWN_CAPACITY = 10_000
+
+Drawing = tuple[str, tuple[tuple[Button, ...], ...] | None]
+
+
+def drawing(text: str, keyboard: Keyboard | None) -> Drawing:
+    """What a message shows, comparable: its text and its buttons (none and empty alike)."""
+    rows = tuple(tuple(row) for row in keyboard or ())
+    return text, rows or None
+
+
+class ShownMessages:
+    """What this process last drew in each message it sent or edited, the newest kept.
+
+    Telegram refuses an edit that changes nothing with 400 "message is not modified";
+    knowing what is shown lets the bot not send it. Only this process's drawings are
+    known: several workers behind one webhook could each remember an older drawing of
+    a message another redrew, which `ChatLocks` (per process) already cannot order.
+    """
+
+    def __init__(self, capacity: int = SHOWN_CAPACITY) -> None:
+        self._capacity = capacity
+        self._shown: OrderedDict[tuple[int, int], Drawing] = OrderedDict()
+
+    def shows(self, chat_id: int, message_id: int, drawn: Drawing) -> bool:
+        return self._shown.get((chat_id, message_id)) == drawn
+
+    def remember(self, chat_id: int, message_id: int, drawn: Drawing) -> None:
+        key = (chat_id, message_id)
+        self._shown[key] = drawn
+        self._shown.move_to_end(key)
+        if len(self._shown) > self._capacity:
+            self._shown.popitem(last=False)
+
+    def forget(self, chat_id: int, message_id: int) -> None:
+        self._shown.pop((chat_id, message_id), None)
+
+    def over(self, transport: Transport) -> Transport:
+        """`transport` with every text message it draws remembered, unchanged edits skipped."""
+        return _SkipUnchanged(transport, self)
+
+
+class _SkipUnchanged:
+    """A `Transport` that does not send an edit whose text and keyboard are already shown."""
+
+    def __init__(self, inner: Transport, shown: ShownMessages) -> None:
+        self._inner = inner
+        self._shown = shown
+
+    async def send(self, chat_id: int, text: str, keyboard: Keyboard | None = None) -> int:
+        message_id = await self._inner.send(chat_id, text, keyboard)
+        self._shown.remember(chat_id, message_id, drawing(text, keyboard))
+        return message_id
+
+    async def edit(
+        self, chat_id: int, message_id: int, text: str, keyboard: Keyboard | None = None
+    ) -> None:
+        drawn = drawing(text, keyboard)
+        if self._shown.shows(chat_id, message_id, drawn):
+            return
+        try:
+            await self._inner.edit(chat_id, message_id, text, keyboard)
+        except Exception:
+            self._shown.forget(chat_id, message_id)
+            raise
+        self._shown.remember(chat_id, message_id, drawn)
+
+    async def copy(self, from_chat_id: int, message_id: int, to_chat_id: int) -> int:
+        return await self._inner.copy(from_chat_id, message_id, to_chat_id)
+
+    async def answer_callback(
+        self, callback_id: str, text: str | None = None, alert: bool = False
+    ) -> None:
+        await self._inner.answer_callback(callback_id, text, alert)
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> int:
+        return await self._inner.send_document(chat_id, filename, data, caption)
+
+    async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> int:
+        return await self._inner.send_photo(chat_id, data, caption)
+
+    async def download(self, document: Document) -> bytes:
+        return await self._inner.download(document)
+
+
 class Runtime:
     def __init__(
         self,
@@ -128,6 +224,10 @@ class Runtime:
         self.states = states
         self.deduper = deduper
         self.locks = ChatLocks()
+        #: The one pace and 429 handling for every client of this process (see bot.flood).
+        self.flood = FloodControl()
+        #: What each message shows, so an edit that changes nothing is not sent.
+        self.shown = ShownMessages()
         self.staff_chat_id = shop.settings.staff_chat_id
 
     def translator(self, locale: str) -> Translator:
@@ -183,7 +283,7 @@ class Runtime:
             member=member,
             locale=locale,
             incoming=incoming,
-            transport=transport,
+            transport=self.shown.over(transport),
             state=ChatState(stored.state, stored.data),
             registry=self.registry,
         )

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import assert_never
 
 from bot.conversation import Button, CannotEditError, Transport, UnreachableError, escape
@@ -42,20 +41,6 @@ log = logging.getLogger(__name__)
 BROADCAST_POLL = 1.0
 #: Seconds at least between two edits of a broadcast's progress message.
 PROGRESS_EVERY = 2.0
-
-
-def flood_wait(error: BaseException) -> float | None:
-    """Seconds a 429 the adapter gave up on asks to wait; None for any other error.
-
-    aiogram's `TelegramRetryAfter` and PTB's `RetryAfter` both carry `retry_after`
-    (seconds, or a timedelta in PTB's newer form), so this needs neither framework.
-    """
-    wait = getattr(error, "retry_after", None)
-    if isinstance(wait, timedelta):
-        return wait.total_seconds()
-    if isinstance(wait, int | float) and not isinstance(wait, bool):
-        return float(wait)
-    return None
 
 
 def translator(shop: Shop, locale: str | None) -> Translator:
@@ -165,7 +150,11 @@ class TransportNotifier:
 
 
 def broadcast_sender(transport: Transport) -> SendFn:
-    """Core's send function over the transport: 403 blocked, an unabsorbed 429 retried."""
+    """Core's send function over the transport: 403 is blocked.
+
+    A 429 never gets here: the transport waits it out (`bot.flood`), the one place
+    that does, so the broadcaster does not retry on top of it.
+    """
 
     async def send(
         telegram_id: int, _locale: str | None, text: str, button: LinkButton | None
@@ -175,11 +164,6 @@ def broadcast_sender(transport: Transport) -> SendFn:
             await transport.send(telegram_id, escape(text), keyboard)
         except UnreachableError:
             return SendOutcome.blocked()
-        except Exception as error:
-            wait = flood_wait(error)
-            if wait is None:
-                raise
-            return SendOutcome.retry(wait)
         return SendOutcome.sent()
 
     return send

@@ -11,7 +11,6 @@ tornado) that answers 403 without the secret header and feeds PTB's update queue
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -54,7 +53,8 @@ from bot.conversation import (
     Keyboard,
     UnreachableError,
 )
-from bot.framework import Runtime, publish_commands, webhook_address
+from bot.flood import FloodControl
+from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
 from bot.incoming import callback_incoming, message_incoming
 from core.config import Settings
 
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 # int form is deprecated and warns on every 429, which is exactly when logs matter most.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
-#: How often one request is tried when Telegram answers 429 (each wait is its retry_after).
-RETRY_ATTEMPTS = 4
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
@@ -115,7 +113,7 @@ def build_application(
         .token(settings.telegram_bot_token.get_secret_value())
         .context_types(ContextTypes(context=ShopCallbackContext))
         .defaults(Defaults(parse_mode=ParseMode.HTML))
-        .rate_limiter(RetryOn429())
+        .rate_limiter(Paced(runtime.flood))
     )
     if settings.telegram_api_base:
         base = settings.telegram_api_base.rstrip("/")
@@ -274,12 +272,15 @@ class PtbTransport:
         )
 
 
-class RetryOn429(BaseRateLimiter[None]):
-    """On 429 wait the `retry_after` Telegram asks for and try again, a bounded number of times.
+class Paced(BaseRateLimiter[None]):
+    """Every request through the shop's `FloodControl`: paced, and a 429 waited out.
 
-    PTB's own AIORateLimiter needs an extra dependency and also throttles; this only
-    honours Telegram's answer, like the aiogram adapter does.
+    PTB's own AIORateLimiter needs an extra dependency and paces apart from the
+    aiogram adapter; this shares one pace with everything else the shop sends.
     """
+
+    def __init__(self, flood: FloodControl) -> None:
+        self._flood = flood
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -296,17 +297,10 @@ class RetryOn429(BaseRateLimiter[None]):
         data: dict[str, Any],
         rate_limit_args: None,
     ) -> bool | JSONDict | list[JSONDict]:
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as exc:
-                if attempt == RETRY_ATTEMPTS:
-                    raise
-                wait = exc.retry_after
-                seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else wait
-                log.warning("429 on %s: retrying in %ss", endpoint, seconds)
-                await asyncio.sleep(seconds)
-        raise AssertionError("unreachable")
+        chat_id = data.get("chat_id")
+        return await self._flood.send(
+            chat_id if isinstance(chat_id, int) else None, lambda: callback(*args, **kwargs)
+        )
 
 
 # --- running ----------------------------------------------------------------------------
@@ -348,7 +342,20 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
             else:
                 await _serve_webhook(application, settings)
         finally:
-            await application.stop()
+            await _stop(application)
+
+
+async def _stop(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Stop taking updates and let those already taken finish, for a bounded time.
+
+    PTB's `stop` handles every update already fetched before it returns, however long
+    that takes; a stop that must end (SIGTERM, then SIGKILL from the supervisor) gives
+    them `STOP_GRACE_SECONDS` and leaves the rest.
+    """
+    try:
+        await asyncio.wait_for(application.stop(), STOP_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("updates still being handled after %ss: stopping anyway", STOP_GRACE_SECONDS)
 
 
 async def _serve_webhook(

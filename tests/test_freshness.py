@@ -1,0 +1,127 @@
+"""A change committed elsewhere is seen by the very next read, whatever else is going on.
+
+The shop reads through a pool of connections (on SQLite in WAL mode, a read sees the
+snapshot its transaction started on) and writes purchases through a separate writer
+(on SQLite a thread with its own engine). A connection that kept an old snapshot, or
+anything that cached a balance, would show a member money they no longer have or hide
+money just paid in. So: `cardshop topup` runs as a real separate process while buyers
+pay and browse in this one, and as soon as it has printed the new balance, every
+connection of the pool read at once must show that balance, in the quote the buyer
+sees and in the member's wallet. And purchases through the writer are seen by the
+readers' next read, and top-ups by the readers by the writer's next purchase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from core.shop import Shop
+from tests.conftest import TEST_KEY
+from tests.factories import make_member, make_product
+
+REPO = Path(__file__).resolve().parents[1]
+ROUNDS = 4
+#: Concurrent reads after each top-up: more than the pool keeps, so every connection serves.
+READERS = 12
+BUYERS = 3
+MEMBER_TELEGRAM_ID = 880_001
+
+
+async def top_up_from_the_shell(shop: Shop, telegram_id: int, yuan: str) -> int:
+    """`cardshop topup` in its own process; the balance it printed after, in 分."""
+    settings = shop.settings
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": settings.database_url,
+        "CODE_ENCRYPTION_KEYS": TEST_KEY,
+        "DATA_DIR": str(settings.data_dir),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "topup", str(telegram_id), yuan, "--reason", "bank",
+        cwd=settings.data_dir.parent, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()
+    printed = out.decode().strip().rsplit("-> ", 1)[-1]
+    return int(Decimal(printed) * 100)
+
+
+@asynccontextmanager
+async def busy(work: list[Callable[[], Awaitable[object]]]) -> AsyncIterator[None]:
+    """Each piece of `work` repeated in its own task until the block ends."""
+    stop = asyncio.Event()
+
+    async def repeat(step: Callable[[], Awaitable[object]]) -> None:
+        while not stop.is_set():
+            await step()
+
+    tasks = [asyncio.create_task(repeat(step)) for step in work]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def test_a_top_up_from_another_process_is_seen_by_the_next_read(
+    shop: Shop, tmp_path: Path
+) -> None:
+    shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=2_000)
+    member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
+    buyers = [await make_member(shop.db, shop.clock, balance=10**7) for _ in range(BUYERS)]
+    taps = iter(range(10**9))
+
+    async def buy(buyer: int) -> None:
+        await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{next(taps)}")
+
+    async def browse(buyer: int) -> None:
+        await shop.orders.quote(buyer, product, 1)
+        await shop.members.register(MEMBER_TELEGRAM_ID, display_name="payer")
+
+    load: list[Callable[[], Awaitable[object]]] = [lambda b=b: buy(b) for b in buyers]
+    load += [lambda b=b: browse(b) for b in buyers]
+    async with busy(load):
+        for _ in range(ROUNDS):
+            printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
+            quotes = await asyncio.gather(
+                *(shop.orders.quote(member, product, 1) for _ in range(READERS))
+            )
+            wallets = await asyncio.gather(*(shop.wallet.balance(member) for _ in range(READERS)))
+            assert {quote.balance for quote in quotes} == {printed}
+            assert set(wallets) == {printed}
+
+
+async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=200)
+    member = await make_member(shop.db, shop.clock)
+    others = [await make_member(shop.db, shop.clock, balance=10**7) for _ in range(BUYERS)]
+    taps = iter(range(10**9))
+
+    async def buy(buyer: int) -> None:
+        await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{next(taps)}")
+
+    async def browse() -> None:
+        await shop.orders.quote(others[0], product, 1)
+
+    load: list[Callable[[], Awaitable[object]]] = [lambda b=b: buy(b) for b in others[1:]]
+    load += [browse, browse]
+    async with busy(load):
+        for n in range(ROUNDS):
+            # Paid in through the readers' engine; the writer's very next purchase sees it.
+            await shop.wallet.top_up(member, 100, actor="test", reason=f"round {n}")
+            purchase = await shop.orders.place(member, product, 1, idempotency_key=f"own:{n}")
+            after = purchase.balance_after
+            # Spent through the writer; every pooled reader's very next read sees it.
+            quotes = await asyncio.gather(
+                *(shop.orders.quote(member, product, 1) for _ in range(READERS))
+            )
+            assert {quote.balance for quote in quotes} == {after}

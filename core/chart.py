@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 from matplotlib import font_manager, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from core.stats import DayPoint
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 WIDTH_PX, HEIGHT_PX, DPI = 800, 400, 100
 #: The shipped CJK font first (it has Latin too), matplotlib's own font for anything else.
@@ -37,7 +41,7 @@ def _register_cjk_font() -> None:
     font_manager.fontManager.addfont(str(files(package).joinpath(*parts)))
 
 
-def font_rc() -> dict[str, object]:
+def font_rc() -> dict[RcKeyType, Any]:
     """matplotlib settings that draw with `FONTS`, the shipped CJK font among them."""
     _register_cjk_font()
     return {"font.family": "sans-serif", "font.sans-serif": FONTS}

@@ -346,5 +346,6 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
         async with running(settings) as runtime:
             await chat(runtime, user_id=user_id, lang=lang, with_background=True)
 
-    asyncio.run(run())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
     return 0

@@ -127,7 +127,7 @@ async def test_the_stats_chart_is_saved_as_a_png(
     await screen.tap("数据统计")
     shown = await screen.tap("7 天")
     (saved,) = (settings.data_dir / "chat-files").iterdir()
-    assert f"(照片已保存：{saved})" in shown
+    assert f"（图片已保存：{saved}）" in shown
     assert saved.name == "photo-1.png"
     assert saved.read_bytes().startswith(b"\x89PNG")
 

@@ -63,6 +63,11 @@ def build_figure(
     revenue_axes.set_ylabel(revenue_label, color=BAR_COLOR)
     orders_axes.set_ylabel(orders_label, color=LINE_COLOR)
     orders_axes.set_ylim(bottom=0)
+    # With nothing sold, autoscaling centres the axes on zero (negative yuan, 0.006 orders).
+    if not any(p.revenue for p in points):
+        revenue_axes.set_ylim(0, 1)
+    if not any(p.orders for p in points):
+        orders_axes.set_ylim(0, 1)
     orders_axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     revenue_axes.set_title(title)
     return figure

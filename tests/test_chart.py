@@ -27,3 +27,11 @@ def test_the_shipped_font_is_the_one_used() -> None:
         png = chart.render_chart(POINTS, "收入和订单：近 7 天")
     assert png.startswith(b"\x89PNG")
     assert chart.FONTS[0] == "Noto Sans CJK SC"
+
+
+def test_a_quiet_week_has_no_negative_yuan_or_fractional_orders() -> None:
+    quiet = [DayPoint(date(2026, 11, day), 0, 0) for day in range(16, 23)]
+    revenue_axes, orders_axes = chart.build_figure(quiet, "7 days").axes
+    assert revenue_axes.get_ylim() == (0, 1)
+    assert orders_axes.get_ylim() == (0, 1)
+    assert all(tick == int(tick) for tick in orders_axes.get_yticks())

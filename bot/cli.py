@@ -190,7 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     codes.add_argument("sku")
     codes.add_argument("file", type=Path)
     command("run", "run the Telegram bot, or the terminal chat with no token")
-    chat = command("chat", "try the shop in this terminal")
+    chat = commands.add_parser("chat", help="try the shop in this terminal")
+    chat.add_argument(
+        "--lang",
+        choices=SUPPORTED_LOCALES,
+        default=None,
+        help="this session's language (default: the member's own choice, else DEFAULT_LOCALE)",
+    )
     chat.add_argument(
         "--user-id", type=int, default=DEMO_BUYER, help="the Telegram id to act as (a demo buyer)"
     )

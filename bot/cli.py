@@ -27,7 +27,7 @@ from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
 from core.errors import ErrorCode, ShopError
 from core.export import export_path
-from core.ladder import SPEND_METRICS, Ladder
+from core.ladder import SPEND_METRICS, Ladder, load_ladder
 from core.members import SUPPORTED_LOCALES
 from core.migrate import upgrade
 from core.money import format_plain, parse_yuan
@@ -286,9 +286,6 @@ async def _with_shop(
     shop = build_shop(settings)
     try:
         return await command(shop, args, t)
-    except ShopError as error:
-        print(refusal(error, t, shop.ladder), file=sys.stderr)
-        return 1
     finally:
         await shop.close()
 
@@ -324,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except ShopError as error:
+        print(refusal(error, t, load_ladder(settings.tiers_file)), file=sys.stderr)
+        return 1
     except FileNotFoundError as exc:
         print(t._("No such file: {path}").format(path=exc.filename), file=sys.stderr)
         return 1

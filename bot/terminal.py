@@ -249,10 +249,18 @@ class TerminalChat:
                 return
             if self._override is not None:
                 ctx.use_locale(self._override)
+            awaited_input = ctx.state.name is not None
             await runtime.dispatch(ctx)
         if ctx.locale != self._override:
             self._override = None
         self.transport.t = runtime.translator(ctx.locale)
+        if line.isdigit() and not awaited_input:
+            self.transport.note(
+                self.transport.t._(
+                    "(a number you type is sent as a message; to tap a button, type its /N,"
+                    " e.g. /1)"
+                )
+            )
 
 
 def chat_namer(runtime: Runtime) -> ChatNamer:

@@ -75,9 +75,20 @@ async def test_a_typed_number_is_a_quantity_and_slash_n_taps(demo: Shop) -> None
     shown = await screen.type("3")
     assert "Tencent Q-Coins ¥10 × 3" in shown
     assert "no button" not in shown
+    assert "to tap a button" not in shown, "the quantity was asked for"
 
     assert "Only a whole number" not in await screen.type("/99")
     assert "(no button /99: the buttons are /1 to /3)" in screen._out.getvalue()
+
+
+async def test_a_number_nobody_asked_for_gets_a_hint_how_to_tap(demo: Shop) -> None:
+    screen = await Screen.open(build_runtime(demo), GOLD, "en")
+    await screen.type("/start")
+    shown = await screen.type("3")
+    assert "Please use the buttons below" in shown
+    assert shown.endswith(
+        "(a number you type is sent as a message; to tap a button, type its /N, e.g. /1)\n"
+    )
 
 
 async def test_a_long_number_is_a_message_not_a_missing_button(demo: Shop) -> None:

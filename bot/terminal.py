@@ -17,7 +17,8 @@ import html
 import itertools
 import re
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -338,9 +339,32 @@ async def chat(
     session = await open_session(runtime, user_id=user_id, lang=lang, out=stdout)
     jobs = background(runtime.shop, session.transport) if with_background else None
     async with jobs or contextlib.nullcontext():
-        while line := await asyncio.to_thread(stdin.readline):
+        async for line in typed_lines(stdin):
             if line.strip():
                 await session.send(line.strip())
+
+
+async def typed_lines(stdin: TextIO) -> AsyncIterator[str]:
+    """Lines of `stdin` until its end, read by a daemon thread.
+
+    A worker thread of the event loop would still be waiting in `readline` after Ctrl-C,
+    and the interpreter would wait for it on the way out: the chat would not quit.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def put(line: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the chat has ended and its loop closed
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+
+    def read() -> None:
+        for line in iter(stdin.readline, ""):
+            put(line)
+        put("")
+
+    threading.Thread(target=read, name="terminal-input", daemon=True).start()
+    while line := await queue.get():
+        yield line
 
 
 def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool = False) -> int:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,7 @@ from core.config import Settings
 from core.demo import seed_demo
 from core.shop import Shop, build_shop
 from core.uow import Database
+from tests.conftest import TEST_KEY
 
 ADMIN = 10001
 SILVER, GOLD = 10002, 10003
@@ -166,3 +172,40 @@ async def test_lang_given_wins_for_the_session_until_the_member_chooses(demo: Sh
     assert "Welcome" in await screen.tap("English")
     assert "Welcome" in await screen.type("/start")
     assert "Welcome" in await (await Screen.open(build_runtime(demo), SILVER)).type("/start")
+
+
+def test_ctrl_c_quits_the_chat(database_url: str, tmp_path: Path) -> None:
+    """The line being read must not keep the process alive after Ctrl-C (SIGINT)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CODE_ENCRYPTION_KEYS": TEST_KEY,
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    cardshop = Path(sys.prefix) / "bin" / "cardshop"
+    with subprocess.Popen(
+        [str(cardshop), "chat", "--lang", "en"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as chat:
+        assert chat.stdin is not None
+        assert chat.stdout is not None
+        chat.stdin.write("/start\n")
+        chat.stdin.flush()
+        for line in chat.stdout:  # the greeting: the chat now waits for the next line
+            if line.startswith("Welcome"):
+                break
+        chat.send_signal(signal.SIGINT)
+        try:
+            chat.wait(timeout=60)  # standard input stays open, as a terminal's does
+        except subprocess.TimeoutExpired:
+            chat.kill()
+            raise
+        assert chat.stderr is not None
+        err = chat.stderr.read()
+    assert chat.returncode == 0
+    assert "Traceback" not in err

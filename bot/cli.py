@@ -264,6 +264,12 @@ def refusal(error: ShopError, t: Translator, ladder: Ladder) -> str:
             )
         case ErrorCode.INVALID_INPUT if params.get("reason") == "reversed":
             return t._("The --from date is after the --to date.")
+        case ErrorCode.INVALID_INPUT if params.get("field") == "days":
+            return t._("--days must be from 1 to {max}.").format(max=params.get("max", ""))
+        case ErrorCode.INVALID_INPUT if params.get("field") == "reason":
+            return t._("Give a --reason: it is kept in the ledger and the audit log.")
+        case ErrorCode.PRODUCT_NOT_FOUND if "sku" in params:
+            return t._("No product {sku}.").format(sku=params["sku"])
         case _:
             return plain(render_error(error, t, ladder))
 

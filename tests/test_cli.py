@@ -115,3 +115,19 @@ async def test_export_defaults_to_the_data_dir(
 
     assert await cardshop(*argv, "--out", "-") == 0
     assert capsys.readouterr().out.startswith("\ufefforder_id,")
+
+
+async def test_refusals_name_what_to_fix(
+    shell: Shop, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = tmp_path / "codes.txt"
+    codes.write_text("AAAA-BBBB\n")
+    assert await cardshop("import-codes", "NOPE", str(codes), "--lang", "en") == 1
+    assert capsys.readouterr().err == "No product NOPE.\n"
+    assert await cardshop("stats", "--days", "0", "--lang", "en") == 1
+    assert capsys.readouterr().err == "--days must be from 1 to 366.\n"
+    assert await cardshop("review-tiers", "--quarter", "2026-3", "--lang", "en") == 1
+    assert capsys.readouterr().err == "No quarter 2026-3: write it like 2026Q3.\n"
+    argv = ("export", "orders", "--from", "2026-11-30", "--to", "2026-11-01", "--lang", "en")
+    assert await cardshop(*argv) == 1
+    assert capsys.readouterr().err == "The --from date is after the --to date.\n"

@@ -1,7 +1,9 @@
 """`cardshop`: the shop from the server's shell.
 
 Every subcommand builds the shop through `core.shop.build_shop` and calls the same core
-services the chat uses, so the shell and the bot can never disagree about a rule.
+services the chat uses, so the shell and the bot can never disagree about a rule. A
+refusal is told in the bot's words (its catalogs, in DEFAULT_LOCALE or `--lang`), and a
+database that cannot be used in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,24 +11,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from bot.errors import render_error
+from bot.i18n import Translator
+from bot.terminal import plain
 from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
-from core.errors import ShopError
-from core.ladder import SPEND_METRICS
+from core.errors import ErrorCode, ShopError
+from core.export import export_path
+from core.ladder import SPEND_METRICS, Ladder, load_ladder
+from core.members import SUPPORTED_LOCALES
 from core.migrate import upgrade
 from core.money import format_plain, parse_yuan
 from core.shop import Shop, build_shop
 from core.tiers import ReviewResult
 
-Command = Callable[[Shop, argparse.Namespace], Awaitable[int]]
+Command = Callable[[Shop, argparse.Namespace, Translator], Awaitable[int]]
+#: `--out -`: the export to standard output.
+STDOUT = "-"
+#: PostgreSQL's "undefined table": the schema was never migrated.
+UNDEFINED_TABLE = "42P01"
 
 
-async def _seed_demo(shop: Shop, args: argparse.Namespace) -> int:
+async def _seed_demo(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     if args.if_empty and not await is_empty(shop.db):
         print("the shop already has products: demo seed skipped")
         return 0
@@ -40,7 +55,7 @@ async def _seed_demo(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import_codes(shop: Shop, args: argparse.Namespace) -> int:
+async def _import_codes(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     path: Path = args.file
     lines = (await asyncio.to_thread(path.read_text, encoding="utf-8-sig")).splitlines()
     report = await shop.operations.admin.import_codes(_actor(), args.sku, lines)
@@ -59,7 +74,7 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-async def _topup(shop: Shop, args: argparse.Namespace) -> int:
+async def _topup(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     member = await shop.members.find(args.member)
     change = await shop.operations.admin.top_up(
         _actor(), member.id, parse_yuan(args.amount), reason=args.reason
@@ -71,7 +86,7 @@ async def _topup(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _set_tier(shop: Shop, args: argparse.Namespace) -> int:
+async def _set_tier(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     member = await shop.members.find(args.member)
     change = await shop.operations.admin.set_tier(
         _actor(), member.id, args.tier, reason=args.reason
@@ -80,7 +95,7 @@ async def _set_tier(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _review_tiers(shop: Shop, args: argparse.Namespace) -> int:
+async def _review_tiers(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     outcomes = await shop.tiers.review(quarter=args.quarter, dry_run=args.dry_run)
     for outcome in outcomes:
         if outcome.outcome is ReviewResult.KEPT:
@@ -101,6 +116,15 @@ async def _review_tiers(shop: Shop, args: argparse.Namespace) -> int:
         f"{outcomes[0].quarter if outcomes else args.quarter or 'last quarter'}: "
         f"{len(outcomes)} reviewed, {moved} {verb}"
     )
+    if not outcomes:
+        entry = shop.ladder.entry.name(t.locale)
+        print(
+            t._(
+                "No member was reviewed: the review covers members whose level was reached"
+                " by the rules, above {entry}. A level set by an admin or by invitation stays"
+                " until an admin changes it, and a trial ends on its own date."
+            ).format(entry=entry)
+        )
     if not args.dry_run:
         await shop.operations.audit.log(
             _actor(), "review_tiers", args.quarter or "", None,
@@ -109,7 +133,7 @@ async def _review_tiers(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(shop: Shop, args: argparse.Namespace) -> int:
+async def _export(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     operations = shop.operations
     export = (
         operations.exports.orders_csv if args.kind == "orders" else operations.exports.ledger_csv
@@ -119,16 +143,22 @@ async def _export(shop: Shop, args: argparse.Namespace) -> int:
         _actor(), "export", args.kind, None,
         {"from": args.date_from, "to": args.date_to, "bytes": len(data)},
     )  # fmt: skip
-    if args.out is None:
+    if args.out == STDOUT:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-    else:
-        args.out.write_bytes(data)
-        print(f"wrote {len(data)} bytes to {args.out}")
+        return 0
+    out = (
+        Path(args.out)
+        if args.out is not None
+        else export_path(shop.settings.data_dir, args.kind, args.date_from, args.date_to)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out.write_bytes, data)
+    print(f"wrote {len(data)} bytes to {out}")
     return 0
 
 
-async def _stats(shop: Shop, args: argparse.Namespace) -> int:
+async def _stats(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     summary = await shop.operations.stats.summary(args.days)
     tickets = summary.tickets
     sla = "-" if tickets.sla_met_percent is None else f"{tickets.sla_met_percent:.1f}%"
@@ -147,37 +177,52 @@ async def _stats(shop: Shop, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardshop", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--lang", choices=SUPPORTED_LOCALES, default=None, help="language (default DEFAULT_LOCALE)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("migrate", help="bring the database schema up to date")
-    seed = commands.add_parser("seed-demo", help="stock a demo shop (safe to run twice)")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, parents=[common])
+
+    command("migrate", "bring the database schema up to date")
+    seed = command("seed-demo", "stock a demo shop (safe to run twice)")
     seed.add_argument("--if-empty", action="store_true", help="only when there are no products")
-    codes = commands.add_parser("import-codes", help="add codes, one per line, to a product")
+    codes = command("import-codes", "add codes, one per line, to a product")
     codes.add_argument("sku")
     codes.add_argument("file", type=Path)
-    commands.add_parser("run", help="run the Telegram bot, or the terminal chat with no token")
+    command("run", "run the Telegram bot, or the terminal chat with no token")
     chat = commands.add_parser("chat", help="try the shop in this terminal")
+    chat.add_argument(
+        "--lang",
+        choices=SUPPORTED_LOCALES,
+        default=None,
+        help="this session's language (default: the member's own choice, else DEFAULT_LOCALE)",
+    )
     chat.add_argument(
         "--user-id", type=int, default=DEMO_BUYER, help="the Telegram id to act as (a demo buyer)"
     )
-    chat.add_argument("--lang", choices=["zh_CN", "en"], default=None)
     chat.add_argument("--admin", action="store_true", help="act as an admin")
-    topup = commands.add_parser("topup", help="credit a member's wallet (yuan)")
+    topup = command("topup", "credit a member's wallet (yuan)")
     topup.add_argument("member", help="Telegram id, @username or #member-id")
     topup.add_argument("amount", help="yuan: 100 or 12.50")
     topup.add_argument("--reason", required=True)
-    tier = commands.add_parser("set-tier", help="put a member on a tier (kept until moved)")
+    tier = command("set-tier", "put a member on a tier (kept until moved)")
     tier.add_argument("member", help="Telegram id, @username or #member-id")
     tier.add_argument("tier", help="a tier key from tiers.toml")
     tier.add_argument("--reason", default="admin")
-    review = commands.add_parser("review-tiers", help="the quarterly tier review")
+    review = command("review-tiers", "the quarterly tier review")
     review.add_argument("--dry-run", action="store_true", help="print who would move and why")
     review.add_argument("--quarter", default=None, help="e.g. 2026Q3 (default: last quarter)")
-    export = commands.add_parser("export", help="orders or the wallet ledger as CSV")
+    export = command("export", "orders or the wallet ledger as CSV")
     export.add_argument("kind", choices=["orders", "ledger"])
     export.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
     export.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)
-    export.add_argument("--out", type=Path, default=None, help="file to write (default stdout)")
-    stats = commands.add_parser("stats", help="revenue, orders, members, tickets")
+    export.add_argument(
+        "--out", default=None, help="file to write, - for stdout (default DATA_DIR/exports/)"
+    )
+    stats = command("stats", "revenue, orders, members, tickets")
     stats.add_argument("--days", type=int, default=7, help="calendar days, today included")
     return parser
 
@@ -193,39 +238,106 @@ SHOP_COMMANDS: dict[str, Command] = {
 }
 
 
-async def _with_shop(settings: Settings, command: Command, args: argparse.Namespace) -> int:
+def refusal(error: ShopError, t: Translator, ladder: Ladder) -> str:
+    """A refusal as the bot words it, with what an operator at a shell needs on top."""
+    params = error.params
+    match error.code:
+        case ErrorCode.MEMBER_NOT_FOUND if "member" in params:
+            return t._("No member {query}: give a Telegram id, @username or #member-id.").format(
+                query=params["member"]
+            )
+        case ErrorCode.UNKNOWN_TIER:
+            tiers = ", ".join(f"{tier.key} ({tier.name(t.locale)})" for tier in ladder.tiers)
+            return t._("No level {tier}. The levels are: {tiers}.").format(
+                tier=params.get("tier", ""), tiers=tiers
+            )
+        case ErrorCode.INVALID_AMOUNT if "text" in params:
+            return t._("{text} is not an amount in yuan: write it like 100 or 12.50.").format(
+                text=params["text"]
+            )
+        case ErrorCode.INVALID_AMOUNT if isinstance(amount := params.get("amount"), int) and (
+            amount <= 0
+        ):
+            return t._("The amount must be more than zero, not {amount}.").format(
+                amount=t.money(amount)
+            )
+        case ErrorCode.INVALID_INPUT if "quarter" in params:
+            return t._("No quarter {quarter}: write it like 2026Q3.").format(
+                quarter=params["quarter"]
+            )
+        case ErrorCode.INVALID_INPUT if params.get("reason") == "reversed":
+            return t._("The --from date is after the --to date.")
+        case ErrorCode.INVALID_INPUT if params.get("field") == "days":
+            return t._("--days must be from 1 to {max}.").format(max=params.get("max", ""))
+        case ErrorCode.INVALID_INPUT if params.get("field") == "reason":
+            return t._("Give a --reason: it is kept in the ledger and the audit log.")
+        case ErrorCode.PRODUCT_NOT_FOUND if "sku" in params:
+            return t._("No product {sku}.").format(sku=params["sku"])
+        case _:
+            return plain(render_error(error, t, ladder))
+
+
+def database_problem(error: DBAPIError | OSError, url: str, t: Translator) -> str:
+    """One line on why the database at `url` cannot be used (its password hidden)."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if "no such table" in reason or getattr(cause, "sqlstate", None) == UNDEFINED_TABLE:
+        return t._("The database {url} has no shop tables yet: run cardshop migrate.").format(
+            url=shown
+        )
+    return t._("Cannot use the database {url}: {reason}").format(url=shown, reason=reason)
+
+
+async def _with_shop(
+    settings: Settings, command: Command, args: argparse.Namespace, t: Translator
+) -> int:
     shop = build_shop(settings)
     try:
-        return await command(shop, args)
+        return await command(shop, args, t)
     finally:
         await shop.close()
+
+
+def _run(settings: Settings, args: argparse.Namespace, t: Translator) -> int:
+    if args.command == "migrate":
+        asyncio.run(upgrade(settings.database_url))
+        print("database is up to date")
+        return 0
+    if args.command == "run":
+        from bot.app import main_run
+
+        return main_run(settings)
+    if args.command == "chat":
+        from bot.terminal import main_chat
+
+        return main_chat(settings, user_id=args.user_id, lang=args.lang, admin=args.admin)
+    return asyncio.run(_with_shop(settings, SHOP_COMMANDS[args.command], args, t))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        if args.command == "migrate":
-            asyncio.run(upgrade(settings.database_url))
-            print("database is up to date")
-            return 0
-        if args.command == "run":
-            from bot.app import main_run
-
-            return main_run(settings)
-        if args.command == "chat":
-            from bot.terminal import main_chat
-
-            return main_chat(settings, user_id=args.user_id, lang=args.lang, admin=args.admin)
-        return asyncio.run(_with_shop(settings, SHOP_COMMANDS[args.command], args))
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except ShopError as exc:
-        print(f"refused: {exc.code.value} {exc.params or ''}".rstrip(), file=sys.stderr)
+    t = Translator(
+        args.lang or settings.default_locale, currency=settings.shop_currency, zone=settings.zone
+    )
+    try:
+        return _run(settings, args, t)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ShopError as error:
+        print(refusal(error, t, load_ladder(settings.tiers_file)), file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
-        print(f"no such file: {exc.filename}", file=sys.stderr)
+        print(t._("No such file: {path}").format(path=exc.filename), file=sys.stderr)
+        return 1
+    except (DBAPIError, ConnectionError, TimeoutError, socket.gaierror) as exc:
+        print(database_problem(exc, settings.database_url, t), file=sys.stderr)
         return 1
 
 

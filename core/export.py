@@ -12,6 +12,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -24,6 +25,9 @@ from core.tiers import Tiers
 from core.uow import Database
 
 BOM = "\ufeff"
+#: Where `cardshop export` writes when given no --out, under DATA_DIR (not the working
+#: directory, which is often the repository).
+EXPORTS_DIR = "exports"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 ORDER_COLUMNS = (
@@ -56,6 +60,11 @@ LEDGER_COLUMNS = (
     "reason",
     "actor",
 )
+
+
+def export_path(data_dir: Path, kind: str, date_from: date, date_to: date) -> Path:
+    """`data/exports/orders-2026-11-01-2026-11-30.csv`, named as the bot names its files."""
+    return data_dir / EXPORTS_DIR / f"{kind}-{date_from}-{date_to}.csv"
 
 
 def _text(value: str) -> str:

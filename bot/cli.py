@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.errors import render_error
 from bot.i18n import Translator
 from bot.terminal import plain
+from core.clock import Clock
 from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
 from core.errors import ErrorCode, ShopError
@@ -290,16 +291,20 @@ def database_problem(error: DBAPIError | OSError, url: str, t: Translator) -> st
 
 
 async def _with_shop(
-    settings: Settings, command: Command, args: argparse.Namespace, t: Translator
+    settings: Settings,
+    command: Command,
+    args: argparse.Namespace,
+    t: Translator,
+    clock: Clock | None,
 ) -> int:
-    shop = build_shop(settings)
+    shop = build_shop(settings, clock=clock)
     try:
         return await command(shop, args, t)
     finally:
         await shop.close()
 
 
-def _run(settings: Settings, args: argparse.Namespace, t: Translator) -> int:
+def _run(settings: Settings, args: argparse.Namespace, t: Translator, clock: Clock | None) -> int:
     if args.command == "migrate":
         asyncio.run(upgrade(settings.database_url))
         print("database is up to date")
@@ -312,10 +317,11 @@ def _run(settings: Settings, args: argparse.Namespace, t: Translator) -> int:
         from bot.terminal import main_chat
 
         return main_chat(settings, user_id=args.user_id, lang=args.lang, admin=args.admin)
-    return asyncio.run(_with_shop(settings, SHOP_COMMANDS[args.command], args, t))
+    return asyncio.run(_with_shop(settings, SHOP_COMMANDS[args.command], args, t, clock))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """`cardshop ARGS`; `clock` is the shop's clock (the wall clock unless a test hands one)."""
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -326,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.lang or settings.default_locale, currency=settings.shop_currency, zone=settings.zone
     )
     try:
-        return _run(settings, args, t)
+        return _run(settings, args, t, clock)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -239,9 +239,14 @@ async def test_topup_and_set_tier_commands_are_audited(
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
 
     argv = ["topup", "@alice", "12.50", "--reason", "alipay 2026-11-22"]
-    assert await asyncio.to_thread(cli.main, argv) == 0
-    assert await asyncio.to_thread(cli.main, ["topup", "777", "100", "--reason", "wechat"]) == 0
-    assert await asyncio.to_thread(cli.main, ["set-tier", "777", "gold"]) == 0
+    assert await asyncio.to_thread(cli.main, argv, clock=shop.clock) == 0
+    assert (
+        await asyncio.to_thread(
+            cli.main, ["topup", "777", "100", "--reason", "wechat"], clock=shop.clock
+        )
+        == 0
+    )
+    assert await asyncio.to_thread(cli.main, ["set-tier", "777", "gold"], clock=shop.clock) == 0
     out = capsys.readouterr().out
     assert f"member #{member}: balance 0.00 -> 12.50" in out
     assert f"member #{member}: member -> gold" in out
@@ -259,7 +264,17 @@ async def test_topup_and_set_tier_commands_are_audited(
     assert tier.after is not None
     assert tier.after["tier"] == "gold"
 
-    assert await asyncio.to_thread(cli.main, ["topup", "@nobody", "1", "--reason", "x"]) == 1
-    assert await asyncio.to_thread(cli.main, ["topup", "777", "1.234", "--reason", "x"]) == 1
+    assert (
+        await asyncio.to_thread(
+            cli.main, ["topup", "@nobody", "1", "--reason", "x"], clock=shop.clock
+        )
+        == 1
+    )
+    assert (
+        await asyncio.to_thread(
+            cli.main, ["topup", "777", "1.234", "--reason", "x"], clock=shop.clock
+        )
+        == 1
+    )
     assert "1.234 不是以元为单位的金额" in capsys.readouterr().err
     assert len(await audit.recent()) == 3

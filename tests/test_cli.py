@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot import cli
+from core.clock import ManualClock
 from core.shop import Shop
-from tests.conftest import TEST_KEY
+from tests.conftest import START, TEST_KEY
 from tests.factories import make_member
 
 
@@ -28,7 +29,8 @@ def csv_files(folder: Path) -> list[Path]:
 
 
 async def cardshop(*argv: str) -> int:
-    return await asyncio.to_thread(cli.main, list(argv))
+    """`cardshop ARGS` on the tests' clock, as the shell would run it."""
+    return await asyncio.to_thread(cli.main, list(argv), clock=ManualClock(START))
 
 
 async def test_refusals_are_sentences_in_the_shops_language(

@@ -239,7 +239,7 @@ async def test_review_tiers_command(
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
 
     argv = ["review-tiers", "--dry-run", "--quarter", "2026Q3"]
-    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert await asyncio.to_thread(cli.main, argv, clock=shop.clock) == 0
     out = capsys.readouterr().out
     assert f"member #{member} silver -> silver: warned (" in out
     assert "spend_365d 0.00/200.00" in out
@@ -247,7 +247,10 @@ async def test_review_tiers_command(
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(TierReview.id))) == 0
 
-    assert await asyncio.to_thread(cli.main, ["review-tiers", "--quarter", "2026Q3"]) == 0
+    assert (
+        await asyncio.to_thread(cli.main, ["review-tiers", "--quarter", "2026Q3"], clock=shop.clock)
+        == 0
+    )
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(TierReview.id))) == 1
     (entry,) = await shop.operations.audit.recent(action="review_tiers")

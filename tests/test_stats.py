@@ -169,7 +169,7 @@ async def test_stats_command(
     monkeypatch.setenv("CODE_ENCRYPTION_KEYS", TEST_KEY)
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
 
-    assert await asyncio.to_thread(cli.main, ["stats", "--days", "30"]) == 0
+    assert await asyncio.to_thread(cli.main, ["stats", "--days", "30"], clock=shop.clock) == 0
     out = capsys.readouterr().out
     assert "(30 days)" in out
     assert "tiers: silver 1" in out

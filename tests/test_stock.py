@@ -291,7 +291,14 @@ async def _copies_before_0003(db: Database, clock: ManualClock, vault: CodeVault
         session.add(category)
         await session.flush()
         ten, hundred = (
-            Product(sku=sku, category_id=category.id, name_zh=sku, name_en=sku, base_price=990)
+            Product(
+                sku=sku,
+                category_id=category.id,
+                name_zh=sku,
+                name_en=sku,
+                base_price=990,
+                created_at=clock.now(),
+            )
             for sku in ("QB-10", "QB-100")
         )
         buyer = Member(telegram_id=1, referral_code="R1", created_at=clock.now())
@@ -350,7 +357,7 @@ async def test_import_codes_command_names_the_holder_of_each_duplicate(
     codes.write_text("NEW-1\nSHARED-1\nNEW-1\n", encoding="utf-8")
 
     argv = ["import-codes", "QB-100", str(codes)]
-    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert await asyncio.to_thread(cli.main, argv, clock=shop.clock) == 0
 
     out = capsys.readouterr().out
     assert "added 1, duplicate 2, rejected 0; 1 in stock for QB-100" in out

@@ -373,7 +373,7 @@ class Tickets:
         )
         async with self._db.read() as session:
             rows = await session.execute(query)
-            return dict(rows.tuples().all())
+            return {row[0]: row[1] for row in rows}
 
     async def messages(self, ticket_id: int) -> list[TicketMessageView]:
         query = (

@@ -100,13 +100,22 @@ async def test_check_in_twice_refuses_the_second_with_the_next_opening(
     assert lots == 10
     tr = t(locale)
     assert (
-        tr._("✅ <b>Checked in!</b> +{points} points")
+        tr.ngettext(
+            "✅ <b>Checked in!</b> +{points} point", "✅ <b>Checked in!</b> +{points} points", 10
+        )
         .format(points=10)
         .replace("<b>", "")
         .replace("</b>", "")
         in first.text
     )
-    assert tr._("Come back tomorrow for +{points} points.").format(points=15) in first.text
+    assert (
+        tr.ngettext(
+            "Come back tomorrow for +{points} point.",
+            "Come back tomorrow for +{points} points.",
+            15,
+        ).format(points=15)
+        in first.text
+    )
     if locale == "zh_CN":
         assert "签到成功" in first.text
 

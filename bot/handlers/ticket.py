@@ -115,11 +115,15 @@ def member_status(t: Translator, ticket: TicketView, last_author: str | None) ->
 
 def staff_status(t: Translator, ticket: TicketView, last_author: str | None) -> str:
     """What staff read: whose turn it is, so an answered ticket never says "waiting for support"."""
-    if ticket.status is TicketStatus.OPEN and ticket.first_response_at is not None:
+    answered = ticket.first_response_at is not None
+    if ticket.status is TicketStatus.OPEN and answered:
         if last_author == "staff":
             return t._("answered, waiting for the member")
         if last_author == "member":
             return t._("the member wrote again, waiting for support")
+    if ticket.status is TicketStatus.WAITING and answered:
+        # The deadline was met already; only the member's turn is left to say.
+        return t._("answered, waiting for the member")
     return t._(STAFF_STATUS[ticket.status])
 
 

@@ -343,7 +343,7 @@ async def test_silver_member_is_told_which_tier_opens_the_manager(
         in refusal.text
     )
     if locale == "zh_CN":
-        assert "专属客户经理为钻石会员及以上会员专享" in refusal.text
+        assert "专属客户经理为钻石会员及以上等级专享" in refusal.text
     await member_chat.say("随便说点什么")
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(ManagerMessage.id))) == 0

@@ -30,6 +30,7 @@ from bot.handlers.ticket import (
     resolve,
     staff_status,
     ticket_keyboard,
+    urgent_window,
 )
 from core.tickets import TicketStatus, TicketView
 
@@ -126,11 +127,13 @@ async def show_ticket(ctx: Context, ticket_id: int, notice: str | None = None) -
         ctx._("Status: {status}").format(status=staff_status(ctx, ticket, last_author)),
     ]
     if awaiting_first_reply(ticket):
-        lines += [
+        lines.append(
             ctx._("Reply by: {time}").format(time=ctx.datetime(ticket.first_response_due))
-            + f" · {countdown(ctx, ticket)}",
-            deadline_reason(ctx, ctx, ticket),
-        ]
+            + f" · {countdown(ctx, ticket)}"
+        )
+        if urgent_window(ctx, ticket) is not None:
+            # The tier in the headline would promise its own SLA: say why it is sooner.
+            lines.append(deadline_reason(ctx, ctx, ticket))
     lines.append(
         ctx._("Member: {name} (id {telegram_id})").format(
             name=escape(member.display_name or member.username or ""),

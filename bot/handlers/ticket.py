@@ -143,7 +143,7 @@ def deadline_reason(t: Translator, ctx: Context, ticket: TicketView) -> str:
             "⚡ Urgent: tickets about “{category}” get a first reply within {window}."
         ).format(category=category_name(t, ticket.category), window=t.duration(urgent))
     tier = ctx.shop.ladder.tier(ticket.tier_key)
-    return t._("As {tier}, you get a first reply within {window}.").format(
+    return t._("At your level ({tier}), the first reply comes within {window}.").format(
         tier=escape(tier.name(t.locale)), window=t.duration(tier.capabilities.sla_minutes)
     )
 

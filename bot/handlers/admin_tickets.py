@@ -168,8 +168,13 @@ async def ticket_action(ctx: Context, data: TicketAdminCallback) -> None:
                 [[back]],
             )
         case "resolve":
-            await resolve(ctx, ticket.id)
-            await show_ticket(ctx, ticket.id, ctx._("✅ Resolved; the member was asked to rate."))
+            said = await resolve(ctx, ticket.id)
+            resolved_now = ticket.status is not TicketStatus.RESOLVED
+            await show_ticket(
+                ctx,
+                ticket.id,
+                ctx._("✅ Resolved; the member was asked to rate.") if resolved_now else said,
+            )
         case "close":
             closed = await ctx.shop.tickets.close(ticket.id)
             if ticket.status is not TicketStatus.CLOSED:

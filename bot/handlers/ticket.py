@@ -292,6 +292,9 @@ async def member_translator(ctx: Context, member_id: int) -> Translator:
 async def resolve(ctx: Context, ticket_id: int) -> str:
     """Resolve for staff, ask the member for a rating; the line to tell staff."""
     staff = staff_locale(ctx)
+    if (await ctx.shop.tickets.get(ticket_id)).status is TicketStatus.RESOLVED:
+        # A second press of the staff post's button: the member was asked to rate already.
+        return staff._("Ticket #{id} is already resolved.").format(id=ticket_id)
     try:
         ticket = await ctx.shop.tickets.resolve(ticket_id, ctx.incoming.user_id)
     except ShopError as error:

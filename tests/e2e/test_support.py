@@ -210,6 +210,11 @@ async def test_staff_resolve_button_works_only_in_the_staff_chat(
     assert ticket.status == "resolved"
     assert len(bot.sent_to(member_chat.chat_id)) == before + 1
 
+    # The post keeps its button; a second press says so and does not ask the member again.
+    await staff.press(post.message_id, resolve, chat_id=STAFF_CHAT)
+    assert staff.answer() == t("zh_CN")._("Ticket #{id} is already resolved.").format(id=ticket.id)
+    assert len(bot.sent_to(member_chat.chat_id)) == before + 1
+
 
 async def test_forged_ticket_buttons_change_nothing(chat, bot: BotApiStub, shop: Shop) -> None:
     owner = chat(4401, language_code="zh-hans")

@@ -50,10 +50,13 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
             return t._("Your balance is not enough for this. Please top up first.")
         case ErrorCode.INSUFFICIENT_POINTS:
             available, needed = _number(error, "available", t), _number(error, "needed", t)
-            if available and needed:
-                return t._("You have {available} points, but this needs {needed}.").format(
-                    available=available, needed=needed
-                )
+            count = error.params.get("available")
+            if available and needed and isinstance(count, int):
+                return t.ngettext(
+                    "You have {available} point, but this needs {needed}.",
+                    "You have {available} points, but this needs {needed}.",
+                    count,
+                ).format(available=available, needed=needed)
             return t._("You do not have enough points for this.")
         case ErrorCode.OUT_OF_STOCK:
             left = error.params.get("available")

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, get_currency_symbol
 from babel.support import NullTranslations, Translations
 
 from core.members import SUPPORTED_LOCALES, locale_for
@@ -26,6 +26,11 @@ LOCALES_DIR = Path(__file__).with_name("locales")
 DOMAIN = "messages"
 
 __all__ = ["SUPPORTED_LOCALES", "Translator", "locale_for", "translations"]
+
+#: Symbols the shop's members know, whatever the locale: CLDR writes yuan as "CN¥" in
+#: English (to tell it from the yen), but every price in this shop is in yuan and its
+#: members, Chinese- or English-speaking, read it as "¥".
+SHOP_SYMBOLS: dict[str, str] = {"CNY": "¥"}
 
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention extractors look for
@@ -71,8 +76,24 @@ class Translator:
         return self._catalog.ngettext(singular, plural, n)
 
     def money(self, fen: int) -> str:
-        """An amount in 分 as the locale writes the shop currency (¥12.50, CN¥12.50)."""
-        return format_currency(Decimal(fen) / 100, self.currency, locale=self.locale)
+        """An amount in 分 in the shop currency, e.g. ¥1,234.56 (¥ for yuan in every locale)."""
+        text = format_currency(Decimal(fen) / 100, self.currency, locale=self.locale)
+        symbol = SHOP_SYMBOLS.get(self.currency)
+        if symbol is None:
+            return text
+        return text.replace(get_currency_symbol(self.currency, locale=self.locale), symbol, 1)
+
+    def duration(self, minutes: int) -> str:
+        """A support window as a person says it: "4 hours", "15 minutes"."""
+        if minutes % 60 == 0:
+            hours = minutes // 60
+            return self.ngettext("{count} hour", "{count} hours", hours).format(count=hours)
+        return self.ngettext("{count} minute", "{count} minutes", minutes).format(count=minutes)
+
+    def quarter(self, label: str) -> str:
+        """A quarter label from core (`2026Q4`) as the locale says it: 2026年第4季度, Q4 2026."""
+        year, number = label.split("Q")
+        return self._("Q{number} {year}").format(number=number, year=year)
 
     def number(self, value: int | Decimal) -> str:
         return format_decimal(value, locale=self.locale)

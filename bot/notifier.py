@@ -88,9 +88,12 @@ class TransportNotifier:
                 for admin_id in self._shop.settings.admin_ids:
                     t = await translator_for(self._shop, admin_id)
                     product = event.product
-                    text = t._(
+                    text = t.ngettext(
+                        "📉 Low stock: <b>{name}</b> ({sku}) has {stock} code left"
+                        " (restock below {threshold}).",
                         "📉 Low stock: <b>{name}</b> ({sku}) has {stock} codes left"
-                        " (restock below {threshold})."
+                        " (restock below {threshold}).",
+                        product.stock,
                     ).format(
                         name=escape(product.name(t.locale)),
                         sku=escape(product.sku),
@@ -112,25 +115,31 @@ class TransportNotifier:
                     " You keep it until {date}; meet its rule by then to stay."
                     " Send /level to see what is left."
                 ).format(
-                    quarter=event.quarter, tier=self._tier(t, event.tier), date=t.datetime(until)
+                    quarter=t.quarter(event.quarter),
+                    tier=self._tier(t, event.tier),
+                    date=t.datetime(until),
                 )
             case TierWarning():
                 return t._(
                     "⚠️ Last quarter ({quarter}) did not meet what your {tier} level needs."
                     " Meet it this quarter to keep your level. Send /level to see what is left."
-                ).format(quarter=event.quarter, tier=self._tier(t, event.tier))
+                ).format(quarter=t.quarter(event.quarter), tier=self._tier(t, event.tier))
             case Downgraded():
                 return t._(
-                    "Your level is now {to_tier} (was {from_tier}) after the review of {quarter}."
-                    " Send /level to see how to climb back."
+                    "After the review of {quarter}, your level has moved from {from_tier} to"
+                    " {to_tier}. Send /level to see how to climb back."
                 ).format(
                     to_tier=self._tier(t, event.to_tier),
                     from_tier=self._tier(t, event.from_tier),
-                    quarter=event.quarter,
+                    quarter=t.quarter(event.quarter),
                 )
             case PointsExpiring():
-                return t._(
-                    "⏳ {points} of your points expire on {date}. Use them at checkout before then!"
+                return t.ngettext(
+                    "⏳ You have {points} point expiring on {date}."
+                    " Use it at checkout before then!",
+                    "⏳ You have {points} points expiring on {date}."
+                    " Use them at checkout before then!",
+                    event.amount,
                 ).format(points=t.number(event.amount), date=t.datetime(event.expires_at))
 
     def _staff_text(self, t: Translator, event: TicketSlaWarning | TicketBreached) -> str:

@@ -359,6 +359,22 @@ class Tickets:
             _viewing().where(Ticket.member_id == member_id).order_by(Ticket.id.desc())
         )
 
+    async def last_authors(self, ticket_ids: Sequence[int]) -> dict[int, str]:
+        """Who wrote last on each ticket ("member" or "staff"): whose turn it is to answer."""
+        if not ticket_ids:
+            return {}
+        latest = (
+            select(func.max(TicketMessage.id))
+            .where(TicketMessage.ticket_id.in_(ticket_ids))
+            .group_by(TicketMessage.ticket_id)
+        )
+        query = select(TicketMessage.ticket_id, TicketMessage.author).where(
+            TicketMessage.id.in_(latest)
+        )
+        async with self._db.read() as session:
+            rows = await session.execute(query)
+            return {row[0]: row[1] for row in rows}
+
     async def messages(self, ticket_id: int) -> list[TicketMessageView]:
         query = (
             select(TicketMessage)

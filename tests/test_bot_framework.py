@@ -137,7 +137,7 @@ def test_money_numbers_and_times_follow_the_locale(shop: Shop) -> None:
     zh = Translator("zh_CN", currency="CNY", zone=shop.settings.zone)
     en = zh.for_locale("en")
     assert zh.money(123456) == "¥1,234.56"
-    assert en.money(5) == "CN¥0.05"
+    assert en.money(5) == "¥0.05"
     assert en.number(1234567) == "1,234,567"
     assert zh.datetime(shop.clock.now()) == "2026-11-22 10:00"
 
@@ -336,7 +336,7 @@ async def test_state_is_saved_only_when_the_handler_succeeds(shop: Shop) -> None
     await runtime.handle(_message("/refuse", 1), transport)
     assert transport.sent[-1] == (
         501,
-        "Your balance is CN¥0.00, CN¥1.00 short for this. Please top up first.",
+        "Your balance is ¥0.00, ¥1.00 short for this. Please top up first.",
     )
     await runtime.handle(_message("/crash", 2), transport)
     assert "something went wrong" in transport.sent[-1][1]

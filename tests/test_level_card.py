@@ -88,7 +88,7 @@ async def test_a_progress_reward_is_announced_and_named_on_balance(shop: Shop) -
     script = io.StringIO("/checkin\n/balance\n")
     await terminal_chat(build_runtime(shop), user_id=4242, lang="en", stdin=script, stdout=out)
     shown = out.getvalue()
-    assert "🎁 +50 points: you are 50% of the way to Silver!" in shown
+    assert "🎁 +50 points: your progress to Silver reached 50%!" in shown
     assert "Progress reward +50" in shown
     assert "Check-in +10" in shown
 

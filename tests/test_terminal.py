@@ -113,7 +113,7 @@ async def test_the_admin_looks_a_member_up_by_typing_their_id(admin_runtime: Run
     shown = await screen.type(str(SILVER))
     assert "Demo Silver @demo_silver · Telegram id 10002" in shown
     await screen.tap("Top up")
-    assert "CN¥12.50: and the reason?" in await screen.type("12.50")
+    assert "¥12.50: and the reason?" in await screen.type("12.50")
 
 
 async def test_messages_to_other_chats_say_whose_chat(admin_runtime: Runtime) -> None:

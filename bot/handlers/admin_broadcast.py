@@ -116,9 +116,12 @@ async def button_input(ctx: Context) -> None:
     button = parse_button(ctx.incoming.text)
     if button is None:
         await ctx.reply(
-            ctx._(
+            ctx.ngettext(
                 "Please send the label, a space, then a link starting with https://"
-                " (label up to {max} characters), or tap No button."
+                " (label up to {max} character), or tap No button.",
+                "Please send the label, a space, then a link starting with https://"
+                " (label up to {max} characters), or tap No button.",
+                BUTTON_TEXT_MAX,
             ).format(max=BUTTON_TEXT_MAX),
             [
                 [Button(ctx._("No button"), BroadcastCallback(action="nobutton"))],

@@ -23,7 +23,7 @@ from bot.handlers.admin import (
     section,
 )
 from bot.handlers.orders import status_name
-from bot.handlers.ticket import STATUS_NAMES, category_name
+from bot.handlers.ticket import category_name, staff_status
 from core.errors import ErrorCode, ShopError
 from core.members import MemberView
 from core.money import parse_yuan
@@ -104,9 +104,11 @@ async def card_text(ctx: Context, member: MemberView) -> str:
         for order in orders
     ] or [ctx._("none")]
     tickets = (await ctx.shop.tickets.for_member(member.id))[:RECENT]
+    last = await ctx.shop.tickets.last_authors([ticket.id for ticket in tickets])
     lines += ["", ctx._("<b>Tickets</b>")]
     lines += [
-        f"#{ticket.id} {category_name(ctx, ticket.category)} · {ctx._(STATUS_NAMES[ticket.status])}"
+        f"#{ticket.id} {category_name(ctx, ticket.category)}"
+        f" · {staff_status(ctx, ticket, last.get(ticket.id))}"
         for ticket in tickets
     ] or [ctx._("none")]
     return "\n".join(lines)

@@ -118,7 +118,11 @@ def invalid_text(ctx: Context, field: str, reason: str) -> str:
     if field == "sku":
         return ctx._("A SKU is 2 to 64 letters, digits, - or _, without spaces.")
     if field in ("name_zh", "name_en") and reason == "too_long":
-        return ctx._("That name is too long: at most {max} characters.").format(max=NAME_MAX)
+        return ctx.ngettext(
+            "That name is too long: at most {max} character.",
+            "That name is too long: at most {max} characters.",
+            NAME_MAX,
+        ).format(max=NAME_MAX)
     if field in ("name_zh", "name_en"):
         return ctx._("The name cannot be empty.")
     if field in ("base_price", "price"):

@@ -72,10 +72,14 @@ def summary_text(ctx: Context, summary: StatsSummary) -> str:
         ctx._("📊 <b>{window}</b> ({start} – {end})").format(
             window=window_label(ctx, summary.days), start=summary.date_from, end=summary.date_to
         ),
-        ctx._("Revenue: {amount} from {orders} orders ({codes} codes)").format(
+        ctx._("Revenue: {amount} from {orders} ({codes})").format(
             amount=ctx.money(summary.revenue),
-            orders=ctx.number(summary.orders),
-            codes=ctx.number(summary.codes_sold),
+            orders=ctx.ngettext("{count} order", "{count} orders", summary.orders).format(
+                count=ctx.number(summary.orders)
+            ),
+            codes=ctx.ngettext("{count} code", "{count} codes", summary.codes_sold).format(
+                count=ctx.number(summary.codes_sold)
+            ),
         ),
         ctx._("Refunds: {count}, {amount}").format(
             count=ctx.number(summary.refunds), amount=ctx.money(summary.refunded)

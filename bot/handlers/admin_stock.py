@@ -173,13 +173,16 @@ async def import_input(ctx: Context) -> None:
     else:
         lines = ctx.incoming.text.splitlines()
     report = await operations(ctx).admin.import_codes(actor(ctx), product.sku, lines)
+    duplicates = ctx.ngettext("{count} duplicate", "{count} duplicates", report.duplicate).format(
+        count=ctx.number(report.duplicate)
+    )
     text = ctx._(
-        "📥 <b>{sku}</b>: {added} added, {duplicate} duplicates, {rejected} rejected."
+        "📥 <b>{sku}</b>: {added} added, {duplicates}, {rejected} rejected."
         "\n{stock} in stock now. Send more, or go back."
     ).format(
         sku=escape(product.sku),
         added=ctx.number(report.added),
-        duplicate=ctx.number(report.duplicate),
+        duplicates=duplicates,
         rejected=ctx.number(report.rejected),
         stock=ctx.number(report.stock_after),
     )

@@ -20,14 +20,17 @@ from bot.handlers.admin import (
     section,
 )
 from bot.handlers.ticket import (
-    STATUS_NAMES,
     category_name,
     clip,
+    deadline_reason,
     deliver_to_member,
     member_translator,
+    order_label,
     rating_keyboard,
     resolve,
+    staff_status,
     ticket_keyboard,
+    urgent_window,
 )
 from core.tickets import TicketStatus, TicketView
 
@@ -45,10 +48,17 @@ class TicketAdminCallback(Callback):
     action: Literal["view", "reply", "resolve", "close"]
 
 
+def awaiting_first_reply(ticket: TicketView) -> bool:
+    """The first-response clock is running: open, unanswered and not paused."""
+    return (
+        ticket.status is TicketStatus.OPEN
+        and ticket.first_response_at is None
+        and ticket.paused_at is None
+    )
+
+
 def countdown(ctx: Context, ticket: TicketView) -> str:
     """Time left to the first-response deadline (or how late it is), in minutes."""
-    if ticket.first_response_at is not None:
-        return ctx._("answered")
     minutes = int((ticket.first_response_due - ctx.shop.clock.now()).total_seconds() // 60)
     if minutes < 0:
         return ctx.ngettext("⛔ {count} minute late", "⛔ {count} minutes late", -minutes).format(
@@ -59,18 +69,30 @@ def countdown(ctx: Context, ticket: TicketView) -> str:
     )
 
 
-def line(ctx: Context, ticket: TicketView) -> str:
+def headline(ctx: Context, ticket: TicketView) -> str:
     tier = escape(ctx.shop.ladder.tier(ticket.tier_key).name(ctx.locale))
-    category = category_name(ctx, ticket.category)
-    return f"#{ticket.id} · {category} · {tier} · {countdown(ctx, ticket)}"
+    return f"#{ticket.id} · {category_name(ctx, ticket.category)} · {tier}"
+
+
+def line(ctx: Context, ticket: TicketView, last_author: str | None) -> str:
+    """A queue line: the countdown while the first reply is due, else whose turn it is."""
+    state = (
+        countdown(ctx, ticket)
+        if awaiting_first_reply(ticket)
+        else staff_status(ctx, ticket, last_author)
+    )
+    return f"{headline(ctx, ticket)} · {state}"
 
 
 @section("tickets")
 async def queue(ctx: Context) -> None:
     ctx.state.clear()
     tickets = await ctx.shop.tickets.queue(limit=QUEUE_SIZE)
+    last = await ctx.shop.tickets.last_authors([ticket.id for ticket in tickets])
     lines = [ctx._("🎫 <b>Open tickets</b>, soonest deadline first")]
-    lines += [line(ctx, ticket) for ticket in tickets] or [ctx._("No open tickets. 🎉")]
+    lines += [line(ctx, ticket, last.get(ticket.id)) for ticket in tickets] or [
+        ctx._("No open tickets. 🎉")
+    ]
     keyboard: list[list[Button]] = [
         [Button(f"#{ticket.id}", TicketAdminCallback(ticket=ticket.id, action="view"))]
         for ticket in tickets
@@ -86,7 +108,10 @@ def card_keyboard(ctx: Context, ticket: TicketView) -> Keyboard:
     rows: list[list[Button]] = []
     if ticket.status is not TicketStatus.CLOSED:
         rows.append([button(ctx._("✍️ Take and reply"), "reply")])
-        rows.append([button(ctx._("✅ Resolve"), "resolve"), button(ctx._("🔒 Close"), "close")])
+        finish = [button(ctx._("🔒 Close"), "close")]
+        if ticket.status is not TicketStatus.RESOLVED:
+            finish.insert(0, button(ctx._("✅ Resolve"), "resolve"))
+        rows.append(finish)
     rows += [[Button(ctx._("« Queue"), AdminCallback(section="tickets"))], [home_button(ctx)]]
     return rows
 
@@ -94,17 +119,31 @@ def card_keyboard(ctx: Context, ticket: TicketView) -> Keyboard:
 async def show_ticket(ctx: Context, ticket_id: int, notice: str | None = None) -> None:
     ticket = await ctx.shop.tickets.get(ticket_id)
     member = await ctx.shop.members.get(ticket.member_id)
+    messages = await ctx.shop.tickets.messages(ticket.id)
+    last_author = messages[-1].author if messages else None
     lines = [notice, ""] if notice else []
     lines += [
-        f"<b>{line(ctx, ticket)}</b>",
-        ctx._("Status: {status}").format(status=ctx._(STATUS_NAMES[ticket.status])),
+        f"<b>{headline(ctx, ticket)}</b>",
+        ctx._("Status: {status}").format(status=staff_status(ctx, ticket, last_author)),
+    ]
+    if awaiting_first_reply(ticket):
+        lines.append(
+            ctx._("Reply by: {time}").format(time=ctx.datetime(ticket.first_response_due))
+            + f" · {countdown(ctx, ticket)}"
+        )
+        if urgent_window(ctx, ticket) is not None:
+            # The tier in the headline would promise its own SLA: say why it is sooner.
+            lines.append(deadline_reason(ctx, ctx, ticket))
+    lines.append(
         ctx._("Member: {name} (id {telegram_id})").format(
             name=escape(member.display_name or member.username or ""),
             telegram_id=member.telegram_id,
-        ),
-        "",
-    ]
-    messages = await ctx.shop.tickets.messages(ticket.id)
+        )
+    )
+    if ticket.order_id is not None:
+        order = await ctx.shop.orders.get(ticket.member_id, ticket.order_id)
+        lines.append(ctx._("Order: {order}").format(order=escape(order_label(ctx, order))))
+    lines.append("")
     for message in messages[-SHOWN_MESSAGES:]:
         who = ctx._("Member") if message.author == "member" else ctx._("Support")
         lines.append(f"<b>{who}</b> · {ctx.datetime(message.created_at)}\n{clip(message.text)}")
@@ -129,8 +168,13 @@ async def ticket_action(ctx: Context, data: TicketAdminCallback) -> None:
                 [[back]],
             )
         case "resolve":
-            await resolve(ctx, ticket.id)
-            await show_ticket(ctx, ticket.id, ctx._("✅ Resolved; the member was asked to rate."))
+            said = await resolve(ctx, ticket.id)
+            resolved_now = ticket.status is not TicketStatus.RESOLVED
+            await show_ticket(
+                ctx,
+                ticket.id,
+                ctx._("✅ Resolved; the member was asked to rate.") if resolved_now else said,
+            )
         case "close":
             closed = await ctx.shop.tickets.close(ticket.id)
             if ticket.status is not TicketStatus.CLOSED:

@@ -106,9 +106,11 @@ async def show_balance(ctx: Context) -> None:
     ]
     if points.expiring and points.expiring_at is not None:
         lines.append(
-            ctx._("⚠️ {points} points expire on {date}. Use them at checkout before then!").format(
-                points=ctx.number(points.expiring), date=ctx.datetime(points.expiring_at)
-            )
+            ctx.ngettext(
+                "⚠️ {points} point expires on {date}. Use it at checkout before then!",
+                "⚠️ {points} points expire on {date}. Use them at checkout before then!",
+                points.expiring,
+            ).format(points=ctx.number(points.expiring), date=ctx.datetime(points.expiring_at))
         )
     if statement:
         lines += ["", ctx._("<b>Latest points</b>")]

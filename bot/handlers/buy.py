@@ -220,18 +220,32 @@ def breakdown(ctx: Context, product: ProductView, quote: Quote) -> list[str]:
                 tier=escape(tier), amount=ctx.money(quote.discount)
             )
         )
+    # Each unit is priced (and rounded) on its own, so the total is exactly units × price.
+    lines.append(
+        ctx._("Unit price {unit} × {quantity} = {subtotal}").format(
+            unit=ctx.money(quote.unit_price),
+            quantity=ctx.number(quote.quantity),
+            subtotal=ctx.money(quote.subtotal),
+        )
+    )
     if quote.points_used:
         lines.append(
-            ctx._("Points: −{amount} ({points} points)").format(
-                amount=ctx.money(quote.points_value), points=ctx.number(quote.points_used)
+            ctx.ngettext(
+                "Points: −{amount} ({points} point)",
+                "Points: −{amount} ({points} points)",
+                quote.points_used,
+            ).format(amount=ctx.money(quote.points_value), points=ctx.number(quote.points_used))
+        )
+    lines.append(ctx._("<b>To pay: {amount}</b>").format(amount=ctx.money(quote.total)))
+    if quote.affordable:
+        lines.append(
+            ctx._("Balance: {balance} → {after}").format(
+                balance=ctx.money(quote.balance), after=ctx.money(quote.balance_after)
             )
         )
-    lines += [
-        ctx._("<b>To pay: {amount}</b>").format(amount=ctx.money(quote.total)),
-        ctx._("Balance: {balance} → {after}").format(
-            balance=ctx.money(quote.balance), after=ctx.money(max(quote.balance_after, 0))
-        ),
-    ]
+    else:
+        # No arrow to ¥0.00: nothing is charged, and the member needs the shortfall.
+        lines.append(ctx._("Balance: {balance}").format(balance=ctx.money(quote.balance)))
     return lines
 
 
@@ -320,7 +334,9 @@ async def deliver(ctx: Context, purchase: Purchase) -> None:
     ]
     if purchase.new_tier is not None:
         tier = ctx.shop.ladder.tier(purchase.new_tier).name(ctx.locale)
-        head.append(ctx._("🎉 Congratulations! You are now {tier}.").format(tier=escape(tier)))
+        head.append(
+            ctx._("🎉 Congratulations! Your level is now {tier}.").format(tier=escape(tier))
+        )
     head += reward_lines(ctx, purchase.rewards)
     keyboard: Keyboard = [
         [

@@ -29,6 +29,14 @@ def streak_text(ctx: Context, days: int) -> str:
     ).format(count=ctx.number(days))
 
 
+def tomorrow_text(ctx: Context, points: int) -> str:
+    return ctx.ngettext(
+        "Come back tomorrow for +{points} point.",
+        "Come back tomorrow for +{points} points.",
+        points,
+    ).format(points=ctx.number(points))
+
+
 @conversation.command("checkin", description=N_("Daily check-in for points"))
 @conversation.menu("checkin")
 async def check_in(ctx: Context) -> None:
@@ -41,11 +49,13 @@ async def check_in(ctx: Context) -> None:
         await already_checked_in(ctx)
         return
     lines = [
-        ctx._("✅ <b>Checked in!</b> +{points} points").format(points=ctx.number(result.points)),
+        ctx.ngettext(
+            "✅ <b>Checked in!</b> +{points} point",
+            "✅ <b>Checked in!</b> +{points} points",
+            result.points,
+        ).format(points=ctx.number(result.points)),
         streak_text(ctx, result.streak),
-        ctx._("Come back tomorrow for +{points} points.").format(
-            points=ctx.number(result.tomorrow_points)
-        ),
+        tomorrow_text(ctx, result.tomorrow_points),
         ctx._("Points balance: {points}").format(points=ctx.number(result.available)),
     ]
     after = (await ctx.shop.members.get(ctx.member.id)).tier_key
@@ -53,7 +63,7 @@ async def check_in(ctx: Context) -> None:
         ladder = ctx.shop.ladder
         name = escape(ladder.tier(after).name(ctx.locale))
         if ladder.index(after) > ladder.index(before):
-            lines.append(ctx._("🎉 Congratulations! You are now {tier}.").format(tier=name))
+            lines.append(ctx._("🎉 Congratulations! Your level is now {tier}.").format(tier=name))
         else:
             lines.append(ctx._("Your level is now {tier}.").format(tier=name))
     lines += reward_lines(ctx, result.rewards)
@@ -67,8 +77,6 @@ async def already_checked_in(ctx: Context) -> None:
             time=ctx.datetime(status.next_at)
         ),
         streak_text(ctx, status.streak),
-        ctx._("Come back tomorrow for +{points} points.").format(
-            points=ctx.number(status.tomorrow_points)
-        ),
+        tomorrow_text(ctx, status.tomorrow_points),
     ]
     await ctx.reply("\n".join(lines), checkin_keyboard(ctx))

@@ -39,6 +39,11 @@ METRIC_LABELS: dict[Metric, str] = {
     Metric.GROWTH_POINTS: N_("Growth points"),
 }
 
+#: A met "at most 0" rule said as the fact it is ("近三个月无严重违规"), not as "0 (at most 0)".
+NONE_LABELS: dict[Metric, str] = {
+    Metric.VIOLATIONS_90D: N_("No serious violations in the last 3 months"),
+}
+
 #: Product pools as members know them.
 POOL_NAMES: dict[str, str] = {
     "basic": N_("standard items"),
@@ -69,13 +74,6 @@ def discount(ctx: Context, rate: int) -> str:
     return ctx._("Prices: {off} off").format(off=f"{100 - rate}%", zhe=zhe)
 
 
-def duration(ctx: Context, minutes: int) -> str:
-    if minutes % 60 == 0:
-        hours = minutes // 60
-        return ctx.ngettext("{count} hour", "{count} hours", hours).format(count=hours)
-    return ctx.ngettext("{count} minute", "{count} minutes", minutes).format(count=minutes)
-
-
 def _multiplier(ctx: Context, caps: Capabilities) -> str | None:
     multiplier = Decimal(str(caps.checkin_multiplier)).normalize()
     if multiplier == 1:
@@ -96,7 +94,7 @@ def _batch(ctx: Context, caps: Capabilities) -> str:
 
 
 def _sla(ctx: Context, caps: Capabilities) -> str:
-    return ctx._("Support answers within {time}").format(time=duration(ctx, caps.sla_minutes))
+    return ctx._("Support answers within {time}").format(time=ctx.duration(caps.sla_minutes))
 
 
 def _export(ctx: Context, caps: Capabilities) -> str | None:
@@ -133,8 +131,8 @@ def reward_lines(ctx: Context, rewards: tuple[ProgressReward, ...]) -> list[str]
     """One line per progress reward just paid, for the reply to what earned it."""
     return [
         ctx.ngettext(
-            "🎁 +{points} point: you are {percent}% of the way to {tier}!",
-            "🎁 +{points} points: you are {percent}% of the way to {tier}!",
+            "🎁 +{points} point: your progress to {tier} reached {percent}%!",
+            "🎁 +{points} points: your progress to {tier} reached {percent}%!",
             reward.points,
         ).format(
             points=ctx.number(reward.points),
@@ -176,7 +174,9 @@ def left_text(ctx: Context, condition: ConditionProgress) -> str:
                 left,
             ).format(count=ctx.number(left))
         case Metric.GROWTH_POINTS:
-            return ctx._("earn {count} more growth points").format(count=ctx.number(left))
+            return ctx.ngettext(
+                "earn {count} more growth point", "earn {count} more growth points", left
+            ).format(count=ctx.number(left))
 
 
 def amount(ctx: Context, condition: ConditionProgress, value: int) -> str:
@@ -188,6 +188,9 @@ def amount(ctx: Context, condition: ConditionProgress, value: int) -> str:
 
 
 def condition_line(ctx: Context, condition: ConditionProgress) -> str:
+    none_label = NONE_LABELS.get(condition.metric)
+    if none_label and condition.bound == "max" and condition.required == 0 and condition.met:
+        return "✅ " + ctx._(none_label)
     label = ctx._(METRIC_LABELS.get(condition.metric, condition.metric.value))
     if condition.bound == "max":
         shown = ctx._("{label}: {current} (at most {required})")

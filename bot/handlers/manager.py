@@ -92,7 +92,7 @@ async def refuse(ctx: Context, required: str | None) -> None:
         ctx._("👤 A dedicated manager comes with <b>{tier}</b> and above.").format(
             tier=escape(ladder.tier(required).name(ctx.locale))
         ),
-        ctx._("You are {tier} now.").format(
+        ctx._("Your level is {tier}.").format(
             tier=escape(ladder.tier(evaluation.tier).name(ctx.locale))
         ),
     ]

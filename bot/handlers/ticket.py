@@ -51,9 +51,17 @@ CATEGORY_NAMES: dict[str, str] = {
     "other": N_("Something else"),
 }
 
-STATUS_NAMES: dict[TicketStatus, str] = {
+#: A ticket's state as its member reads it; an open one depends on who wrote last.
+MEMBER_STATUS: dict[TicketStatus, str] = {
     TicketStatus.OPEN: N_("waiting for support"),
     TicketStatus.WAITING: N_("waiting for your answer"),
+    TicketStatus.RESOLVED: N_("resolved"),
+    TicketStatus.CLOSED: N_("closed"),
+}
+#: The same for staff, whose "waiting" is the member's turn.
+STAFF_STATUS: dict[TicketStatus, str] = {
+    TicketStatus.OPEN: N_("waiting for support"),
+    TicketStatus.WAITING: N_("waiting for the member (deadline paused)"),
     TicketStatus.RESOLVED: N_("resolved"),
     TicketStatus.CLOSED: N_("closed"),
 }
@@ -96,6 +104,48 @@ class TicketResolveCallback(Callback):
 def category_name(t: Translator, category: str) -> str:
     label = CATEGORY_NAMES.get(category)
     return t._(label) if label else escape(category)
+
+
+def member_status(t: Translator, ticket: TicketView, last_author: str | None) -> str:
+    """What the member reads: an open ticket last answered by staff is not "waiting"."""
+    if ticket.status is TicketStatus.OPEN and last_author == "staff":
+        return t._("support has replied")
+    return t._(MEMBER_STATUS[ticket.status])
+
+
+def staff_status(t: Translator, ticket: TicketView, last_author: str | None) -> str:
+    """What staff read: whose turn it is, so an answered ticket never says "waiting for support"."""
+    answered = ticket.first_response_at is not None
+    if ticket.status is TicketStatus.OPEN and answered:
+        if last_author == "staff":
+            return t._("answered, waiting for the member")
+        if last_author == "member":
+            return t._("the member wrote again, waiting for support")
+    if ticket.status is TicketStatus.WAITING and answered:
+        # The deadline was met already; only the member's turn is left to say.
+        return t._("answered, waiting for the member")
+    return t._(STAFF_STATUS[ticket.status])
+
+
+def urgent_window(ctx: Context, ticket: TicketView) -> int | None:
+    """Minutes of the urgent window when it, not the tier's SLA, set the deadline."""
+    tier_minutes = ctx.shop.ladder.tier(ticket.tier_key).capabilities.sla_minutes
+    window = ctx.shop.tickets.window(ticket.tier_key, ticket.category)
+    minutes = int(window.total_seconds() // 60)
+    return minutes if minutes < tier_minutes else None
+
+
+def deadline_reason(t: Translator, ctx: Context, ticket: TicketView) -> str:
+    """Why the first reply is due when it is, in the words /level uses for the tier's SLA."""
+    urgent = urgent_window(ctx, ticket)
+    if urgent is not None:
+        return t._(
+            "⚡ Urgent: tickets about “{category}” get a first reply within {window}."
+        ).format(category=category_name(t, ticket.category), window=t.duration(urgent))
+    tier = ctx.shop.ladder.tier(ticket.tier_key)
+    return t._("At your level ({tier}), the first reply comes within {window}.").format(
+        tier=escape(tier.name(t.locale)), window=t.duration(tier.capabilities.sla_minutes)
+    )
 
 
 def clip(text: str) -> str:
@@ -193,6 +243,8 @@ async def relay_member_message(
         lines.append(t._("Order: {order}").format(order=escape(order_label(t, order))))
     if ticket.first_response_at is None:
         lines.append(t._("Reply by: {time}").format(time=t.datetime(ticket.first_response_due)))
+        if urgent_window(ctx, ticket) is not None:
+            lines.append(deadline_reason(t, ctx, ticket))
     lines += [
         "",
         clip(text),
@@ -240,6 +292,9 @@ async def member_translator(ctx: Context, member_id: int) -> Translator:
 async def resolve(ctx: Context, ticket_id: int) -> str:
     """Resolve for staff, ask the member for a rating; the line to tell staff."""
     staff = staff_locale(ctx)
+    if (await ctx.shop.tickets.get(ticket_id)).status is TicketStatus.RESOLVED:
+        # A second press of the staff post's button: the member was asked to rate already.
+        return staff._("Ticket #{id} is already resolved.").format(id=ticket_id)
     try:
         ticket = await ctx.shop.tickets.resolve(ticket_id, ctx.incoming.user_id)
     except ShopError as error:
@@ -308,12 +363,14 @@ async def choose_topic(ctx: Context) -> None:
     ctx.state.clear()
     tickets = await ctx.shop.tickets.for_member(ctx.member.id)
     still_open = [t for t in tickets if t.status is not TicketStatus.CLOSED][:LISTED_TICKETS]
+    last = await ctx.shop.tickets.last_authors([ticket.id for ticket in still_open])
     lines = [ctx._("💬 <b>Support</b>")]
     keyboard: list[list[Button]] = []
     if still_open:
         lines.append(ctx._("Your open tickets:"))
         for ticket in still_open:
-            topic, status = category_name(ctx, ticket.category), ctx._(STATUS_NAMES[ticket.status])
+            topic = category_name(ctx, ticket.category)
+            status = member_status(ctx, ticket, last.get(ticket.id))
             lines.append(f"#{ticket.id} · {topic} · {status}")
             keyboard.append(
                 [
@@ -400,12 +457,10 @@ async def ticket_text(ctx: Context) -> None:
     ctx.state.set("ticket:followup", ticket=ticket.id)
     first = (await ctx.shop.tickets.messages(ticket.id))[0]
     await relay_member_message(ctx, ticket, first.id, text, opened=True)
-    tier = escape(ctx.shop.ladder.tier(ticket.tier_key).name(ctx.locale))
     lines = [
         ctx._("✅ <b>Ticket #{id}</b> is open.").format(id=ticket.id),
-        ctx._("As a {tier} you get a first reply by {time}.").format(
-            tier=tier, time=ctx.datetime(ticket.first_response_due)
-        ),
+        deadline_reason(ctx, ctx, ticket),
+        ctx._("First reply by {time}.").format(time=ctx.datetime(ticket.first_response_due)),
         ctx._(
             "The answer arrives in this chat. Anything else you write now is added to the ticket."
         ),

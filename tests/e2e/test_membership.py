@@ -100,13 +100,22 @@ async def test_check_in_twice_refuses_the_second_with_the_next_opening(
     assert lots == 10
     tr = t(locale)
     assert (
-        tr._("✅ <b>Checked in!</b> +{points} points")
+        tr.ngettext(
+            "✅ <b>Checked in!</b> +{points} point", "✅ <b>Checked in!</b> +{points} points", 10
+        )
         .format(points=10)
         .replace("<b>", "")
         .replace("</b>", "")
         in first.text
     )
-    assert tr._("Come back tomorrow for +{points} points.").format(points=15) in first.text
+    assert (
+        tr.ngettext(
+            "Come back tomorrow for +{points} point.",
+            "Come back tomorrow for +{points} points.",
+            15,
+        ).format(points=15)
+        in first.text
+    )
     if locale == "zh_CN":
         assert "签到成功" in first.text
 
@@ -334,7 +343,7 @@ async def test_silver_member_is_told_which_tier_opens_the_manager(
         in refusal.text
     )
     if locale == "zh_CN":
-        assert "专属客户经理为钻石会员及以上会员专享" in refusal.text
+        assert "专属客户经理为钻石会员及以上等级专享" in refusal.text
     await member_chat.say("随便说点什么")
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(ManagerMessage.id))) == 0

@@ -321,7 +321,11 @@ async def test_orders_reveal_codes_and_balance_shows_the_ledger(
     assert f"{text(locale, 'Top-up')} +{money(locale, TOP_UP)}" in shown
     assert f"{text(locale, 'Purchase')} −{money(locale, order.total)}" in shown
     assert f"#{order.id}" in shown
-    warning = text(locale, "⚠️ {points} points expire on {date}. Use them at checkout before then!")
+    warning = Translator(locale, currency="CNY", zone=UTC).ngettext(
+        "⚠️ {points} point expires on {date}. Use it at checkout before then!",
+        "⚠️ {points} points expire on {date}. Use them at checkout before then!",
+        40,
+    )
     assert warning.split("{date}")[0].format(points="40") in shown
 
 
@@ -340,7 +344,7 @@ async def test_a_purchase_that_earns_a_tier_announces_it_with_the_codes(
     silver = (await shop.members.get(member_id)).tier_key
     assert silver == "silver"  # ¥570 spent passes silver's ¥500
     name = shop.ladder.tier(silver).name(locale)
-    assert text(locale, "🎉 Congratulations! You are now {tier}.").format(tier=name) in (
+    assert text(locale, "🎉 Congratulations! Your level is now {tier}.").format(tier=name) in (
         paid.text or ""
     )
     [order] = await shop.orders.recent(member_id)
@@ -402,16 +406,58 @@ async def test_gold_exports_own_orders_and_silver_cannot(
     assert not [m for m in silver.api.sent_to(silver.chat_id) if m.file is not None]
 
 
+@pytest.mark.parametrize("locale", list(LOCALES))
+async def test_confirmation_shows_the_unit_price_each_unit_is_rounded_to(
+    chat: Callable[..., Chat], shop: Shop, locale: str
+) -> None:
+    """Silver's 9折 of ¥9.35 is ¥8.415, rounded per unit to ¥8.42: ten cost ¥84.20, not
+    ¥84.15, and the confirmation says so with the unit price."""
+    await seed(shop)
+    await shop.catalog.create_product("CARD-935", "steam", "点卡 ¥9.35", "Card ¥9.35", 935)
+    await shop.stock.import_codes("CARD-935", [f"CARD-935-{n:02d}" for n in range(10)])
+    member, member_id = await buyer(chat, shop, 2014, locale)
+    product = await open_product(member, locale, "点卡" if locale == "zh_CN" else "Card")
+    confirm = await press(member, product, "10")
+    shown = confirm.text or ""
+    unit = text(locale, "Unit price {unit} × {quantity} = {subtotal}").format(
+        unit="¥8.42", quantity=10, subtotal="¥84.20"
+    )
+    assert unit in shown
+    assert "¥84.15" not in shown
+    assert "CN¥" not in shown
+    assert (
+        text(locale, "<b>To pay: {amount}</b>")
+        .format(amount="¥84.20")
+        .replace("<b>", "")
+        .replace("</b>", "")
+        in shown
+    )
+
+    await press(member, confirm, text(locale, "✅ Pay {total}").split("{total}")[0])
+    [order] = await shop.orders.recent(member_id)
+    assert (order.quantity, order.total) == (10, 8_420)
+
+
+@pytest.mark.parametrize("locale", list(LOCALES))
 async def test_short_balance_says_how_much_is_missing(
-    chat: Callable[..., Chat], shop: Shop
+    chat: Callable[..., Chat], shop: Shop, locale: str
 ) -> None:
     ids = await seed(shop)
-    member, member_id = await buyer(chat, shop, 2013, "en")
+    member, member_id = await buyer(chat, shop, 2013, locale)
     await shop.wallet.adjust(member_id, -(TOP_UP - 5_000), actor="test", reason="spent elsewhere")
-    confirm = await confirmation(member, "en", "2")
+    confirm = await confirmation(member, locale, "2")
     quote = await shop.orders.quote(member_id, ids["steam"], 2)
-    missing = money("en", quote.total - 5_000)
-    assert f"Your balance is {missing} short" in (confirm.text or "")
+    shown = confirm.text or ""
+    # The balance, the total and the shortfall; no "balance → ¥0.00" as if it were charged.
+    assert text(locale, "Balance: {balance}").format(balance=money(locale, 5_000)) in shown
+    assert money(locale, quote.total) in shown
+    assert "→" not in shown
+    assert money(locale, 0) not in shown
+    missing = money(locale, quote.total - 5_000)
+    short = text(locale, "⚠️ Your balance is {missing} short. Please top up first: contact support.")
+    assert short.format(missing=missing) in shown
+    if locale == "zh_CN":
+        assert f"还差 {missing}" in shown
     assert not [b for b in confirm.buttons if b["text"].startswith("✅ Pay")]
     assert [b["callback_data"] for b in confirm.buttons if b["text"].startswith("💬")] == [
         "menu:ticket"

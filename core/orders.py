@@ -15,9 +15,12 @@ async engine's greenlet on PostgreSQL):
    with `UPDATE ... RETURNING`;
 3. purchase points and the activity event are keyed by the order id.
 
-Any refusal raises inside the transaction, so a failed purchase leaves nothing behind;
-a crash after commit loses nothing either, since the codes are already the buyer's and
-`reveal` shows them again.
+Risk control (`core.risk`) counts the member's window between steps 1 and 2, under the
+same lock, and refuses a member at a limit. Steps 2 and 3 run in a savepoint: a refusal
+there rolls them back and leaves only the refusal counted against the member (once per
+idempotency key), so a failed purchase moves no money and no code; a crash after commit
+loses nothing either, since the codes are already the buyer's and `reveal` shows them
+again.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, sel
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import activity, points
+from core import activity, points, risk
 from core.clock import Clock
 from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
@@ -331,7 +334,7 @@ class Orders:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
         now = self._clock.now()
         paid = await self._db.run(
-            lambda conn: self._purchase_on(
+            lambda conn: self._attempt_on(
                 conn,
                 member_id,
                 product_id,
@@ -342,6 +345,8 @@ class Orders:
                 now=now,
             )
         )
+        if isinstance(paid, ShopError):
+            raise paid
         purchase = Purchase(
             order=paid.order,
             codes=[self._vault.decrypt(secret) for secret in paid.secrets],
@@ -353,7 +358,7 @@ class Orders:
         moved = await self._after_paid(paid.order)
         return replace(purchase, new_tier=moved.to_tier) if moved else purchase
 
-    def _purchase_on(
+    def _attempt_on(
         self,
         conn: Connection,
         member_id: int,
@@ -364,8 +369,8 @@ class Orders:
         use_points: bool,
         expected_total: int | None,
         now: datetime,
-    ) -> _Paid:
-        """The purchase transaction's statements; any refusal raises and rolls it all back."""
+    ) -> _Paid | ShopError:
+        """The purchase transaction; a refusal is returned, to commit what counts it."""
         query = _purchase_query(with_points=use_points, lock=conn.dialect.name == "postgresql")
         params = _facts_params(member_id, product_id, now if use_points else None)
         row = conn.execute(query, {**params, "key": key}).one_or_none()
@@ -373,6 +378,33 @@ class Orders:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row[-1] is not None:
             return self._replay_on(conn, member_id, key)
+        limited = risk.check_on(conn, self._ladder.risk, member_id, now)
+        if limited is not None:
+            return limited
+        try:
+            with conn.begin_nested():
+                return self._purchase_on(
+                    conn, row, member_id, product_id, quantity, key,
+                    use_points=use_points, expected_total=expected_total, now=now,
+                )  # fmt: skip
+        except ShopError as refusal:
+            risk.record_failure_on(conn, member_id, key, refusal.code, now)
+            return refusal
+
+    def _purchase_on(
+        self,
+        conn: Connection,
+        row: AnyRow,
+        member_id: int,
+        product_id: int,
+        quantity: int,
+        key: str,
+        *,
+        use_points: bool,
+        expected_total: int | None,
+        now: datetime,
+    ) -> _Paid:
+        """The purchase's writes, priced from `row`; any refusal raises."""
         facts = _facts(row, member_id, product_id)
         priced = quote(self._ladder, facts, quantity, use_points=use_points)
         if expected_total is not None and expected_total != priced.total:

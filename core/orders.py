@@ -15,12 +15,14 @@ async engine's greenlet on PostgreSQL):
    with `UPDATE ... RETURNING`;
 3. purchase points and the activity event are keyed by the order id.
 
-Risk control (`core.risk`) counts the member's window between steps 1 and 2, under the
-same lock, and refuses a member at a limit. Steps 2 and 3 run in a savepoint: a refusal
-there rolls them back and leaves only the refusal counted against the member (once per
-idempotency key), so a failed purchase moves no money and no code; a crash after commit
-loses nothing either, since the codes are already the buyer's and `reveal` shows them
-again.
+Risk control (`core.risk`) reads the member's window between steps 1 and 2, under the
+same lock, and refuses a member at a limit. Every refusal the facts already decide
+(price, tier, quantity, balance) is made before the first write and counted against
+the member in the same transaction, so concurrent attempts are counted exactly; one
+that only the writes discover (the last codes claimed by someone else) rolls the whole
+transaction back and is counted just after it. Either way a failed purchase moves no
+money and no code, and a crash after commit loses nothing, since the codes are already
+the buyer's and `reveal` shows them again.
 """
 
 from __future__ import annotations
@@ -333,20 +335,53 @@ class Orders:
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
         now = self._clock.now()
-        paid = await self._db.run(
-            lambda conn: self._attempt_on(
-                conn,
-                member_id,
-                product_id,
-                quantity,
-                idempotency_key,
-                use_points=use_points,
-                expected_total=expected_total,
-                now=now,
-            )
+        paid = await self._attempt(
+            member_id,
+            product_id,
+            quantity,
+            idempotency_key,
+            use_points=use_points,
+            expected_total=expected_total,
+            now=now,
         )
         if isinstance(paid, ShopError):
             raise paid
+        return await self._delivered(paid)
+
+    async def _attempt(
+        self,
+        member_id: int,
+        product_id: int,
+        quantity: int,
+        key: str,
+        *,
+        use_points: bool,
+        expected_total: int | None,
+        now: datetime,
+    ) -> _Paid | ShopError:
+        """The purchase transaction, and a refusal its writes ran into counted after it."""
+        try:
+            return await self._db.run(
+                lambda conn: self._attempt_on(
+                    conn,
+                    member_id,
+                    product_id,
+                    quantity,
+                    key,
+                    use_points=use_points,
+                    expected_total=expected_total,
+                    now=now,
+                )
+            )
+        except ShopError as refusal:
+            code = refusal.code
+            if risk.counts(refusal):
+                await self._db.run(
+                    lambda conn: risk.record_failure_on(conn, member_id, key, code, now)
+                )
+            raise
+
+    async def _delivered(self, paid: _Paid) -> Purchase:
         purchase = Purchase(
             order=paid.order,
             codes=[self._vault.decrypt(secret) for secret in paid.secrets],
@@ -370,7 +405,8 @@ class Orders:
         expected_total: int | None,
         now: datetime,
     ) -> _Paid | ShopError:
-        """The purchase transaction; a refusal is returned, to commit what counts it."""
+        """The purchase transaction; a refusal decided before any write is returned, so
+        that what counts it commits, and one the writes run into raises."""
         query = _purchase_query(with_points=use_points, lock=conn.dialect.name == "postgresql")
         params = _facts_params(member_id, product_id, now if use_points else None)
         row = conn.execute(query, {**params, "key": key}).one_or_none()
@@ -378,37 +414,52 @@ class Orders:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row[-1] is not None:
             return self._replay_on(conn, member_id, key)
-        limited = risk.check_on(conn, self._ladder.risk, member_id, now)
-        if limited is not None:
-            return limited
+        verdict = risk.check_on(conn, self._ladder.risk, member_id, key, now)
+        if verdict.paid:
+            return self._replay_on(conn, member_id, key)
+        if verdict.refusal is not None:
+            return verdict.refusal
         try:
-            with conn.begin_nested():
-                return self._purchase_on(
-                    conn, row, member_id, product_id, quantity, key,
-                    use_points=use_points, expected_total=expected_total, now=now,
-                )  # fmt: skip
+            facts = _facts(row, member_id, product_id)
+            priced = self._price(facts, quantity, use_points=use_points, expected=expected_total)
         except ShopError as refusal:
             risk.record_failure_on(conn, member_id, key, refusal.code, now)
             return refusal
+        return self._purchase_on(
+            conn, row, facts, priced, member_id, product_id, quantity, key, now=now
+        )
+
+    def _price(
+        self, facts: PricingInput, quantity: int, *, use_points: bool, expected: int | None
+    ) -> Quote:
+        """The price charged, or the refusal the facts already decide."""
+        priced = quote(self._ladder, facts, quantity, use_points=use_points)
+        if expected is not None and expected != priced.total:
+            raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
+        if priced.balance_after < 0:
+            # The balance read is the one the debit will guard (the member row is held).
+            raise ShopError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                balance=facts.balance,
+                required=priced.total,
+                missing=-priced.balance_after,
+            )
+        return priced
 
     def _purchase_on(
         self,
         conn: Connection,
         row: AnyRow,
+        facts: PricingInput,
+        priced: Quote,
         member_id: int,
         product_id: int,
         quantity: int,
         key: str,
         *,
-        use_points: bool,
-        expected_total: int | None,
         now: datetime,
     ) -> _Paid:
-        """The purchase's writes, priced from `row`; any refusal raises."""
-        facts = _facts(row, member_id, product_id)
-        priced = quote(self._ladder, facts, quantity, use_points=use_points)
-        if expected_total is not None and expected_total != priced.total:
-            raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
+        """The purchase's writes; a refusal here (the claim came up short) raises."""
         order_id = conn.scalar(
             insert_ignoring_conflict_on(conn, Order),
             {

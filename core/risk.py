@@ -61,12 +61,24 @@ class Trip:
     retry_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the window says about one purchase attempt."""
+
+    #: The idempotency key already paid for an order: hand that order back, refuse nothing.
+    paid: bool
+    #: RATE_LIMITED with `retry_after`, or None to go ahead.
+    refusal: ShopError | None
+
+
 @functools.cache
 def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
-    """The member's N-th latest order and N-th latest refusal in the window, if any.
+    """The member's N-th latest order and N-th latest refusal in the window, if any, and
+    the order already paid under the idempotency key.
 
-    Each is (id, created_at) of the event that, while it stays in the window, keeps the
-    member at the limit. Binds `member` and `since`; built once per limit pair.
+    Each of the first two is (id, created_at) of the event that, while it stays in the
+    window, keeps the member at the limit. Binds `member`, `since` and `key`; built once
+    per limit pair.
     """
     member = bindparam("member", type_=Integer)
     since: BindParameter[datetime] = bindparam("since")
@@ -93,26 +105,36 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
         order.with_only_columns(Order.created_at).scalar_subquery(),
         failure.with_only_columns(RiskEvent.id).scalar_subquery(),
         failure.with_only_columns(RiskEvent.created_at).scalar_subquery(),
+        select(Order.id)
+        .where(Order.member_id == member, Order.idempotency_key == bindparam("key"))
+        .scalar_subquery(),
     )
 
 
-def check_on(conn: Connection, rules: RiskRules, member_id: int, now: datetime) -> ShopError | None:
-    """The refusal for a member at a limit (its trip recorded), or None to go ahead.
+def check_on(
+    conn: Connection, rules: RiskRules, member_id: int, key: str, now: datetime
+) -> Verdict:
+    """Whether the attempt under `key` may go ahead; a refusal's trip is recorded.
 
-    Run it where the member's purchases are serialised (see the module docstring).
+    Run it where the member's purchases are serialised (see the module docstring). It
+    is a statement of its own, after the lock: on PostgreSQL it then sees every order
+    committed by the purchase that held the lock before, including one under this same
+    key (a double tap), which must be handed back rather than counted or refused.
     """
     window = timedelta(seconds=rules.window_seconds)
     row = conn.execute(
         _window_query(rules.max_orders - 1, rules.max_failures - 1),
-        {"member": member_id, "since": now - window},
+        {"member": member_id, "since": now - window, "key": key},
     ).one()
+    if row[4] is not None:
+        return Verdict(paid=True, refusal=None)
     hits = [
         (limit, event_id, at)
         for limit, event_id, at in ((ORDERS, row[0], row[1]), (FAILURES, row[2], row[3]))
         if event_id is not None
     ]
     if not hits:
-        return None
+        return Verdict(paid=False, refusal=None)
     # The limit that holds the member longest decides when they may try again.
     limit, event_id, oldest = max(hits, key=lambda hit: hit[2])
     retry_at = oldest + window
@@ -128,7 +150,18 @@ def check_on(conn: Connection, rules: RiskRules, member_id: int, now: datetime) 
         },
     )
     wait = max(1, math.ceil((retry_at - now).total_seconds()))
-    return ShopError(ErrorCode.RATE_LIMITED, retry_after=wait, limit=limit)
+    return Verdict(
+        paid=False, refusal=ShopError(ErrorCode.RATE_LIMITED, retry_after=wait, limit=limit)
+    )
+
+
+#: Refusals that are not the member's failed attempt: a limit itself, or no such member.
+NOT_COUNTED = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.MEMBER_NOT_FOUND})
+
+
+def counts(refusal: ShopError) -> bool:
+    """Whether a refused purchase counts against the member's failure limit."""
+    return refusal.code not in NOT_COUNTED
 
 
 def record_failure_on(

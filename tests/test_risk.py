@@ -186,3 +186,36 @@ async def test_two_workers_claim_a_trip_once(shop: Shop) -> None:
     claims = await asyncio.gather(*(risk(shop).claim_trips() for _ in range(10)))
 
     assert sorted(len(claimed) for claimed in claims) == [0] * 9 + [1]
+
+
+async def test_a_double_tap_on_the_last_order_the_limit_allows_is_not_refused(
+    shop: Shop,
+) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=10)
+    member = await make_member(shop.db, shop.clock, balance=100_000)
+    for n in range(MAX_ORDERS - 1):
+        await shop.orders.place(member, product, 1, idempotency_key=f"k{n}")
+
+    # Every tap after the first finds the member at the limit, but with its own order.
+    taps = await asyncio.gather(
+        *(shop.orders.place(member, product, 1, idempotency_key="last") for _ in range(10))
+    )
+
+    assert len({p.order.id for p in taps}) == 1
+    assert sum(p.created for p in taps) == 1
+    assert await count(shop, Order) == MAX_ORDERS
+    assert await count(shop, RiskEvent) == 0
+
+
+async def test_sold_out_while_paying_counts_once_and_leaves_nothing(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=0)
+    member = await make_member(shop.db, shop.clock, balance=100_000)
+
+    for _ in range(3):  # the claim comes up short after the order row was written
+        assert (await refusal(shop, member, product, "gone")).code == ErrorCode.OUT_OF_STOCK
+
+    async with shop.db.read() as session:
+        reasons = list(await session.scalars(select(RiskEvent.reason)))
+    assert reasons == [ErrorCode.OUT_OF_STOCK.value]
+    assert await count(shop, Order) == 0
+    assert await shop.wallet.balance(member) == 100_000

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,13 +73,13 @@ class Verdict:
 
 
 @functools.cache
-def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
-    """The member's N-th latest order and N-th latest refusal in the window, if any, and
-    the order already paid under the idempotency key.
+def window_columns(orders_offset: int, failures_offset: int) -> tuple[Any, ...]:
+    """The member's N-th latest order and N-th latest refusal in the window, if any.
 
-    Each of the first two is (id, created_at) of the event that, while it stays in the
-    window, keeps the member at the limit. Binds `member`, `since` and `key`; built once
-    per limit pair.
+    Four scalar subqueries, (id, created_at) of each event that, while it stays in the
+    window, keeps the member at the limit. They bind `member` and `since` and correlate
+    with nothing, so they can ride in another SELECT (the purchase's own, on SQLite).
+    Built once per limit pair.
     """
     member = bindparam("member", type_=Integer)
     since: BindParameter[datetime] = bindparam("since")
@@ -90,6 +91,7 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
             .order_by(at_column.desc(), id_column.desc())
             .limit(1)
             .offset(offset)
+            .correlate(None)
         )
 
     order = nth(Order.id, Order.created_at, orders_offset, Order.member_id == member)
@@ -100,13 +102,30 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
         RiskEvent.member_id == member,
         RiskEvent.kind == "failure",
     )
-    return select(
+    return (
         order.with_only_columns(Order.id).scalar_subquery(),
         order.with_only_columns(Order.created_at).scalar_subquery(),
         failure.with_only_columns(RiskEvent.id).scalar_subquery(),
         failure.with_only_columns(RiskEvent.created_at).scalar_subquery(),
+    )
+
+
+def window_offsets(rules: RiskRules) -> tuple[int, int]:
+    return rules.max_orders - 1, rules.max_failures - 1
+
+
+def window_params(rules: RiskRules, now: datetime) -> dict[str, Any]:
+    """What `window_columns` binds besides `member`."""
+    return {"since": now - timedelta(seconds=rules.window_seconds)}
+
+
+@functools.cache
+def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
+    """`window_columns`, then the order already paid under the idempotency key `key`."""
+    return select(
+        *window_columns(orders_offset, failures_offset),
         select(Order.id)
-        .where(Order.member_id == member, Order.idempotency_key == bindparam("key"))
+        .where(Order.member_id == bindparam("member"), Order.idempotency_key == bindparam("key"))
         .scalar_subquery(),
     )
 
@@ -114,30 +133,43 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
 def check_on(
     conn: Connection, rules: RiskRules, member_id: int, key: str, now: datetime
 ) -> Verdict:
-    """Whether the attempt under `key` may go ahead; a refusal's trip is recorded.
+    """Whether the attempt under `key` may go ahead, as a statement of its own.
 
-    Run it where the member's purchases are serialised (see the module docstring). It
-    is a statement of its own, after the lock: on PostgreSQL it then sees every order
-    committed by the purchase that held the lock before, including one under this same
-    key (a double tap), which must be handed back rather than counted or refused.
+    For PostgreSQL, after the member row is locked: a statement that began before the
+    lock was granted reads from an older snapshot, while this one sees every order the
+    purchase that held the lock committed, including one under this same key (a double
+    tap), which must be handed back rather than counted or refused.
     """
-    window = timedelta(seconds=rules.window_seconds)
     row = conn.execute(
-        _window_query(rules.max_orders - 1, rules.max_failures - 1),
-        {"member": member_id, "since": now - window, "key": key},
+        _window_query(*window_offsets(rules)),
+        {"member": member_id, "key": key, **window_params(rules, now)},
     ).one()
     if row[4] is not None:
         return Verdict(paid=True, refusal=None)
+    return Verdict(paid=False, refusal=refusal_on(conn, rules, member_id, now, row[:4]))
+
+
+def refusal_on(
+    conn: Connection, rules: RiskRules, member_id: int, now: datetime, window: Sequence[Any]
+) -> ShopError | None:
+    """RATE_LIMITED for a member at a limit, its trip recorded; None to go ahead.
+
+    `window` is the four `window_columns` values, read where the member's purchases are
+    serialised (see the module docstring).
+    """
     hits = [
         (limit, event_id, at)
-        for limit, event_id, at in ((ORDERS, row[0], row[1]), (FAILURES, row[2], row[3]))
+        for limit, event_id, at in (
+            (ORDERS, window[0], window[1]),
+            (FAILURES, window[2], window[3]),
+        )
         if event_id is not None
     ]
     if not hits:
-        return Verdict(paid=False, refusal=None)
+        return None
     # The limit that holds the member longest decides when they may try again.
     limit, event_id, oldest = max(hits, key=lambda hit: hit[2])
-    retry_at = oldest + window
+    retry_at = oldest + timedelta(seconds=rules.window_seconds)
     conn.execute(
         insert_ignoring_conflict_on(conn, RiskEvent),
         {
@@ -150,9 +182,7 @@ def check_on(
         },
     )
     wait = max(1, math.ceil((retry_at - now).total_seconds()))
-    return Verdict(
-        paid=False, refusal=ShopError(ErrorCode.RATE_LIMITED, retry_after=wait, limit=limit)
-    )
+    return ShopError(ErrorCode.RATE_LIMITED, retry_after=wait, limit=limit)
 
 
 #: Refusals that are not the member's failed attempt: a limit itself, or no such member.

@@ -33,7 +33,8 @@ from tests.factories import make_member, make_product, tiers_file_with
 
 #: One member buys every code here, far past risk control's per-minute limits: the limits
 #: are raised so the window is still read on every purchase but never trips, and the
-#: window is one second so it holds about as many orders to walk as a real one (≤ 10).
+#: window is one second, so it holds a second of purchases to walk rather than a minute's
+#: (a real member's holds at most `max_orders`).
 BENCH_LIMIT = 1_000_000
 
 

@@ -7,15 +7,18 @@ Races launch real concurrent tasks on a SQLite file and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from bot.errors import render_error
+from bot.i18n import Translator
 from core.clock import ManualClock
-from core.config import Settings
+from core.config import DEFAULT_TIERS_FILE, Settings
 from core.errors import ErrorCode, ShopError
+from core.ladder import load_ladder
 from core.models import Order, RiskEvent, WalletEntry
 from core.risk import FAILURES, ORDERS, RiskControl
 from core.shop import Shop
@@ -219,3 +222,17 @@ async def test_sold_out_while_paying_counts_once_and_leaves_nothing(shop: Shop) 
     assert reasons == [ErrorCode.OUT_OF_STOCK.value]
     assert await count(shop, Order) == 0
     assert await shop.wallet.balance(member) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("locale", "wait", "said"),
+    [
+        ("en", 1, "Too many purchases in a short time. Please try again in 1 second."),
+        ("en", 42, "Too many purchases in a short time. Please try again in 42 seconds."),
+        ("zh_CN", 42, "下单过于频繁，为保障您的账户安全，请 42 秒后再试。"),
+    ],
+)
+def test_the_refusal_says_when_to_try_again(locale: str, wait: int, said: str) -> None:
+    t = Translator(locale, currency="CNY", zone=UTC)
+    refusal = ShopError(ErrorCode.RATE_LIMITED, retry_after=wait, limit=ORDERS)
+    assert render_error(refusal, t, load_ladder(DEFAULT_TIERS_FILE)) == said

@@ -283,7 +283,8 @@ async def skip_words(ctx: Context, data: SkipWordsCallback) -> None:
 
 @conversation.state(REVIEW_TEXT)
 async def words_typed(ctx: Context) -> None:
-    order_id, stars, page = (int(ctx.state.get(k, 1)) for k in ("order", "stars", "page"))
+    order_id, stars = int(ctx.state.get("order")), int(ctx.state.get("stars"))
+    page = int(ctx.state.get("page", 1))
     words = ctx.incoming.text.strip()
     if not words or len(words) > REVIEW_TEXT_MAX:
         await ctx.reply(

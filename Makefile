@@ -22,7 +22,7 @@ compile-locales: $(STAMP)
 i18n: $(STAMP)
 	$(VENV)/bin/pybabel -q extract --no-location --sort-output -k _ -k N_ -k ngettext:1,2 \
 		-o $(LOCALES)/messages.pot bot core
-	$(VENV)/bin/pybabel -q update --no-fuzzy-matching -i $(LOCALES)/messages.pot -d $(LOCALES) -D messages
+	$(VENV)/bin/pybabel -q update --no-fuzzy-matching --ignore-obsolete -i $(LOCALES)/messages.pot -d $(LOCALES) -D messages
 	$(MAKE) compile-locales
 
 lint: $(STAMP)

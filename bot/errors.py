@@ -131,6 +131,13 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
         case ErrorCode.INVALID_INPUT:
             return t._("That input is not valid. Please check it and try again.")
         case ErrorCode.RATE_LIMITED:
+            wait = error.params.get("retry_after")
+            if isinstance(wait, int) and not isinstance(wait, bool) and wait > 0:
+                return t.ngettext(
+                    "Too many purchases in a short time. Please try again in {seconds} second.",
+                    "Too many purchases in a short time. Please try again in {seconds} seconds.",
+                    wait,
+                ).format(seconds=t.number(wait))
             return t._("Too many requests. Please wait a moment and try again.")
         case _:
             assert_never(code)

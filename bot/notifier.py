@@ -4,8 +4,9 @@
 becomes a message in its recipient's language (members in their own, the staff chat
 in the shop's default, admins each in theirs). `Broadcaster` carries every running
 broadcast to its end with core's `Broadcasts.run`, first resuming those a stop cut off,
-and keeps its creator posted. `background` runs both next to the bot and stops them
-with it, so nothing of a stopped bot keeps sending.
+and keeps its creator posted. `RiskWatch` tells the admins and the staff chat, once per
+trip, about a member risk control has paused. `background` runs them next to the bot and
+stops them with it, so nothing of a stopped bot keeps sending.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.jobs import (
     TicketSlaWarning,
     TierWarning,
 )
+from core.risk import ORDERS, RiskControl, Trip
 from core.shop import Shop
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 BROADCAST_POLL = 1.0
 #: Seconds at least between two edits of a broadcast's progress message.
 PROGRESS_EVERY = 2.0
+#: Seconds between two looks for members risk control has just paused.
+RISK_POLL = 1.0
 
 
 def translator(shop: Shop, locale: str | None) -> Translator:
@@ -153,6 +157,80 @@ class TransportNotifier:
             category=category_name(t, ticket.category),
             time=t.datetime(ticket.first_response_due),
         )
+
+
+# --- risk control ------------------------------------------------------------------------
+
+
+def trip_text(t: Translator, trip: Trip) -> str:
+    """The staff notice for a member who ran into a risk limit (seed 003: 风控)."""
+    window = t.ngettext("{seconds} second", "{seconds} seconds", trip.window_seconds).format(
+        seconds=t.number(trip.window_seconds)
+    )
+    if trip.limit == ORDERS:
+        what = t.ngettext(
+            "placed {count} order within {window}",
+            "placed {count} orders within {window}",
+            trip.allowed,
+        )
+    else:
+        what = t.ngettext(
+            "had {count} purchase refused within {window}",
+            "had {count} purchases refused within {window}",
+            trip.allowed,
+        )
+    member = escape(trip.display_name or "—")
+    if trip.username:
+        member += f" (@{escape(trip.username)})"
+    return t._(
+        "🛡 <b>Risk control</b>: {member}, Telegram id <code>{telegram_id}</code>, {what}."
+        " Their purchases are paused until {time}."
+    ).format(
+        member=member,
+        telegram_id=trip.telegram_id if trip.telegram_id is not None else "—",
+        what=what.format(count=t.number(trip.allowed), window=window),
+        time=t.datetime(trip.retry_at),
+    )
+
+
+class RiskWatch:
+    """Tells the admins (each in their language) and the staff chat about each trip once.
+
+    Trips are recorded by the purchase that ran into a limit, on whichever worker; this
+    claims them from the database, so one notice goes out per trip whatever the number
+    of workers, and none is lost to a restart before it was claimed.
+    """
+
+    def __init__(self, shop: Shop, transport: Transport, *, poll: float = RISK_POLL) -> None:
+        self._shop = shop
+        self._risk = RiskControl(shop.db, shop.ladder.risk, shop.clock)
+        self._transport = transport
+        self._poll = poll
+
+    async def loop(self) -> None:
+        while True:
+            try:
+                for trip in await self._risk.claim_trips():
+                    await self._tell(trip)
+            except Exception:
+                log.exception("risk notices failed; unsent ones are not retried")
+            await asyncio.sleep(self._poll)
+
+    async def _tell(self, trip: Trip) -> None:
+        settings = self._shop.settings
+        recipients = [
+            (admin_id, await translator_for(self._shop, admin_id))
+            for admin_id in settings.admin_ids
+        ]
+        if settings.staff_chat_id is not None:
+            recipients.append((settings.staff_chat_id, translator(self._shop, None)))
+        if not recipients:
+            log.warning("no admin or staff chat to tell about risk trip %s", trip.id)
+        for chat_id, t in recipients:
+            try:
+                await self._transport.send(chat_id, trip_text(t, trip))
+            except Exception:
+                log.exception("could not tell %s about risk trip %s", chat_id, trip.id)
 
 
 # --- broadcasts --------------------------------------------------------------------------
@@ -279,11 +357,12 @@ class Broadcaster:
 
 @contextlib.asynccontextmanager
 async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
-    """Scheduled jobs and broadcasts next to the bot, cancelled when the block ends."""
+    """Scheduled jobs, broadcasts and risk notices next to the bot, cancelled at the end."""
     broadcasts = shop.operations.broadcasts
     tasks = [
         asyncio.create_task(Jobs(shop, TransportNotifier(shop, transport)).loop(), name="jobs"),
         asyncio.create_task(Broadcaster(shop, broadcasts, transport).loop(), name="broadcasts"),
+        asyncio.create_task(RiskWatch(shop, transport).loop(), name="risk"),
     ]
     try:
         yield

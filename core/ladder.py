@@ -145,6 +145,19 @@ class SupportRules(Frozen):
     warn_percent: int = Field(default=80, gt=0, lt=100)
 
 
+class RiskRules(Frozen):
+    """Risk control (seed 003: 短时频繁下单): how much one member may do in a sliding window.
+
+    A member who placed `max_orders` orders, or had `max_failures` purchases refused
+    (short balance, price changed, sold out...), within the last `window_seconds` is
+    refused further purchases until the oldest of those leaves the window.
+    """
+
+    window_seconds: int = Field(gt=0)
+    max_orders: int = Field(ge=1)
+    max_failures: int = Field(ge=1)
+
+
 class Ladder(Frozen):
     """The whole file: tiers lowest first, then the rules around them."""
 
@@ -155,6 +168,7 @@ class Ladder(Frozen):
     fast_track: FastTrackRules
     progress_rewards: ProgressRewards
     support: SupportRules
+    risk: RiskRules
 
     @model_validator(mode="after")
     def _check(self) -> Ladder:

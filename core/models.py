@@ -371,6 +371,39 @@ class Review(Base):
     created_at: Mapped[datetime] = mapped_column()
 
 
+class RiskEvent(Base):
+    """What risk control counts and flags (seed 003), per member.
+
+    `failure`: a refused purchase, keyed by its idempotency key so a double tap or a
+    redelivered update counts once. `trip`: a limit the member ran into, keyed by the
+    oldest event it counted, so one stretch of refusals is flagged (and staff told) once;
+    `retry_at` is when purchases open again, `notified_at` when staff were told.
+    """
+
+    __tablename__ = "risk_events"
+    __table_args__ = (
+        UniqueConstraint("member_id", "kind", "key"),
+        CheckConstraint("kind IN ('failure', 'trip')", name="kind_known"),
+        Index("ix_risk_events_member_kind_created", "member_id", "kind", "created_at"),
+        Index(
+            "ix_risk_events_unnotified",
+            "id",
+            sqlite_where=text("kind = 'trip' AND notified_at IS NULL"),
+            postgresql_where=text("kind = 'trip' AND notified_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(96))
+    #: The refusal's error code (failure) or the limit run into (trip: orders, failures).
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column()
+    retry_at: Mapped[datetime | None]
+    notified_at: Mapped[datetime | None]
+
+
 # --- support ------------------------------------------------------------------------------
 
 

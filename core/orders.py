@@ -15,9 +15,14 @@ async engine's greenlet on PostgreSQL):
    with `UPDATE ... RETURNING`;
 3. purchase points and the activity event are keyed by the order id.
 
-Any refusal raises inside the transaction, so a failed purchase leaves nothing behind;
-a crash after commit loses nothing either, since the codes are already the buyer's and
-`reveal` shows them again.
+Risk control (`core.risk`) reads the member's window between steps 1 and 2, under the
+same lock, and refuses a member at a limit. Every refusal the facts already decide
+(price, tier, quantity, balance) is made before the first write and counted against
+the member in the same transaction, so concurrent attempts are counted exactly; one
+that only the writes discover (the last codes claimed by someone else) rolls the whole
+transaction back and is counted just after it. Either way a failed purchase moves no
+money and no code, and a crash after commit loses nothing, since the codes are already
+the buyer's and `reveal` shows them again.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, sel
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import activity, points
+from core import activity, points, risk
 from core.clock import Clock
 from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
@@ -187,20 +192,24 @@ def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
 
 
 @functools.cache
-def _purchase_query(*, with_points: bool, lock: bool, tiers: tuple[str, ...]) -> AnySelect:
+def _purchase_query(
+    *, with_points: bool, lock: bool, tiers: tuple[str, ...], window: tuple[int, int]
+) -> AnySelect:
     """`_facts_query` plus the order already paid under the idempotency key `key`, if any.
 
     With `lock` (PostgreSQL) the member row is locked first (NO KEY UPDATE lets other
     inserts' FK checks through): the balance and tier priced are the ones charged, and
-    concurrent purchases, tier moves and the same key queue on this one row in one order.
+    concurrent purchases, tier moves and the same key queue on this one row in one order;
+    the risk window is read after the lock (`risk.check_on`). Without it (SQLite, whose
+    write lock is held from BEGIN) the window rides in this SELECT, `window` being the
+    limits' offsets (`risk.window_offsets`), which saves the purchase a statement.
     """
-    query = (
-        _facts_query(with_points=with_points, tiers=tiers)
-        .add_columns(Order.id)
-        .outerjoin(
-            Order,
-            and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
-        )
+    query = _facts_query(with_points=with_points, tiers=tiers)
+    if not lock:
+        query = query.add_columns(*risk.window_columns(*window))
+    query = query.add_columns(Order.id).outerjoin(
+        Order,
+        and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
     )
     return query.with_for_update(of=Member, key_share=True) if lock else query
 
@@ -342,18 +351,53 @@ class Orders:
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
         now = self._clock.now()
-        paid = await self._db.run(
-            lambda conn: self._purchase_on(
-                conn,
-                member_id,
-                product_id,
-                quantity,
-                idempotency_key,
-                use_points=use_points,
-                expected_total=expected_total,
-                now=now,
-            )
+        paid = await self._attempt(
+            member_id,
+            product_id,
+            quantity,
+            idempotency_key,
+            use_points=use_points,
+            expected_total=expected_total,
+            now=now,
         )
+        if isinstance(paid, ShopError):
+            raise paid
+        return await self._delivered(paid)
+
+    async def _attempt(
+        self,
+        member_id: int,
+        product_id: int,
+        quantity: int,
+        key: str,
+        *,
+        use_points: bool,
+        expected_total: int | None,
+        now: datetime,
+    ) -> _Paid | ShopError:
+        """The purchase transaction, and a refusal its writes ran into counted after it."""
+        try:
+            return await self._db.run(
+                lambda conn: self._attempt_on(
+                    conn,
+                    member_id,
+                    product_id,
+                    quantity,
+                    key,
+                    use_points=use_points,
+                    expected_total=expected_total,
+                    now=now,
+                )
+            )
+        except ShopError as refusal:
+            code = refusal.code
+            if risk.counts(refusal):
+                await self._db.run(
+                    lambda conn: risk.record_failure_on(conn, member_id, key, code, now)
+                )
+            raise
+
+    async def _delivered(self, paid: _Paid) -> Purchase:
         purchase = Purchase(
             order=paid.order,
             codes=[self._vault.decrypt(secret) for secret in paid.secrets],
@@ -367,7 +411,7 @@ class Orders:
             return purchase
         return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
 
-    def _purchase_on(
+    def _attempt_on(
         self,
         conn: Connection,
         member_id: int,
@@ -378,21 +422,74 @@ class Orders:
         use_points: bool,
         expected_total: int | None,
         now: datetime,
-    ) -> _Paid:
-        """The purchase transaction's statements; any refusal raises and rolls it all back."""
+    ) -> _Paid | ShopError:
+        """The purchase transaction; a refusal decided before any write is returned, so
+        that what counts it commits, and one the writes run into raises."""
+        rules = self._ladder.risk
+        lock = conn.dialect.name == "postgresql"
         query = _purchase_query(
-            with_points=use_points, lock=conn.dialect.name == "postgresql", tiers=self._tiers
+            with_points=use_points, lock=lock, tiers=self._tiers, window=risk.window_offsets(rules)
         )
         params = _facts_params(member_id, product_id, now if use_points else None)
-        row = conn.execute(query, {**params, "key": key}).one_or_none()
+        params["key"] = key
+        if not lock:
+            params.update(risk.window_params(rules, now))
+        row = conn.execute(query, params).one_or_none()
         if row is None:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row[-1] is not None:
             return self._replay_on(conn, member_id, key)
-        facts = _facts(row, member_id, product_id, self._tiers)
+        if lock:
+            verdict = risk.check_on(conn, rules, member_id, key, now)
+            if verdict.paid:
+                return self._replay_on(conn, member_id, key)
+            limited = verdict.refusal
+        else:
+            width = _TIER_PRICES + len(self._tiers)
+            limited = risk.refusal_on(conn, rules, member_id, now, row[width : width + 4])
+        if limited is not None:
+            return limited
+        try:
+            facts = _facts(row, member_id, product_id, self._tiers)
+            priced = self._price(facts, quantity, use_points=use_points, expected=expected_total)
+        except ShopError as refusal:
+            risk.record_failure_on(conn, member_id, key, refusal.code, now)
+            return refusal
+        return self._purchase_on(
+            conn, row, facts, priced, member_id, product_id, quantity, key, now=now
+        )
+
+    def _price(
+        self, facts: PricingInput, quantity: int, *, use_points: bool, expected: int | None
+    ) -> Quote:
+        """The price charged, or the refusal the facts already decide."""
         priced = quote(self._ladder, facts, quantity, use_points=use_points)
-        if expected_total is not None and expected_total != priced.total:
+        if expected is not None and expected != priced.total:
             raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
+        if priced.balance_after < 0:
+            # The balance read is the one the debit will guard (the member row is held).
+            raise ShopError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                balance=facts.balance,
+                required=priced.total,
+                missing=-priced.balance_after,
+            )
+        return priced
+
+    def _purchase_on(
+        self,
+        conn: Connection,
+        row: AnyRow,
+        facts: PricingInput,
+        priced: Quote,
+        member_id: int,
+        product_id: int,
+        quantity: int,
+        key: str,
+        *,
+        now: datetime,
+    ) -> _Paid:
+        """The purchase's writes; a refusal here (the claim came up short) raises."""
         order_id = conn.scalar(
             insert_ignoring_conflict_on(conn, Order),
             {

@@ -16,7 +16,7 @@ from core import activity
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
-from core.models import Order, Review
+from core.models import Order, PointLot, Review
 from core.points import award_points
 from core.sql import insert_ignoring_conflict
 from core.uow import Database
@@ -111,3 +111,27 @@ class Reviews:
             points=points,
             created_at=now,
         )
+
+    async def of_order(self, member_id: int, order_id: int) -> ReviewView | None:
+        """The member's review of their own order, with the points it earned; None if none.
+
+        Someone else's order reads as not reviewed, like an order that does not exist.
+        """
+        async with self._db.read() as session:
+            review = await session.scalar(
+                select(Review).where(Review.order_id == order_id, Review.member_id == member_id)
+            )
+            if review is None:
+                return None
+            earned = await session.scalar(
+                select(PointLot.amount).where(PointLot.source_key == f"review:{review.id}")
+            )
+            return ReviewView(
+                id=review.id,
+                order_id=review.order_id,
+                member_id=review.member_id,
+                rating=review.rating,
+                text=review.text,
+                points=earned or 0,
+                created_at=review.created_at,
+            )

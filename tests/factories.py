@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 from core.clock import Clock
+from core.config import DEFAULT_TIERS_FILE
 from core.models import Category, Code, Member, Product, WalletEntry
 from core.uow import Database
 from core.vault import CodeVault
@@ -85,3 +88,17 @@ async def make_product(
             for code in plain
         )
         return product.id, plain
+
+
+def tiers_file_with(folder: Path, **numbers: int) -> Path:
+    """A copy of the shipped tiers.toml with some of its top-level numbers changed.
+
+    Each name must occur exactly once in the file (`max_orders`, `window_seconds`...).
+    """
+    text = DEFAULT_TIERS_FILE.read_text(encoding="utf-8")
+    for name, value in numbers.items():
+        text, found = re.subn(rf"^{name} = \d+", f"{name} = {value}", text, flags=re.MULTILINE)
+        assert found == 1, f"{name} occurs {found} times in {DEFAULT_TIERS_FILE}"
+    path = folder / "tiers.toml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -7,15 +7,26 @@ services, then reads the outcome back from the database.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
+from core.config import Settings
 from core.errors import ErrorCode, ShopError
 from core.models import Code, Order, PointSpend, WalletEntry
 from core.orders import Purchase
 from core.points import award_points
 from core.shop import Shop
-from tests.factories import make_member, make_product
+from tests.factories import make_member, make_product, tiers_file_with
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """These races are about money and stock; risk control's limits (tests/test_risk.py)
+    are raised out of their way."""
+    roomy = tiers_file_with(tmp_path, max_orders=1000, max_failures=1000)
+    return settings.model_copy(update={"tiers_file": roomy})
 
 
 async def _settle(tasks: list) -> tuple[list, list[ShopError]]:  # type: ignore[type-arg]

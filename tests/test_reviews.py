@@ -178,3 +178,17 @@ async def test_concurrent_reviews_of_one_order_count_once(db: Database, clock: M
     assert len(refused) == 9
     assert all(r.code is ErrorCode.ALREADY_REVIEWED for r in refused)
     assert await counts(db) == (1, 1, 1)
+
+
+async def test_of_order_shows_the_buyers_review_to_the_buyer_only(
+    db: Database, clock: ManualClock
+) -> None:
+    owner, stranger = await make_member(db), await make_member(db)
+    order = await make_order(db, owner)
+    reviews = Reviews(db, LADDER, clock)
+    assert await reviews.of_order(owner, order) is None
+
+    written = await reviews.review(owner, order, 4, "quick")
+
+    assert await reviews.of_order(owner, order) == written
+    assert await reviews.of_order(stranger, order) is None

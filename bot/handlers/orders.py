@@ -1,24 +1,33 @@
-"""/orders: the member's recent orders, and the codes of one again whenever they ask.
+"""/orders: the member's recent orders, the codes of one again, and reviewing it (评价).
 
 Codes are read only through `shop.orders.reveal`, which answers for the member's own
 orders alone: an order id forged into a button reads as "no such order" and shows
-nothing.
+nothing. A delivered order offers "⭐ Rate": stars 1-5, then a few words or "Skip"; the
+shop keeps one review per order and awards its points once, and the order screen shows
+the review from then on.
 """
 
 from __future__ import annotations
 
 from bot.callbacks import Callback
-from bot.conversation import Button, Context, Conversation, escape
+from bot.conversation import Button, Context, Conversation, Keyboard, escape
+from bot.errors import render_error
 from bot.handlers.buy import show_codes
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
 from core.clock import local_day
+from core.errors import ErrorCode, ShopError
 from core.orders import OrderView
+from core.reviews import RATING_MAX, RATING_MIN, ReviewView
 
 conversation = Conversation("orders")
 
 #: Orders listed on one page.
 PAGE_SIZE = 5
+#: Typing the words of a review; the data holds the order, its stars and the list page.
+REVIEW_TEXT = "orders:review_text"
+#: The longest review text taken, in characters.
+REVIEW_TEXT_MAX = 500
 
 #: Order statuses as the member reads them.
 STATUS_NAMES = {
@@ -48,6 +57,32 @@ class OrderCallback(Callback):
 
     prefix = "order"
     order: int
+    page: int = 1
+
+
+class RateCallback(Callback):
+    """Start reviewing an order: choose the stars."""
+
+    prefix = "orate"
+    order: int
+    page: int = 1
+
+
+class StarsCallback(Callback):
+    """The stars chosen for an order; the words come next."""
+
+    prefix = "ostars"
+    order: int
+    stars: int
+    page: int = 1
+
+
+class SkipWordsCallback(Callback):
+    """Send the review with its stars and no words."""
+
+    prefix = "oskip"
+    order: int
+    stars: int
     page: int = 1
 
 
@@ -144,8 +179,15 @@ async def export_orders(ctx: Context, data: ExportCallback) -> None:
 
 @conversation.callback(OrderCallback)
 async def order_detail(ctx: Context, data: OrderCallback) -> None:
-    order, codes = await ctx.shop.orders.reveal(ctx.member.id, data.order)
-    lines = [ctx._("📦 <b>Order #{order}</b>").format(order=order.id), summary(ctx, order)]
+    await show_order(ctx, data.order, data.page)
+
+
+async def show_order(ctx: Context, order_id: int, page: int, *, notice: str | None = None) -> None:
+    """One order with its codes and its review (or the button to write one)."""
+    order, codes = await ctx.shop.orders.reveal(ctx.member.id, order_id)
+    review = await ctx.shop.reviews.of_order(ctx.member.id, order.id)
+    lines = [notice, ""] if notice else []
+    lines += [ctx._("📦 <b>Order #{order}</b>").format(order=order.id), summary(ctx, order)]
     if order.discount or order.points_used:
         lines.append(
             ctx._("Base price {base}, saved {saved}, points used {points}").format(
@@ -154,11 +196,132 @@ async def order_detail(ctx: Context, data: OrderCallback) -> None:
                 points=ctx.number(order.points_used),
             )
         )
-    keyboard = [
-        [Button(ctx._("« Back to my orders"), OrdersCallback(page=data.page))],
+    if review is not None:
+        lines += review_lines(ctx, review)
+    keyboard: list[list[Button]] = []
+    if review is None and order.status == "delivered":
+        keyboard.append([Button(ctx._("⭐ Rate"), RateCallback(order=order.id, page=page))])
+    keyboard += [
+        [Button(ctx._("« Back to my orders"), OrdersCallback(page=page))],
         [menu_button(ctx)],
     ]
     if codes:
         await show_codes(ctx, order.id, lines, codes, keyboard)
     else:
         await ctx.reply("\n".join([*lines, "", ctx._("This order has no codes.")]), keyboard)
+
+
+# --- reviews (评价) ------------------------------------------------------------------------
+
+
+def stars_text(rating: int) -> str:
+    return "⭐" * rating
+
+
+def review_lines(ctx: Context, review: ReviewView) -> list[str]:
+    lines = [
+        ctx._("Your review: {stars} ({rating}/5)").format(
+            stars=stars_text(review.rating), rating=review.rating
+        )
+    ]
+    if review.text:
+        lines.append(f"<i>{escape(review.text)}</i>")
+    return lines
+
+
+@conversation.callback(RateCallback)
+async def rate_order(ctx: Context, data: RateCallback) -> None:
+    """The stars to choose from, for the member's own order not reviewed yet."""
+    order = await ctx.shop.orders.get(ctx.member.id, data.order)
+    if await ctx.shop.reviews.of_order(ctx.member.id, order.id) is not None:
+        raise ShopError(ErrorCode.ALREADY_REVIEWED, order=order.id)
+    ctx.state.clear()
+    stars = [
+        Button(stars_text(rating), StarsCallback(order=order.id, stars=rating, page=data.page))
+        for rating in range(RATING_MIN, RATING_MAX + 1)
+    ]
+    text = ctx._("⭐ How would you rate order #{order}, {name}?\nTap 1 to 5 stars.").format(
+        order=order.id, name=escape(order.product_name(ctx.locale))
+    )
+    await ctx.reply(
+        text,
+        [
+            stars[:3],
+            stars[3:],
+            [Button(ctx._("« Back"), OrderCallback(order=order.id, page=data.page))],
+        ],
+    )
+
+
+@conversation.callback(StarsCallback)
+async def stars_chosen(ctx: Context, data: StarsCallback) -> None:
+    """Keep the stars in the chat state and ask for a few optional words."""
+    if not RATING_MIN <= data.stars <= RATING_MAX:
+        raise ShopError(ErrorCode.INVALID_RATING, min=RATING_MIN, max=RATING_MAX)
+    order = await ctx.shop.orders.get(ctx.member.id, data.order)
+    ctx.state.set(REVIEW_TEXT, order=order.id, stars=data.stars, page=data.page)
+    await ctx.reply(
+        ctx.ngettext(
+            "You chose {stars}. Add a few words about order #{order} if you like"
+            " (up to {max} character), or tap Skip.",
+            "You chose {stars}. Add a few words about order #{order} if you like"
+            " (up to {max} characters), or tap Skip.",
+            REVIEW_TEXT_MAX,
+        ).format(stars=stars_text(data.stars), order=order.id, max=ctx.number(REVIEW_TEXT_MAX)),
+        words_keyboard(ctx, order.id, data.stars, data.page),
+    )
+
+
+def words_keyboard(ctx: Context, order_id: int, stars: int, page: int) -> Keyboard:
+    return [
+        [Button(ctx._("Skip »"), SkipWordsCallback(order=order_id, stars=stars, page=page))],
+        [Button(ctx._("« Back"), RateCallback(order=order_id, page=page))],
+    ]
+
+
+@conversation.callback(SkipWordsCallback)
+async def skip_words(ctx: Context, data: SkipWordsCallback) -> None:
+    await submit_review(ctx, data.order, data.stars, "", data.page)
+
+
+@conversation.state(REVIEW_TEXT)
+async def words_typed(ctx: Context) -> None:
+    order_id, stars = int(ctx.state.get("order")), int(ctx.state.get("stars"))
+    page = int(ctx.state.get("page", 1))
+    words = ctx.incoming.text.strip()
+    if not words or len(words) > REVIEW_TEXT_MAX:
+        await ctx.reply(
+            ctx.ngettext(
+                "Please send your review as text of up to {max} character, or tap Skip.",
+                "Please send your review as text of up to {max} characters, or tap Skip.",
+                REVIEW_TEXT_MAX,
+            ).format(max=ctx.number(REVIEW_TEXT_MAX)),
+            words_keyboard(ctx, order_id, stars, page),
+        )
+        return
+    await submit_review(ctx, order_id, stars, words, page)
+
+
+async def submit_review(ctx: Context, order_id: int, stars: int, words: str, page: int) -> None:
+    """Send the review once; the points it earned are announced on the order screen.
+
+    A refusal (reviewed already, say from another device) ends the review step too, so
+    the member is not left typing into a review that cannot be sent.
+    """
+    ctx.state.clear()
+    try:
+        review = await ctx.shop.reviews.review(ctx.member.id, order_id, stars, words)
+    except ShopError as refusal:
+        reason = render_error(refusal, ctx, ctx.shop.ladder)
+        if ctx.incoming.kind == "callback":
+            await ctx.answer(reason, alert=True)
+        else:
+            await ctx.reply(reason, [[Button(ctx._("📦 My orders"), OrdersCallback(page=page))]])
+        return
+    thanks = ctx.ngettext(
+        "🎉 Thank you for your review! You earned {points} point.",
+        "🎉 Thank you for your review! You earned {points} points.",
+        review.points,
+    ).format(points=ctx.number(review.points))
+    await ctx.answer(ctx._("Thank you!"))
+    await show_order(ctx, order_id, page, notice=thanks)

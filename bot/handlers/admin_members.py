@@ -16,8 +16,8 @@ from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     AdminCallback,
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -28,7 +28,7 @@ from core.errors import ErrorCode, ShopError
 from core.members import MemberView
 from core.money import parse_yuan
 
-conversation = Conversation("admin_members")
+conversation = Conversation("admin_members", button_guard=admins_only)
 
 FIND_STATE = "adm_member_find"
 AMOUNT_STATE = "adm_member_amount"
@@ -164,7 +164,6 @@ async def find_member(ctx: Context) -> None:
 
 
 @conversation.callback(MemberCallback)
-@admin_button
 async def member_action(ctx: Context, data: MemberCallback) -> None:
     member = await ctx.shop.members.get(data.member)
     admin = operations(ctx).admin
@@ -212,7 +211,6 @@ def level_changed(ctx: Context, tier: str) -> str:
 
 
 @conversation.callback(SetTierCallback)
-@admin_button
 async def set_tier(ctx: Context, data: SetTierCallback) -> None:
     change = await operations(ctx).admin.set_tier(actor(ctx), data.member, data.tier)
     await show_card(ctx, data.member, level_changed(ctx, change.to_tier))

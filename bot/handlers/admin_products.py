@@ -14,8 +14,8 @@ from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -34,7 +34,7 @@ from core.catalog import NAME_MAX, POOLS, SKU_PATTERN, CategoryView, ProductView
 from core.errors import ErrorCode, ShopError
 from core.money import parse_yuan
 
-conversation = Conversation("admin_products")
+conversation = Conversation("admin_products", button_guard=admins_only)
 
 STATE = "adm_product"
 
@@ -377,7 +377,6 @@ async def advance(ctx: Context, step: str, value: Any) -> None:
 
 
 @conversation.callback(NewProductCallback)
-@admin_button
 async def new_product(ctx: Context, data: NewProductCallback) -> None:
     ctx.state.set(STATE, mode="new", step=STEPS[0], draft={})
     await ask(ctx, STEPS[0])
@@ -410,7 +409,6 @@ async def typed_answer(ctx: Context) -> None:
 
 
 @conversation.callback(StepCallback)
-@admin_button
 async def step_button(ctx: Context, data: StepCallback) -> None:
     if ctx.state.name != STATE:
         raise BadCallbackError("no product form open")
@@ -480,7 +478,6 @@ async def set_tier_prices(
 
 
 @conversation.callback(ProductCallback)
-@admin_button
 async def product_action(ctx: Context, data: ProductCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     if data.action == "toggle":
@@ -493,7 +490,6 @@ async def product_action(ctx: Context, data: ProductCallback) -> None:
 
 
 @conversation.callback(EditCallback)
-@admin_button
 async def edit_field(ctx: Context, data: EditCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     ctx.state.set(STATE, mode="edit", step=data.field, product=product.id)

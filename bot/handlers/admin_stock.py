@@ -17,15 +17,15 @@ from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.admin import (
     AdminCallback,
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
 )
 from core.catalog import ProductView
 
-conversation = Conversation("admin_stock")
+conversation = Conversation("admin_stock", button_guard=admins_only)
 
 PAGE_SIZE = 8
 #: Biggest code file accepted (a million short codes fit comfortably).
@@ -115,13 +115,11 @@ async def stock_section(ctx: Context) -> None:
 
 
 @conversation.callback(ProductListCallback)
-@admin_button
 async def list_page(ctx: Context, data: ProductListCallback) -> None:
     await show_list(ctx, data.view, max(1, data.page))
 
 
 @conversation.callback(ImportCallback)
-@admin_button
 async def start_import(ctx: Context, data: ImportCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     ctx.state.set(IMPORT_STATE, product=product.id)

@@ -1,0 +1,26 @@
+"""Text from outside (Telegram, the shell) made storable in every database the shop runs on.
+
+JSON from Telegram can carry what a `str` holds but no database stores: a NUL byte
+(PostgreSQL refuses it in text) or a lone UTF-16 surrogate (not encodable as UTF-8).
+Both become U+FFFD at the edge, so a forged update is refused or answered, never a crash
+deep in a transaction. `clip` cuts text to a column's size in characters, which is
+what PostgreSQL's VARCHAR counts.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: NUL and any surrogate code point left alone (a valid pair is one character in a `str`).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def storable(text: str) -> str:
+    """`text` with NUL and lone surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters (storable text has no half characters)."""
+    return text if len(text) <= limit else text[:limit]

@@ -17,12 +17,12 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from core.text import INTEGER_MAX
+
 #: Telegram's limit for `callback_data`, in bytes of UTF-8.
 MAX_CALLBACK_BYTES = 64
 SEPARATOR = ":"
 PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,15}")
-#: The largest value of a PostgreSQL INTEGER, the type of every id a button carries.
-MAX_INT = 2**31 - 1
 
 
 class BadCallbackError(ValueError):
@@ -32,7 +32,7 @@ class BadCallbackError(ValueError):
 class Callback(BaseModel):
     """Base of every callback data class: declare `prefix` and the fields, in order.
 
-    Fields may be `int` (0 to MAX_INT: they are ids, pages, quantities), `str` (printable,
+    Fields may be `int` (0 to INTEGER_MAX: they are ids, pages, quantities), `str` (printable,
     no `:`), `bool`, a `Literal`/`StrEnum` of strings, or any of these `| None`.
     """
 
@@ -59,8 +59,8 @@ class Callback(BaseModel):
             if isinstance(value, int) and not isinstance(value, bool):
                 if value < 0:
                     raise ValueError(f"{name} must not be negative")
-                if value > MAX_INT:
-                    raise ValueError(f"{name} is over {MAX_INT}")
+                if value > INTEGER_MAX:
+                    raise ValueError(f"{name} is over {INTEGER_MAX}")
             elif isinstance(value, str) and (not value.isprintable() or "\ufffd" in value):
                 raise ValueError(f"{name} is not printable text")
         return self

@@ -13,17 +13,13 @@ from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.models import Member, max_length
 from core.sql import insert_ignoring_conflict
-from core.text import clip, storable
+from core.text import BIGINT_MAX, clip, storable, whole_number
 from core.uow import Database
 
 REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SUPPORTED_LOCALES = ("zh_CN", "en")
 USERNAME_MAX = max_length(Member.username)
 DISPLAY_NAME_MAX = max_length(Member.display_name)
-#: The largest Telegram id: BIGINT's range (Telegram's own ids stay within 52 bits).
-TELEGRAM_ID_MAX = 2**63 - 1
-#: The largest `#member-id`: INTEGER's range on PostgreSQL.
-MEMBER_ID_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +81,6 @@ async def load_member(session: AsyncSession, member_id: int, *, for_update: bool
     if member is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     return member
-
-
-def _number(text: str, largest: int) -> int | None:
-    """`text` as a whole number within ±`largest`, or None (ASCII digits, optional `-`)."""
-    digits = text.removeprefix("-")
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(largest)):
-        return None
-    value = int(text)
-    return value if -largest <= value <= largest else None
 
 
 class Members:
@@ -168,9 +155,9 @@ class Members:
         text = storable(query.strip())
         if text.startswith("@") and 0 < len(text) - 1 <= USERNAME_MAX:
             condition = func.lower(Member.username) == text[1:].lower()
-        elif text.startswith("#") and (member_id := _number(text[1:], MEMBER_ID_MAX)) is not None:
+        elif text.startswith("#") and (member_id := whole_number(text[1:])) is not None:
             condition = Member.id == member_id
-        elif (telegram_id := _number(text, TELEGRAM_ID_MAX)) is not None:
+        elif (telegram_id := whole_number(text, BIGINT_MAX)) is not None:
             condition = Member.telegram_id == telegram_id
         else:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)

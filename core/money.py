@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from core.errors import ErrorCode, ShopError
+from core.text import INTEGER_MAX
 
 #: The most 分 any amount may be: what an INTEGER column holds on PostgreSQL (¥21,474,836.47).
-MAX_FEN = 2**31 - 1
+MAX_FEN = INTEGER_MAX
 
 #: Points redeemed at checkout: 100 points = ¥1 = 100 分, so one point is one 分.
 FEN_PER_POINT = 1

@@ -26,7 +26,9 @@ from bot.handlers.orders import status_name
 from bot.handlers.ticket import STATUS_NAMES, category_name
 from core.errors import ErrorCode, ShopError
 from core.members import MemberView
+from core.models import Staff, max_length
 from core.money import parse_yuan
+from core.text import BIGINT_MAX, whole_number
 
 conversation = Conversation("admin_members", button_guard=admins_only)
 
@@ -36,6 +38,7 @@ REASON_STATE = "adm_member_reason"
 MANAGER_STATE = "adm_member_manager"
 VIOLATION_STATE = "adm_member_violation"
 RECENT = 5
+STAFF_NAME_MAX = max_length(Staff.display_name)
 
 Action = Literal["view", "topup", "adjust", "tier", "partner", "trial", "manager", "violation"]
 
@@ -263,15 +266,22 @@ async def reason_input(ctx: Context) -> None:
 @admin_only
 async def manager_input(ctx: Context) -> None:
     member_id = int(ctx.state.get("member"))
-    staff_id, _, name = ctx.incoming.text.strip().partition(" ")
-    if not staff_id.isdigit() or not name.strip():
+    typed_id, _, name = ctx.incoming.text.strip().partition(" ")
+    staff_id, name = whole_number(typed_id, BIGINT_MAX), name.strip()
+    if staff_id is None or staff_id <= 0 or not name:
         await ctx.reply(
             ctx._("Please send the Telegram id, a space, then the name: 7700001 Amy"),
             back_keyboard(ctx, member_id),
         )
         return
+    if len(name) > STAFF_NAME_MAX:
+        await ctx.reply(
+            ctx._("That name is too long: at most {max} characters.").format(max=STAFF_NAME_MAX),
+            back_keyboard(ctx, member_id),
+        )
+        return
     staff = await operations(ctx).admin.assign_manager(
-        actor(ctx), member_id, int(staff_id), display_name=name.strip()
+        actor(ctx), member_id, staff_id, display_name=name
     )
     notice = ctx._("✅ {name} is now their manager.").format(name=escape(staff.display_name))
     await show_card(ctx, member_id, notice)

@@ -33,6 +33,7 @@ from bot.i18n import N_
 from core.catalog import NAME_MAX, POOLS, SKU_PATTERN, CategoryView, ProductView
 from core.errors import ErrorCode, ShopError
 from core.money import parse_yuan
+from core.text import whole_number
 
 conversation = Conversation("admin_products", button_guard=admins_only)
 
@@ -183,9 +184,10 @@ async def parse_typed(ctx: Context, step: str, text: str) -> Any:
             raise InvalidStepError("tier_prices", "format")
         return prices
     if step == "max_per_order":
-        if not text.isdigit() or int(text) < 1:
+        most = whole_number(text)
+        if most is None or most < 1:
             raise InvalidStepError("max_per_order", "below_one")
-        return int(text)
+        return most
     raise InvalidStepError(step, "choose")
 
 
@@ -207,8 +209,8 @@ async def parse_choice(ctx: Context, step: str, value: str) -> Any:
         return value
     if step == "active" and value in ("1", "0"):
         return value == "1"
-    if step == "category" and value.isdigit():
-        category = await ctx.shop.catalog.category(int(value))
+    if step == "category" and (category_id := whole_number(value)) is not None:
+        category = await ctx.shop.catalog.category(category_id)
         return category.slug
     raise BadCallbackError(f"{value!r} does not answer step {step!r}")
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.conversation import Transport
 from bot.dedupe import DbDeduper, Deduper, RedisDeduper
@@ -27,6 +27,30 @@ from core.shop import Shop, build_shop
 
 #: The terminal chat (`cardshop run` without a token) acts as the demo buyer.
 TERMINAL_USER_ID = DEMO_BUYER
+
+
+#: Redis connections one process keeps open; an update beyond them waits for one.
+REDIS_MAX_CONNECTIONS = 32
+#: How long an update waits for a free Redis connection before it counts as failed.
+REDIS_WAIT_SECONDS = 30.0
+
+
+def redis_client(
+    url: str,
+    *,
+    max_connections: int = REDIS_MAX_CONNECTIONS,
+    wait_seconds: float = REDIS_WAIT_SECONDS,
+) -> Redis:
+    """A client whose pool waits for a free connection instead of failing.
+
+    redis-py's default asyncio pool raises `MaxConnectionsError` the moment every
+    connection is busy, which dropped updates under a burst of buyers; a blocking pool
+    makes the burst queue for a few milliseconds instead.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait_seconds
+    )
+    return Redis.from_pool(pool)
 
 
 def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
@@ -45,7 +69,7 @@ def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
 async def running(settings: Settings) -> AsyncIterator[Runtime]:
     """The runtime with its shop (and Redis), closed again on the way out."""
     shop = build_shop(settings)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
         yield build_runtime(shop, redis)
     finally:

@@ -6,6 +6,7 @@ names, so one reading of an update, typed by the protocols below, serves both ad
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from bot.conversation import Document, Incoming, split_command
@@ -81,6 +82,26 @@ class _CallbackQuery(Protocol):
     def data(self) -> str | None: ...
     @property
     def message(self) -> _CallbackMessage | None: ...
+
+
+class BadUpdateError(ValueError):
+    """A webhook body that is no Telegram update (not JSON, not an object, too deep)."""
+
+
+def update_json(body: bytes) -> dict[str, Any]:
+    """The JSON object of a webhook body, or BadUpdateError with a one-line reason.
+
+    The secret header proves the sender, not the body: a proxy can truncate it, and
+    whoever learned the secret can send anything. Nesting deeper than Python's recursion
+    limit makes `json.loads` raise RecursionError, so that counts as malformed too.
+    """
+    try:
+        update = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadUpdateError(f"not JSON: {type(exc).__name__}") from None
+    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        raise BadUpdateError("not an update object")
+    return update
 
 
 def _optional(text: str | None) -> str | None:

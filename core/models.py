@@ -89,8 +89,9 @@ class Member(Base):
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     #: Telegram usernames are at most 32 characters; longer outside input is cut to fit.
     username: Mapped[str | None] = mapped_column(String(64), index=True)
-    #: First name (up to 64) + space + last name (up to 64) is 129 characters on Telegram.
-    display_name: Mapped[str] = mapped_column(String(256), default="")
+    #: Telegram's first (64) + space + last name (64) can be 129 characters: `register` cuts
+    #: the last one. Widening would rebuild `members` on SQLite, which every table refers to.
+    display_name: Mapped[str] = mapped_column(String(128), default="")
     locale: Mapped[str | None] = mapped_column(String(8))
     referral_code: Mapped[str] = mapped_column(String(16), unique=True)
     referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))

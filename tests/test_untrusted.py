@@ -10,6 +10,7 @@ tests/e2e/test_forged.py.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from bot.callbacks import BadCallbackError
 from bot.handlers.buy import PayCallback
@@ -17,6 +18,7 @@ from bot.handlers.orders import OrderCallback
 from bot.incoming import callback_incoming, message_incoming
 from core.audit import DENIED
 from core.errors import ErrorCode, ShopError
+from core.models import TierChange
 from core.money import MAX_FEN, parse_yuan
 from core.shop import Shop
 from core.text import BIGINT_MAX, INTEGER_MAX, storable, whole_number
@@ -148,18 +150,24 @@ async def test_member_search_refuses_what_no_column_holds(shop: Shop, query: str
 
 
 async def test_a_member_with_the_longest_telegram_name_registers(shop: Shop) -> None:
+    """129 characters with the space: cut to the column's 128 rather than refused."""
     full_name = f"{FIRST_NAME} {LAST_NAME}"
     assert len(full_name) == 129
     member = await shop.members.register(
         10_001, username=USERNAME, display_name=full_name, language_code="zh-hans"
     )
-    assert (member.display_name, member.username) == (full_name, USERNAME)
-    again = await shop.members.register(
-        10_001, username=USERNAME, display_name=full_name + "!" * 500
-    )
-    assert again.display_name == (full_name + "!" * 500)[:256]
-    assert (await shop.members.find(f"@{USERNAME.upper()}")).id == member.id
+    assert (member.display_name, member.username) == (full_name[:128], USERNAME)
+    again = await shop.members.register(10_001, username="v" * 100, display_name="x\x00" * 99)
+    assert (again.display_name, again.username) == (("x\ufffd" * 99)[:128], "v" * 64)
+    assert (await shop.members.find("@" + "V" * 64)).id == member.id
     assert (await shop.members.find("10001")).id == member.id
+
+
+async def test_a_long_reason_for_a_tier_change_is_kept(shop: Shop) -> None:
+    member = await shop.members.register(10_002)
+    await shop.tiers.set_tier(member.id, "gold", actor="cli:root", reason="调" * 500)
+    async with shop.db.read() as session:
+        assert await session.scalar(select(TierChange.reason)) == "调" * 500
 
 
 async def test_a_denied_attempt_with_a_nul_byte_is_audited(shop: Shop) -> None:

@@ -1,8 +1,10 @@
-"""text columns: room for every name Telegram sends and every reason an admin types
+"""text columns: room for every reason an admin types
 
-`members.display_name` was VARCHAR(128), one short of a Telegram first name (64) + space +
-last name (64), so such a member could not even register on PostgreSQL;
-`tier_changes.reason` took 64 characters of a reason typed in the shell.
+`tier_changes.reason` was VARCHAR(64): a longer reason typed in the shell
+(`cardshop set-tier --reason`) failed on PostgreSQL. Member names are cut to fit in
+`core.members` instead of widening `members.display_name`: on SQLite a type change
+rebuilds the table, and dropping `members`, which every table refers to, fails under
+foreign keys inside the migration's transaction.
 
 Revision ID: 0003c
 Revises: 0002
@@ -23,14 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Widen the columns people's text reaches."""
-    with op.batch_alter_table("members", schema=None) as batch_op:
-        batch_op.alter_column(
-            "display_name",
-            existing_type=sa.String(length=128),
-            type_=sa.String(length=256),
-            existing_nullable=False,
-        )
+    """Widen the reason of a tier change to text."""
     with op.batch_alter_table("tier_changes", schema=None) as batch_op:
         batch_op.alter_column(
             "reason",
@@ -41,20 +36,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Narrow them again, cutting what no longer fits."""
-    op.execute("UPDATE members SET display_name = substr(display_name, 1, 128)")
+    """Narrow it again, cutting what no longer fits."""
     op.execute("UPDATE tier_changes SET reason = substr(reason, 1, 64)")
     with op.batch_alter_table("tier_changes", schema=None) as batch_op:
         batch_op.alter_column(
             "reason",
             existing_type=sa.Text(),
             type_=sa.String(length=64),
-            existing_nullable=False,
-        )
-    with op.batch_alter_table("members", schema=None) as batch_op:
-        batch_op.alter_column(
-            "display_name",
-            existing_type=sa.String(length=256),
-            type_=sa.String(length=128),
             existing_nullable=False,
         )

@@ -222,7 +222,7 @@ async def test_the_longest_names_and_texts_are_stored_on_every_database(
         )
 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    full_name = storable(f"{FIRST_NAME} {LAST_NAME}")
+    full_name = storable(f"{FIRST_NAME} {LAST_NAME}")[:128]  # 129 with the space: cut
     async with shop.db.read() as session:
         stored = {
             row.telegram_id: (row.display_name, row.username)

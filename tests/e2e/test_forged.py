@@ -11,7 +11,7 @@ import logging
 import random
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import aiohttp
 import pytest
@@ -84,6 +84,26 @@ def forged_datas(seed: int, count: int) -> list[str]:
         head = rng.choice([*prefixes, "".join(rng.choices(string.ascii_lowercase, k=4))])
         tail = "".join(rng.choices(alphabet, k=rng.randint(0, 70)))
         datas.append(f"{head}:{tail}" if rng.random() < 0.8 else tail)
+    return datas
+
+
+def _plain_value(annotation: Any) -> str:
+    """A value a field of this type accepts: a Literal's first choice, else `1`."""
+    choices = get_args(annotation)
+    return str(choices[0]) if get_origin(annotation) is Literal else "1"
+
+
+def extreme_datas() -> list[str]:
+    """Well-formed data with the largest id a button may carry in each number field."""
+    datas = []
+    for prefix, spec in sorted(Registry(ALL_CONVERSATIONS).callbacks.items()):
+        fields = spec.data_type.model_fields
+        plain = [_plain_value(info.annotation) for info in fields.values()]
+        for index, info in enumerate(fields.values()):
+            if info.annotation in (int, int | None):
+                values = [*plain]
+                values[index] = str(INTEGER_MAX)
+                datas.append(":".join([prefix, *values]))
     return datas
 
 
@@ -171,6 +191,14 @@ async def test_forged_button_data_is_refused_audited_and_changes_nothing(
     expected = [storable(d)[:128] for d in datas if is_admin_prefix(d)]
     assert sorted(denied) == sorted(expected)
     assert len(expected) > 100
+
+    # The largest ids a button may carry are looked up, not crashed on, whoever taps.
+    extremes = extreme_datas()
+    assert len(extremes) > 20
+    with caplog.at_level(logging.INFO):
+        await press_all(bot, admin, admin.last_keyboard().message_id, extremes)
+        await press_all(bot, stranger, stranger.last_keyboard().message_id, extremes)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 # --- the longest of everything Telegram allows ---------------------------------------------

@@ -45,7 +45,7 @@ def redis_client(
 
     redis-py's default asyncio pool raises `MaxConnectionsError` the moment every
     connection is busy, which dropped updates under a burst of buyers; a blocking pool
-    makes the burst queue for a few milliseconds instead.
+    makes the burst queue briefly instead.
     """
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=wait_seconds

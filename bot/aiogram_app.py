@@ -43,6 +43,7 @@ from aiogram.types import (
 )
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot.callbacks import Callback
 from bot.conversation import (
@@ -57,7 +58,7 @@ from bot.conversation import (
 )
 from bot.flood import FloodControl
 from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
-from bot.incoming import callback_incoming, message_incoming
+from bot.incoming import BadUpdateError, callback_incoming, message_incoming, update_json
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -313,12 +314,27 @@ def make_bot(settings: Settings, flood: FloodControl) -> Bot:
 
 
 class SecretWebhookHandler(SimpleRequestHandler):
-    """aiogram answers a wrong secret with 401; Telegram's convention here is 403."""
+    """aiogram's webhook handler answering 403 to a wrong secret and 400 to a bad body.
+
+    aiogram itself answers 401 (Telegram's convention here is 403), and a 500 with a
+    traceback in the log to a body that is no update (broken JSON, nested too deep).
+    """
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self.verify_secret(request.headers.get(SECRET_HEADER, ""), self.bot):
             return web.Response(body="Forbidden", status=403)
+        try:
+            Update.model_validate(update_json(await request.read()), context={"bot": self.bot})
+        except BadUpdateError as exc:
+            return _bad_webhook_body(str(exc))
+        except ValidationError as exc:
+            return _bad_webhook_body(f"not an update: {exc.error_count()} invalid fields")
         return await super().handle(request)
+
+
+def _bad_webhook_body(reason: str) -> web.Response:
+    log.warning("webhook: refused a body (%s)", reason)
+    return web.Response(body="Bad Request", status=400)
 
 
 async def serve(runtime: Runtime, settings: Settings) -> None:

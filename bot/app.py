@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.conversation import Transport
 from bot.dedupe import DbDeduper, Deduper, RedisDeduper
@@ -32,6 +32,30 @@ log = logging.getLogger(__name__)
 
 #: The terminal chat (`cardshop run` without a token) acts as the demo buyer.
 TERMINAL_USER_ID = DEMO_BUYER
+
+
+#: Redis connections one process keeps open; an update beyond them waits for one.
+REDIS_MAX_CONNECTIONS = 32
+#: How long an update waits for a free Redis connection before it counts as failed.
+REDIS_WAIT_SECONDS = 30.0
+
+
+def redis_client(
+    url: str,
+    *,
+    max_connections: int = REDIS_MAX_CONNECTIONS,
+    wait_seconds: float = REDIS_WAIT_SECONDS,
+) -> Redis:
+    """A client whose pool waits for a free connection instead of failing.
+
+    redis-py's default asyncio pool raises `MaxConnectionsError` the moment every
+    connection is busy, which dropped updates under a burst of buyers; a blocking pool
+    makes the burst queue briefly instead.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait_seconds
+    )
+    return Redis.from_pool(pool)
 
 
 def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
@@ -53,7 +77,7 @@ async def running(settings: Settings, *, clock: Clock | None = None) -> AsyncIte
     `clock` is the shop's one clock (the wall clock unless a test or a replay hands one in).
     """
     shop = build_shop(settings, clock=clock)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
         yield build_runtime(shop, redis)
     finally:

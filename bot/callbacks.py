@@ -2,9 +2,12 @@
 
 Anyone can send any `callback_data` string to the bot, so `unpack` treats it like form
 input: the prefix must be known, the field count exact, every value in its one canonical
-spelling (re-packing must give back the same string) and no id negative. Anything else
-is `BadCallbackError`, which the framework answers with a polite "this button is no longer
-valid" and no change. Telegram caps callback data at 64 bytes, checked on `pack`.
+spelling (re-packing must give back the same string), every number within what an
+INTEGER column holds on PostgreSQL (0 to 2**31-1: they are ids, pages, quantities) and
+every text printable, without U+FFFD (what the edge put in place of a NUL or a lone
+surrogate). Anything else is `BadCallbackError`, which the framework answers with a
+polite "this button is no longer valid" and no change. Telegram caps callback data at
+64 bytes, checked on `pack`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import re
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from core.text import INTEGER_MAX
 
 #: Telegram's limit for `callback_data`, in bytes of UTF-8.
 MAX_CALLBACK_BYTES = 64
@@ -27,8 +32,8 @@ class BadCallbackError(ValueError):
 class Callback(BaseModel):
     """Base of every callback data class: declare `prefix` and the fields, in order.
 
-    Fields may be `int` (never negative: they are ids, pages, quantities), `str` (no
-    `:`), `bool`, a `Literal`/`StrEnum` of strings, or any of these `| None`.
+    Fields may be `int` (0 to INTEGER_MAX: they are ids, pages, quantities), `str` (printable,
+    no `:`), `bool`, a `Literal`/`StrEnum` of strings, or any of these `| None`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -49,10 +54,15 @@ class Callback(BaseModel):
         Callback._by_prefix[prefix] = cls
 
     @model_validator(mode="after")
-    def _no_negative_ids(self) -> Self:
+    def _values_in_range(self) -> Self:
         for name, value in self:
-            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"{name} must not be negative")
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    raise ValueError(f"{name} must not be negative")
+                if value > INTEGER_MAX:
+                    raise ValueError(f"{name} is over {INTEGER_MAX}")
+            elif isinstance(value, str) and (not value.isprintable() or "\ufffd" in value):
+                raise ValueError(f"{name} is not printable text")
         return self
 
     def pack(self) -> str:
@@ -71,7 +81,11 @@ class Callback(BaseModel):
     @classmethod
     def unpack(cls, raw: str) -> Self:
         """Parse untrusted data for this class, or raise BadCallbackError."""
-        if len(raw.encode()) > MAX_CALLBACK_BYTES:
+        try:
+            size = len(raw.encode())
+        except UnicodeEncodeError:
+            raise BadCallbackError("not valid UTF-8 (a lone surrogate)") from None
+        if size > MAX_CALLBACK_BYTES:
             raise BadCallbackError("too long")
         prefix, *values = raw.split(SEPARATOR)
         if prefix != cls.prefix:

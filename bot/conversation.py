@@ -265,10 +265,16 @@ class CommandSpec:
     description: str | None
 
 
+#: Who may press a conversation's buttons; False when it refused (and said so) itself.
+ButtonGuard = Callable[[Context], Awaitable[bool]]
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackSpec:
     data_type: type[Callback]
     handler: Callable[[Context, Any], Awaitable[None]]
+    #: Runs before the data is parsed, so a refused press is refused whatever it carried.
+    guard: ButtonGuard | None = None
 
 
 @dataclass
@@ -282,6 +288,8 @@ class Conversation:
     menus: dict[str, Handler] = field(default_factory=dict)
     staff_replies: list[StaffReplyHandler] = field(default_factory=list)
     fallback_handler: Handler | None = None
+    #: Asked before any of this conversation's buttons is parsed (the admin screens).
+    button_guard: ButtonGuard | None = None
 
     def command(self, *names: str, description: str | None = None) -> Callable[[H], H]:
         """`/name` (and aliases) in a private chat; a command abandons any pending input."""
@@ -302,7 +310,7 @@ class Conversation:
         def register(
             handler: Callable[[Context, C], Awaitable[None]],
         ) -> Callable[[Context, C], Awaitable[None]]:
-            self.callbacks.append(CallbackSpec(data_type, handler))
+            self.callbacks.append(CallbackSpec(data_type, handler, self.button_guard))
             return handler
 
         return register

@@ -356,6 +356,8 @@ class Runtime:
                 raise BadCallbackError("a button under someone else's private chat")
             if spec is None:
                 raise BadCallbackError(f"no conversation for {Callback.prefix_of(raw)!r}")
+            if spec.guard is not None and not await spec.guard(ctx):
+                return
             await spec.handler(ctx, spec.data_type.unpack(raw))
 
         await self.run(ctx, work)

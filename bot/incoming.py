@@ -6,9 +6,11 @@ names, so one reading of an update, typed by the protocols below, serves both ad
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from bot.conversation import Document, Incoming, split_command
+from core.text import storable
 
 
 class _User(Protocol):
@@ -82,6 +84,30 @@ class _CallbackQuery(Protocol):
     def message(self) -> _CallbackMessage | None: ...
 
 
+class BadUpdateError(ValueError):
+    """A webhook body that is no Telegram update (not JSON, not an object, too deep)."""
+
+
+def update_json(body: bytes) -> dict[str, Any]:
+    """The JSON object of a webhook body, or BadUpdateError with a one-line reason.
+
+    The secret header proves the sender, not the body: a proxy can truncate it, and
+    whoever learned the secret can send anything. Nesting deeper than Python's recursion
+    limit makes `json.loads` raise RecursionError, so that counts as malformed too.
+    """
+    try:
+        update = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BadUpdateError(f"not JSON: {type(exc).__name__}") from None
+    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        raise BadUpdateError("not an update object")
+    return update
+
+
+def _optional(text: str | None) -> str | None:
+    return None if text is None else storable(text)
+
+
 def message_incoming(update_id: int, message: _Message) -> Incoming | None:
     """A text, command or document message; None when it has no sender (channel posts)."""
     user = message.from_user
@@ -96,16 +122,16 @@ def message_incoming(update_id: int, message: _Message) -> Incoming | None:
         "reply_to_message_id": (
             message.reply_to_message.message_id if message.reply_to_message else None
         ),
-        "language_code": user.language_code,
-        "username": user.username,
-        "full_name": user.full_name,
+        "language_code": _optional(user.language_code),
+        "username": _optional(user.username),
+        "full_name": storable(user.full_name),
     }
-    text = message.text or message.caption or ""
+    text = storable(message.text or message.caption or "")
     if message.document is not None:
         document = Document(
             file_id=message.document.file_id,
-            filename=message.document.file_name,
-            mime_type=message.document.mime_type,
+            filename=_optional(message.document.file_name),
+            mime_type=_optional(message.document.mime_type),
             size=message.document.file_size,
         )
         return Incoming(kind="document", text=text, document=document, **common)
@@ -125,9 +151,9 @@ def callback_incoming(update_id: int, query: _CallbackQuery) -> Incoming:
         chat_id=message.chat.id if message is not None else user.id,
         chat_type=message.chat.type if message is not None else "private",
         callback_id=query.id,
-        callback_data=query.data or "",
+        callback_data=storable(query.data or ""),
         callback_message_id=message.message_id if message is not None else None,
-        language_code=user.language_code,
-        username=user.username,
-        full_name=user.full_name,
+        language_code=_optional(user.language_code),
+        username=_optional(user.username),
+        full_name=storable(user.full_name),
     )

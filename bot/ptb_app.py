@@ -55,7 +55,7 @@ from bot.conversation import (
 )
 from bot.flood import FloodControl
 from bot.framework import STOP_GRACE_SECONDS, Runtime, publish_commands, webhook_address
-from bot.incoming import callback_incoming, message_incoming
+from bot.incoming import BadUpdateError, callback_incoming, message_incoming, update_json
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -309,12 +309,24 @@ class Paced(BaseRateLimiter[None]):
 def webhook_app(
     application: Application[Any, Any, Any, Any, Any, Any], secret: str, path: str
 ) -> web.Application:
-    """aiohttp app for the webhook: 403 without the secret, else hand the update to PTB."""
+    """aiohttp app for the webhook: 403 without the secret, 400 for a bad body, else PTB's.
+
+    A body that is no update is logged in one line, never a traceback.
+    """
+
+    def _bad_body(reason: str) -> web.Response:
+        log.warning("webhook: refused a body (%s)", reason)
+        return web.Response(status=400, text="Bad Request")
 
     async def receive(request: web.Request) -> web.Response:
         if request.headers.get(SECRET_HEADER) != secret:
             return web.Response(status=403, text="Forbidden")
-        update = Update.de_json(await request.json(), application.bot)
+        try:
+            update = Update.de_json(update_json(await request.read()), application.bot)
+        except BadUpdateError as exc:
+            return _bad_body(str(exc))
+        except Exception as exc:  # de_json raises whatever a wrong shape trips over
+            return _bad_body(f"not an update: {type(exc).__name__}")
         await application.update_queue.put(update)
         return web.Response(text="ok")
 

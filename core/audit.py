@@ -2,7 +2,9 @@
 
 `record` joins the caller's transaction, so the change and its audit row commit or roll
 back together; `log` has a transaction of its own, for what changes nothing (a denial,
-an export) or follows a service that commits by itself.
+an export) or follows a service that commits by itself. What an attempt carried is
+untrusted (a forged button, a typed reason), so every text is made storable and cut to
+its column first: an audit row must never fail because of what it records.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
-from core.models import AuditEntry
+from core.models import AuditEntry, max_length
+from core.text import clip, storable
 from core.uow import Database
 
 #: The action name of a refused admin command.
 DENIED = "denied"
 
-TARGET_MAX = 128
+ACTOR_MAX = max_length(AuditEntry.actor)
+ACTION_MAX = max_length(AuditEntry.action)
+TARGET_MAX = max_length(AuditEntry.target)
 
 
 def jsonable(value: Any) -> Any:
@@ -32,13 +37,15 @@ def jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {storable(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
     if isinstance(value, Enum):
         return jsonable(value.value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, str):
+        return storable(value)
     return value
 
 
@@ -89,9 +96,9 @@ class Audit:
         """Add an audit row to the caller's transaction (never commits)."""
         await session.execute(
             insert(AuditEntry).values(
-                actor=actor,
-                action=action,
-                target=target[:TARGET_MAX],
+                actor=clip(storable(actor), ACTOR_MAX),
+                action=clip(storable(action), ACTION_MAX),
+                target=clip(storable(target), TARGET_MAX),
                 before=_state(before),
                 after=_state(after),
                 created_at=self._clock.now(),

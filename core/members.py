@@ -11,12 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
-from core.models import Member
+from core.models import Member, max_length
 from core.sql import insert_ignoring_conflict
+from core.text import BIGINT_MAX, clip, storable, whole_number
 from core.uow import Database
 
 REFERRAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SUPPORTED_LOCALES = ("zh_CN", "en")
+USERNAME_MAX = max_length(Member.username)
+DISPLAY_NAME_MAX = max_length(Member.display_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +100,12 @@ class Members:
     ) -> MemberView:
         """Find or create the member behind a Telegram account; safe to call concurrently.
 
-        A referral code counts only when the account is new, and never for oneself.
+        A referral code counts only when the account is new, and never for oneself. Names
+        come from outside: they are made storable and cut to their columns.
         """
+        if username is not None:
+            username = clip(storable(username), USERNAME_MAX)
+        display_name = clip(storable(display_name), DISPLAY_NAME_MAX)
         async with self._db.transaction() as session:
             member = await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
             if member is None:
@@ -139,17 +146,22 @@ class Members:
             return MemberView.of(row) if row else None
 
     async def find(self, query: str) -> MemberView:
-        """Look a member up by Telegram id, `@username` or `#member-id`."""
-        text = query.strip()
+        """Look a member up by Telegram id, `@username` or `#member-id`.
+
+        The query is typed by a person: only ASCII digits count as a number (`²` is a
+        digit to Python, not to `int`), and a number beyond its column's range, like
+        any other query that names nobody, is MEMBER_NOT_FOUND.
+        """
+        text = storable(query.strip())
+        if text.startswith("@") and 0 < len(text) - 1 <= USERNAME_MAX:
+            condition = func.lower(Member.username) == text[1:].lower()
+        elif text.startswith("#") and (member_id := whole_number(text[1:])) is not None:
+            condition = Member.id == member_id
+        elif (telegram_id := whole_number(text, BIGINT_MAX)) is not None:
+            condition = Member.telegram_id == telegram_id
+        else:
+            raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)
         async with self._db.read() as session:
-            if text.startswith("@"):
-                condition = func.lower(Member.username) == text[1:].lower()
-            elif text.startswith("#") and text[1:].isdigit():
-                condition = Member.id == int(text[1:])
-            elif text.lstrip("-").isdigit():
-                condition = Member.telegram_id == int(text)
-            else:
-                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)
             row = await session.scalar(select(Member).where(condition))
             if row is None:
                 raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=text)

@@ -61,6 +61,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def max_length(column: Any) -> int:
+    """The size of a `String(n)` column, for code that cuts outside text to fit it."""
+    column_type = column.type
+    if not isinstance(column_type, String) or column_type.length is None:
+        raise TypeError(f"{column} is not a String column with a length")
+    return column_type.length
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
@@ -75,7 +83,10 @@ class Member(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    #: Telegram usernames are at most 32 characters; longer outside input is cut to fit.
     username: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: Telegram's first (64) + space + last name (64) can be 129 characters: `register` cuts
+    #: the last one. Widening would rebuild `members` on SQLite, which every table refers to.
     display_name: Mapped[str] = mapped_column(String(128), default="")
     locale: Mapped[str | None] = mapped_column(String(8))
     referral_code: Mapped[str] = mapped_column(String(16), unique=True)
@@ -120,7 +131,8 @@ class TierChange(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     from_tier: Mapped[str] = mapped_column(String(32))
     to_tier: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(String(64))
+    #: An admin's typed reason (`cardshop set-tier --reason`), or the rule that moved them.
+    reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(64), default="system")
     created_at: Mapped[datetime] = mapped_column()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import os
 import re
 import secrets
 from pathlib import Path
@@ -19,7 +21,7 @@ from babel.messages.pofile import read_po
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.app import build_runtime
+from bot.app import build_runtime, redis_client
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Document, Incoming, Keyboard
 from bot.dedupe import DbDeduper, RedisDeduper
@@ -34,7 +36,7 @@ from core.errors import ErrorCode, ShopError
 from core.shop import Shop
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class PageCallback(Callback):
@@ -217,6 +219,29 @@ async def test_redis_dedupe_claims_each_update_once(redis: Redis) -> None:
     deduper = RedisDeduper(redis, "telegram", namespace=f"test-{secrets.token_hex(4)}")
     claims = await asyncio.gather(*(deduper.first_time(77) for _ in range(8)))
     assert sorted(claims) == [False] * 7 + [True]
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_instead_of_dropping_updates(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py's default pool raised MaxConnectionsError past its size: updates were lost."""
+    client = redis_client(REDIS_URL, max_connections=2)
+    try:
+        await client.ping()
+    except RedisConnectionError:
+        await client.aclose()
+        pytest.skip("no Redis at " + REDIS_URL)
+    runtime = build_runtime(shop, client)
+    transport = RecordingTransport()
+    first_update = secrets.randbelow(10**12)
+    burst = [_message("/help", first_update + n, user_id=700_000 + n) for n in range(60)]
+    try:
+        with caplog.at_level(logging.ERROR):
+            await asyncio.gather(*(runtime.handle(incoming, transport) for incoming in burst))
+    finally:
+        await client.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sorted(chat for chat, _ in transport.sent) == [700_000 + n for n in range(60)]
 
 
 # --- the runtime, over a recording transport ----------------------------------------------

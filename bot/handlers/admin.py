@@ -11,15 +11,13 @@ written to the audit log.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from collections.abc import Callable
+from typing import Literal
 
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Handler, Keyboard
 from bot.i18n import N_
 from core.admin import Operations
-
-conversation = Conversation("admin")
 
 #: How an admin acting in the chat is named in the audit log and on a broadcast.
 ACTOR_PREFIX = "tg:"
@@ -43,9 +41,6 @@ MENU_ROWS: tuple[tuple[tuple[Section, str], ...], ...] = (
 )
 
 SECTIONS: dict[Section, Handler] = {}
-
-C = TypeVar("C", bound=Callback)
-ButtonHandler = Callable[[Context, C], Awaitable[None]]
 
 
 def actor_for(telegram_id: int) -> str:
@@ -103,6 +98,21 @@ async def refuse(ctx: Context) -> None:
         await ctx.reply(text)
 
 
+async def admins_only(ctx: Context) -> bool:
+    """Every admin conversation's button guard: a non-admin's press is refused and audited.
+
+    It runs before the button's data is parsed, so even data no admin button could carry
+    (a forged id, a NUL byte) is refused as an admin-only attempt and lands in the log.
+    """
+    if ctx.is_admin:
+        return True
+    await refuse(ctx)
+    return False
+
+
+conversation = Conversation("admin", button_guard=admins_only)
+
+
 def admin_only(handler: Handler) -> Handler:
     """Guard a command or typed-input handler."""
 
@@ -112,19 +122,6 @@ def admin_only(handler: Handler) -> Handler:
             await refuse(ctx)
             return
         await handler(ctx)
-
-    return guarded
-
-
-def admin_button(handler: ButtonHandler[C]) -> ButtonHandler[C]:
-    """Guard a button handler: its data may be forged by anyone."""
-
-    @functools.wraps(handler)
-    async def guarded(ctx: Context, data: C) -> None:
-        if not ctx.is_admin:
-            await refuse(ctx)
-            return
-        await handler(ctx, data)
 
     return guarded
 
@@ -155,6 +152,5 @@ async def home(ctx: Context) -> None:
 
 
 @conversation.callback(AdminCallback)
-@admin_button
 async def open_section(ctx: Context, data: AdminCallback) -> None:
     await SECTIONS[data.section](ctx)

@@ -12,8 +12,8 @@ from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -21,7 +21,7 @@ from bot.handlers.admin import (
 from core.broadcast import AUDIENCE_ALL, BUTTON_TEXT_MAX, TEXT_MAX, URL_MAX, URL_SCHEMES
 from core.broadcast import Button as LinkButton
 
-conversation = Conversation("admin_broadcast")
+conversation = Conversation("admin_broadcast", button_guard=admins_only)
 
 TEXT_STATE = "adm_broadcast_text"
 BUTTON_STATE = "adm_broadcast_button"
@@ -63,7 +63,6 @@ async def choose_audience(ctx: Context) -> None:
 
 
 @conversation.callback(AudienceCallback)
-@admin_button
 async def audience_chosen(ctx: Context, data: AudienceCallback) -> None:
     if data.audience != AUDIENCE_ALL:
         ctx.shop.ladder.tier(data.audience)
@@ -156,7 +155,6 @@ async def preview(ctx: Context, button: LinkButton | None) -> None:
 
 
 @conversation.callback(BroadcastCallback)
-@admin_button
 async def broadcast_action(ctx: Context, data: BroadcastCallback) -> None:
     if data.action == "cancel":
         ctx.state.clear()

@@ -16,8 +16,8 @@ from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     AdminCallback,
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -26,9 +26,11 @@ from bot.handlers.orders import status_name
 from bot.handlers.ticket import category_name, staff_status
 from core.errors import ErrorCode, ShopError
 from core.members import MemberView
+from core.models import Staff, max_length
 from core.money import parse_yuan
+from core.text import BIGINT_MAX, whole_number
 
-conversation = Conversation("admin_members")
+conversation = Conversation("admin_members", button_guard=admins_only)
 
 FIND_STATE = "adm_member_find"
 AMOUNT_STATE = "adm_member_amount"
@@ -36,6 +38,7 @@ REASON_STATE = "adm_member_reason"
 MANAGER_STATE = "adm_member_manager"
 VIOLATION_STATE = "adm_member_violation"
 RECENT = 5
+STAFF_NAME_MAX = max_length(Staff.display_name)
 
 Action = Literal["view", "topup", "adjust", "tier", "partner", "trial", "manager", "violation"]
 
@@ -166,7 +169,6 @@ async def find_member(ctx: Context) -> None:
 
 
 @conversation.callback(MemberCallback)
-@admin_button
 async def member_action(ctx: Context, data: MemberCallback) -> None:
     member = await ctx.shop.members.get(data.member)
     admin = operations(ctx).admin
@@ -214,7 +216,6 @@ def level_changed(ctx: Context, tier: str) -> str:
 
 
 @conversation.callback(SetTierCallback)
-@admin_button
 async def set_tier(ctx: Context, data: SetTierCallback) -> None:
     change = await operations(ctx).admin.set_tier(actor(ctx), data.member, data.tier)
     await show_card(ctx, data.member, level_changed(ctx, change.to_tier))
@@ -267,15 +268,26 @@ async def reason_input(ctx: Context) -> None:
 @admin_only
 async def manager_input(ctx: Context) -> None:
     member_id = int(ctx.state.get("member"))
-    staff_id, _, name = ctx.incoming.text.strip().partition(" ")
-    if not staff_id.isdigit() or not name.strip():
+    typed_id, _, name = ctx.incoming.text.strip().partition(" ")
+    staff_id, name = whole_number(typed_id, BIGINT_MAX), name.strip()
+    if staff_id is None or staff_id <= 0 or not name:
         await ctx.reply(
             ctx._("Please send the Telegram id, a space, then the name: 7700001 Amy"),
             back_keyboard(ctx, member_id),
         )
         return
+    if len(name) > STAFF_NAME_MAX:
+        await ctx.reply(
+            ctx.ngettext(
+                "That name is too long: at most {max} character.",
+                "That name is too long: at most {max} characters.",
+                STAFF_NAME_MAX,
+            ).format(max=STAFF_NAME_MAX),
+            back_keyboard(ctx, member_id),
+        )
+        return
     staff = await operations(ctx).admin.assign_manager(
-        actor(ctx), member_id, int(staff_id), display_name=name.strip()
+        actor(ctx), member_id, staff_id, display_name=name
     )
     notice = ctx._("✅ {name} is now their manager.").format(name=escape(staff.display_name))
     await show_card(ctx, member_id, notice)

@@ -14,8 +14,8 @@ from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -33,8 +33,9 @@ from bot.i18n import N_
 from core.catalog import NAME_MAX, POOLS, SKU_PATTERN, CategoryView, ProductView
 from core.errors import ErrorCode, ShopError
 from core.money import parse_yuan
+from core.text import whole_number
 
-conversation = Conversation("admin_products")
+conversation = Conversation("admin_products", button_guard=admins_only)
 
 STATE = "adm_product"
 
@@ -187,9 +188,10 @@ async def parse_typed(ctx: Context, step: str, text: str) -> Any:
             raise InvalidStepError("tier_prices", "format")
         return prices
     if step == "max_per_order":
-        if not text.isdigit() or int(text) < 1:
+        most = whole_number(text)
+        if most is None or most < 1:
             raise InvalidStepError("max_per_order", "below_one")
-        return int(text)
+        return most
     raise InvalidStepError(step, "choose")
 
 
@@ -211,8 +213,8 @@ async def parse_choice(ctx: Context, step: str, value: str) -> Any:
         return value
     if step == "active" and value in ("1", "0"):
         return value == "1"
-    if step == "category" and value.isdigit():
-        category = await ctx.shop.catalog.category(int(value))
+    if step == "category" and (category_id := whole_number(value)) is not None:
+        category = await ctx.shop.catalog.category(category_id)
         return category.slug
     raise BadCallbackError(f"{value!r} does not answer step {step!r}")
 
@@ -381,7 +383,6 @@ async def advance(ctx: Context, step: str, value: Any) -> None:
 
 
 @conversation.callback(NewProductCallback)
-@admin_button
 async def new_product(ctx: Context, data: NewProductCallback) -> None:
     ctx.state.set(STATE, mode="new", step=STEPS[0], draft={})
     await ask(ctx, STEPS[0])
@@ -414,7 +415,6 @@ async def typed_answer(ctx: Context) -> None:
 
 
 @conversation.callback(StepCallback)
-@admin_button
 async def step_button(ctx: Context, data: StepCallback) -> None:
     if ctx.state.name != STATE:
         raise BadCallbackError("no product form open")
@@ -484,7 +484,6 @@ async def set_tier_prices(
 
 
 @conversation.callback(ProductCallback)
-@admin_button
 async def product_action(ctx: Context, data: ProductCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     if data.action == "toggle":
@@ -497,7 +496,6 @@ async def product_action(ctx: Context, data: ProductCallback) -> None:
 
 
 @conversation.callback(EditCallback)
-@admin_button
 async def edit_field(ctx: Context, data: EditCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     ctx.state.set(STATE, mode="edit", step=data.field, product=product.id)

@@ -16,8 +16,8 @@ from bot.conversation import Button, Context, Conversation, Keyboard
 from bot.handlers.admin import (
     AdminCallback,
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -26,7 +26,7 @@ from bot.i18n import N_
 from core.chart import render_chart
 from core.stats import StatsSummary
 
-conversation = Conversation("admin_stats")
+conversation = Conversation("admin_stats", button_guard=admins_only)
 
 #: The windows offered: today, a week, a month.
 WINDOWS = (1, 7, 30)
@@ -107,7 +107,6 @@ async def stats_section(ctx: Context) -> None:
 
 
 @conversation.callback(StatsCallback)
-@admin_button
 async def show_stats(ctx: Context, data: StatsCallback) -> None:
     if data.days not in WINDOWS:
         raise BadCallbackError(f"no {data.days}-day window")
@@ -151,7 +150,6 @@ def range_keyboard(ctx: Context, kind: Kind) -> Keyboard:
 
 
 @conversation.callback(ExportCallback)
-@admin_button
 async def export_button(ctx: Context, data: ExportCallback) -> None:
     if data.days is None:
         ctx.state.set(EXPORT_STATE, kind=data.kind)

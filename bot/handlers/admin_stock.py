@@ -17,8 +17,8 @@ from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.admin import (
     AdminCallback,
     actor,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     operations,
     section,
@@ -26,7 +26,7 @@ from bot.handlers.admin import (
 from core.catalog import ProductView
 from core.stock import ImportReport
 
-conversation = Conversation("admin_stock")
+conversation = Conversation("admin_stock", button_guard=admins_only)
 
 PAGE_SIZE = 8
 #: Biggest code file accepted (a million short codes fit comfortably).
@@ -118,13 +118,11 @@ async def stock_section(ctx: Context) -> None:
 
 
 @conversation.callback(ProductListCallback)
-@admin_button
 async def list_page(ctx: Context, data: ProductListCallback) -> None:
     await show_list(ctx, data.view, max(1, data.page))
 
 
 @conversation.callback(ImportCallback)
-@admin_button
 async def start_import(ctx: Context, data: ImportCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     ctx.state.set(IMPORT_STATE, product=product.id)

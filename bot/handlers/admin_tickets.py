@@ -14,8 +14,8 @@ from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.admin import (
     AdminCallback,
-    admin_button,
     admin_only,
+    admins_only,
     home_button,
     section,
 )
@@ -34,7 +34,7 @@ from bot.handlers.ticket import (
 )
 from core.tickets import TicketStatus, TicketView
 
-conversation = Conversation("admin_tickets")
+conversation = Conversation("admin_tickets", button_guard=admins_only)
 
 REPLY_STATE = "adm_ticket_reply"
 QUEUE_SIZE = 10
@@ -152,7 +152,6 @@ async def show_ticket(ctx: Context, ticket_id: int, notice: str | None = None) -
 
 
 @conversation.callback(TicketAdminCallback)
-@admin_button
 async def ticket_action(ctx: Context, data: TicketAdminCallback) -> None:
     ticket = await ctx.shop.tickets.get(data.ticket)
     match data.action:

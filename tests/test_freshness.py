@@ -140,7 +140,9 @@ sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @sqlite_only
-async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(shop: Shop) -> None:
+async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
     shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
     member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
@@ -153,11 +155,14 @@ async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(shop
     printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
     quotes = await asyncio.gather(*(shop.orders.quote(member, product, 1) for _ in range(READERS)))
     assert {quote.balance for quote in quotes} == {printed}
+    assert "Open: SELECT balance FROM members" in caplog.text  # logged, naming it
     del left_open  # held open until here, as a forgotten cursor would be
 
 
 @sqlite_only
-async def test_a_result_left_unread_by_the_writer_hides_no_top_up(shop: Shop) -> None:
+async def test_a_result_left_unread_by_the_writer_hides_no_top_up(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
     shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
     member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
@@ -168,4 +173,5 @@ async def test_a_result_left_unread_by_the_writer_hides_no_top_up(shop: Shop) ->
     printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
     purchase = await shop.orders.place(member, product, 1, idempotency_key="after top-up")
     assert purchase.balance_after == printed - purchase.order.total
+    assert "Open: SELECT members.balance" in caplog.text
     del left_open  # held open until here, as a forgotten result would be

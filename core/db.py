@@ -10,11 +10,20 @@ deferred BEGIN via `READ_ONLY` so browsing never waits for a writer.
 The purchase path also gets a plain synchronous engine on the same SQLite file
 (`create_sync_engine`): a whole purchase then costs one hop to a thread instead of
 several hops per statement through aiosqlite.
+
+Both engines pool their connections, and in WAL mode a statement left half-read on a
+connection (not stepped to its end, not reset) keeps that connection's snapshot after
+its transaction has ended: COMMIT and ROLLBACK do not reset it, so every later
+transaction on the connection would read the database as it was then, and a writing
+one would fail with "database is locked". Every connection is therefore checked when
+the pool hands it out; one with a statement still open is logged and replaced.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,13 +32,21 @@ from sqlalchemy import create_engine as create_plain_engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
 
 #: Execution option that marks a connection as read-only (deferred BEGIN on SQLite).
 READ_ONLY = "cardshop_read_only"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: The connection's statements that have started and not finished, this one among them
+#: (SQLite's `sqlite_stmt` table, present when built with SQLITE_ENABLE_STMTVTAB).
+_BUSY_STATEMENTS = "SELECT sql FROM sqlite_stmt WHERE busy"
 
 
 def _prepare_sqlite_file(url: str) -> None:
@@ -51,10 +68,48 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        left_open = open_statements(_sqlite3_of(record))
+        if left_open:
+            log.error(
+                "a pooled SQLite connection still had a statement open, which keeps an "
+                "ended transaction's snapshot; replaced. Open: %s",
+                " | ".join(left_open),
+            )
+            raise DisconnectionError("SQLite connection with a statement left open")
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _sqlite3_of(record: ConnectionPoolEntry) -> sqlite3.Connection:
+    """The `sqlite3` connection under a pooled pysqlite or aiosqlite connection.
+
+    aiosqlite runs its `sqlite3` connection in a thread of its own; while the connection
+    sits in the pool that thread is idle, and asking the connection directly costs a few
+    microseconds where a hop to the thread costs a few hundred.
+    """
+    driver = record.driver_connection
+    if isinstance(driver, sqlite3.Connection):
+        return driver
+    return cast(sqlite3.Connection, driver._conn)  # type: ignore[union-attr]
+
+
+def open_statements(connection: sqlite3.Connection) -> list[str]:
+    """The SQL of statements started and not finished on `connection`; [] when SQLite
+    cannot tell (built without `sqlite_stmt`)."""
+    try:
+        cursor = connection.execute(_BUSY_STATEMENTS)
+    except sqlite3.OperationalError:
+        return []
+    try:
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [sql for (sql,) in rows if sql != _BUSY_STATEMENTS]
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -63,7 +118,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
 
     _prepare_sqlite_file(url)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    # aiosqlite opens its connection in its own thread; the pool's checkout check reads it
+    # from the event loop's thread while it is idle.
+    engine = create_async_engine(
+        url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}
+    )
     _tune_sqlite(engine.sync_engine)
     return engine
 

@@ -9,6 +9,11 @@ pay and browse in this one, and as soon as it has printed the new balance, every
 connection of the pool read at once must show that balance, in the quote the buyer
 sees and in the member's wallet. And purchases through the writer are seen by the
 readers' next read, and top-ups by the readers by the writer's next purchase.
+
+On SQLite a statement left half-read on a pooled connection (a read cut off between
+execute and fetch, a result or driver cursor forgotten) keeps the snapshot of its ended
+transaction, whatever COMMIT or ROLLBACK came after; the pools hand out no such
+connection.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from core.config import Settings
+from core.models import Member
 from core.shop import Shop
 from tests.conftest import TEST_KEY
 from tests.factories import make_member, make_product, tiers_file_with
@@ -135,3 +142,44 @@ async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> 
                 *(shop.orders.quote(member, product, 1) for _ in range(READERS))
             )
             assert {quote.balance for quote in quotes} == {after}
+
+
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@sqlite_only
+async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
+    member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
+    for _ in range(BUYERS):
+        await make_member(shop.db, shop.clock)
+    async with shop.db.read() as session:
+        connection = await (await session.connection()).get_raw_connection()
+        left_open = await connection.driver_connection.execute("SELECT balance FROM members")
+        assert await left_open.fetchone() is not None
+    printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
+    quotes = await asyncio.gather(*(shop.orders.quote(member, product, 1) for _ in range(READERS)))
+    assert {quote.balance for quote in quotes} == {printed}
+    assert "Open: SELECT balance FROM members" in caplog.text  # logged, naming it
+    del left_open  # held open until here, as a forgotten cursor would be
+
+
+@sqlite_only
+async def test_a_result_left_unread_by_the_writer_hides_no_top_up(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
+    member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
+    for _ in range(BUYERS):
+        await make_member(shop.db, shop.clock)
+    left_open = await shop.db.run(lambda conn: conn.execute(select(Member.balance)))
+    assert left_open.fetchone() is not None
+    printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
+    purchase = await shop.orders.place(member, product, 1, idempotency_key="after top-up")
+    assert purchase.balance_after == printed - purchase.order.total
+    assert "Open: SELECT members.balance" in caplog.text
+    del left_open  # held open until here, as a forgotten result would be

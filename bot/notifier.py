@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import assert_never
 
 from bot.conversation import Button, CannotEditError, Transport, UnreachableError, escape
+from bot.framework import STOP_GRACE_SECONDS
 from bot.handlers.admin import telegram_id_of
 from bot.handlers.ticket import category_name
 from bot.i18n import Translator
@@ -45,6 +46,26 @@ BROADCAST_POLL = 1.0
 PROGRESS_EVERY = 2.0
 #: Seconds between two looks for members risk control has just paused.
 RISK_POLL = 1.0
+#: Seconds between two ticks of the scheduled jobs.
+JOBS_TICK = 30.0
+
+
+async def repeat(step: Callable[[], Awaitable[object]], every: float, stop: asyncio.Event) -> None:
+    """`step()` every `every` seconds until `stop` is set.
+
+    A failed step is logged and tried again at the next turn. Stopping waits for the step
+    under way instead of cancelling it, so a shutdown never cuts a database call in half
+    (SQLAlchemy logs a connection interrupted mid-rollback as an error).
+    """
+    while not stop.is_set():
+        try:
+            await step()
+        except Exception:
+            log.exception(
+                "%s failed; tried again in %ss", getattr(step, "__qualname__", step), every
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def translator(shop: Shop, locale: str | None) -> Translator:
@@ -201,20 +222,15 @@ class RiskWatch:
     of workers, and none is lost to a restart before it was claimed.
     """
 
-    def __init__(self, shop: Shop, transport: Transport, *, poll: float = RISK_POLL) -> None:
+    def __init__(self, shop: Shop, transport: Transport) -> None:
         self._shop = shop
         self._risk = RiskControl(shop.db, shop.ladder.risk, shop.clock)
         self._transport = transport
-        self._poll = poll
 
-    async def loop(self) -> None:
-        while True:
-            try:
-                for trip in await self._risk.claim_trips():
-                    await self._tell(trip)
-            except Exception:
-                log.exception("risk notices failed; unsent ones are not retried")
-            await asyncio.sleep(self._poll)
+    async def tell_new_trips(self) -> None:
+        """Claim the trips nobody has told about yet and tell about each."""
+        for trip in await self._risk.claim_trips():
+            await self._tell(trip)
 
     async def _tell(self, trip: Trip) -> None:
         settings = self._shop.settings
@@ -294,7 +310,7 @@ class Broadcaster:
     """Runs every running broadcast to its end, one after another, at the shared pace.
 
     The audience lives in the database, so this needs no word from the handler that
-    created a broadcast: it looks for running ones every `poll` seconds. Its creator
+    created a broadcast: `serve_new` is run every `BROADCAST_POLL` seconds. Its creator
     gets a progress message, edited at most every `PROGRESS_EVERY` seconds, and the
     final counts.
     """
@@ -304,29 +320,21 @@ class Broadcaster:
         shop: Shop,
         broadcasts: Broadcasts,
         transport: Transport,
-        *,
-        poll: float = BROADCAST_POLL,
     ) -> None:
         self._shop = shop
         self._broadcasts = broadcasts
         self._transport = transport
-        self._poll = poll
         self._send = broadcast_sender(transport)
         self._shown: dict[int, _Shown] = {}
 
-    async def loop(self) -> None:
-        """Resume what a stop cut off, then serve new broadcasts until cancelled."""
-        try:
-            await self._broadcasts.resume_unfinished(self._send, progress=self._progress)
-        except Exception:
-            log.exception("resuming broadcasts failed")
-        while True:
-            try:
-                for broadcast_id in await self._broadcasts.unfinished():
-                    await self._broadcasts.run(broadcast_id, self._send, progress=self._progress)
-            except Exception:
-                log.exception("a broadcast run failed; it is tried again")
-            await asyncio.sleep(self._poll)
+    async def resume(self) -> None:
+        """Finish what a stop cut off."""
+        await self._broadcasts.resume_unfinished(self._send, progress=self._progress)
+
+    async def serve_new(self) -> None:
+        """Run every broadcast still unfinished (new ones, or one a failure interrupted)."""
+        for broadcast_id in await self._broadcasts.unfinished():
+            await self._broadcasts.run(broadcast_id, self._send, progress=self._progress)
 
     async def _progress(self, report: BroadcastReport) -> None:
         """Post or update the creator's progress message; never stops the broadcast."""
@@ -357,16 +365,33 @@ class Broadcaster:
 
 @contextlib.asynccontextmanager
 async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
-    """Scheduled jobs, broadcasts and risk notices next to the bot, cancelled at the end."""
-    broadcasts = shop.operations.broadcasts
+    """Scheduled jobs, broadcasts and risk notices next to the bot.
+
+    At the end each finishes the step it is in (at most `STOP_GRACE_SECONDS`, then it is
+    cancelled: a broadcast cut off resumes at the next start).
+    """
+    stop = asyncio.Event()
+    jobs = Jobs(shop, TransportNotifier(shop, transport))
+    broadcaster = Broadcaster(shop, shop.operations.broadcasts, transport)
+    risk = RiskWatch(shop, transport)
+
+    async def broadcasts() -> None:
+        try:
+            await broadcaster.resume()
+        except Exception:
+            log.exception("resuming broadcasts failed")
+        await repeat(broadcaster.serve_new, BROADCAST_POLL, stop)
+
     tasks = [
-        asyncio.create_task(Jobs(shop, TransportNotifier(shop, transport)).loop(), name="jobs"),
-        asyncio.create_task(Broadcaster(shop, broadcasts, transport).loop(), name="broadcasts"),
-        asyncio.create_task(RiskWatch(shop, transport).loop(), name="risk"),
+        asyncio.create_task(repeat(jobs.run_due, JOBS_TICK, stop), name="jobs"),
+        asyncio.create_task(broadcasts(), name="broadcasts"),
+        asyncio.create_task(repeat(risk.tell_new_trips, RISK_POLL, stop), name="risk"),
     ]
     try:
         yield
     finally:
-        for task in tasks:
+        stop.set()
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

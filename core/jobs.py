@@ -15,7 +15,6 @@ the member, the staff chat or the admins.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -206,15 +205,6 @@ class Jobs:
                 select(JobRun.finished_at).where(JobRun.job == job, JobRun.period == period)
             )
             return finished is None
-
-    async def loop(self, interval: float = 30.0) -> None:
-        """Tick forever (the bot runs this as a task and cancels it on shutdown)."""
-        while True:
-            try:
-                await self.run_due()
-            except Exception:
-                log.exception("scheduled jobs tick failed")
-            await asyncio.sleep(interval)
 
     async def _notify(self, event: Event, *, key: str | None = None) -> bool:
         """Send one event; with `key`, only if no run claimed that key before."""

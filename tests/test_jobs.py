@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot import cli
+from bot.notifier import repeat
 from core.clock import ManualClock
 from core.jobs import (
     Downgraded,
@@ -257,7 +258,7 @@ async def test_review_tiers_command(
     assert entry.after == {"reviewed": 1, "moved": 0}
 
 
-async def test_loop_ticks_until_cancelled(shop: Shop) -> None:
+async def test_jobs_tick_until_stopped(shop: Shop) -> None:
     await _scene(shop)
     all_sent = asyncio.Event()
 
@@ -268,10 +269,10 @@ async def test_loop_ticks_until_cancelled(shop: Shop) -> None:
                 all_sent.set()
 
     recorder = Waiting()
-    ticking = asyncio.create_task(Jobs(shop, recorder).loop(interval=0.01))
+    stop = asyncio.Event()
+    ticking = asyncio.create_task(repeat(Jobs(shop, recorder).run_due, 0.01, stop))
     await asyncio.wait_for(all_sent.wait(), 10)
     await asyncio.sleep(0.05)  # a few more ticks, which must send nothing
-    ticking.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await ticking
+    stop.set()
+    await asyncio.wait_for(ticking, 10)  # the tick under way ends, and no other starts
     assert len(recorder.events) == 6

@@ -166,7 +166,7 @@ async def _stats(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     tiers = ", ".join(
         f"{tier} {count}" for tier, count in sorted(summary.tier_distribution.items())
     )
-    print(f"{summary.date_from} .. {summary.date_to} ({summary.days} days)")
+    print(f"{summary.date_from} .. {summary.date_to} (days: {summary.days})")
     print(f"revenue {format_plain(summary.revenue)}, orders {summary.orders}, "
           f"codes sold {summary.codes_sold}, refunds {summary.refunds} "
           f"({format_plain(summary.refunded)})")  # fmt: skip

@@ -171,6 +171,6 @@ async def test_stats_command(
 
     assert await asyncio.to_thread(cli.main, ["stats", "--days", "30"], clock=shop.clock) == 0
     out = capsys.readouterr().out
-    assert "(30 days)" in out
+    assert "(days: 30)" in out
     assert "tiers: silver 1" in out
     assert "new members 1" in out

@@ -320,21 +320,27 @@ class Broadcaster:
         shop: Shop,
         broadcasts: Broadcasts,
         transport: Transport,
+        stop: asyncio.Event,
     ) -> None:
         self._shop = shop
         self._broadcasts = broadcasts
         self._transport = transport
+        self._stop = stop
         self._send = broadcast_sender(transport)
         self._shown: dict[int, _Shown] = {}
 
     async def resume(self) -> None:
         """Finish what a stop cut off."""
-        await self._broadcasts.resume_unfinished(self._send, progress=self._progress)
+        await self._broadcasts.resume_unfinished(
+            self._send, progress=self._progress, stop=self._stop
+        )
 
     async def serve_new(self) -> None:
         """Run every broadcast still unfinished (new ones, or one a failure interrupted)."""
         for broadcast_id in await self._broadcasts.unfinished():
-            await self._broadcasts.run(broadcast_id, self._send, progress=self._progress)
+            await self._broadcasts.run(
+                broadcast_id, self._send, progress=self._progress, stop=self._stop
+            )
 
     async def _progress(self, report: BroadcastReport) -> None:
         """Post or update the creator's progress message; never stops the broadcast."""
@@ -367,12 +373,13 @@ class Broadcaster:
 async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
     """Scheduled jobs, broadcasts and risk notices next to the bot.
 
-    At the end each finishes the step it is in (at most `STOP_GRACE_SECONDS`, then it is
-    cancelled: a broadcast cut off resumes at the next start).
+    At the end each finishes the step it is in (a broadcast stops between two deliveries
+    and resumes at the next start); what is still busy after `STOP_GRACE_SECONDS` is
+    cancelled.
     """
     stop = asyncio.Event()
     jobs = Jobs(shop, TransportNotifier(shop, transport))
-    broadcaster = Broadcaster(shop, shop.operations.broadcasts, transport)
+    broadcaster = Broadcaster(shop, shop.operations.broadcasts, transport, stop)
     risk = RiskWatch(shop, transport)
 
     async def broadcasts() -> None:

@@ -316,19 +316,29 @@ class Broadcasts:
     # --- sending ------------------------------------------------------------------------
 
     async def run(
-        self, broadcast_id: int, send: SendFn, *, progress: ProgressFn | None = None
+        self,
+        broadcast_id: int,
+        send: SendFn,
+        *,
+        progress: ProgressFn | None = None,
+        stop: asyncio.Event | None = None,
     ) -> BroadcastReport:
-        """Send every pending delivery, paced by the shared bucket; returns the final counts.
+        """Send every pending delivery, paced by the shared bucket; returns the counts.
 
         Safe to call again (or from another process) for the same broadcast: only
-        `pending` rows are claimed, and the last worker to find none finishes it.
+        `pending` rows are claimed, and the last worker to find none finishes it. Once
+        `stop` is set (the bot is shutting down) no further delivery is claimed and the
+        broadcast stays running, for the next start to resume.
         """
         broadcast = await self.get(broadcast_id)
         done = 0
 
+        def stopping() -> bool:
+            return stop is not None and stop.is_set()
+
         async def worker() -> None:
             nonlocal done
-            while (claim := await self._claim(broadcast_id)) is not None:
+            while not stopping() and (claim := await self._claim(broadcast_id)) is not None:
                 await self._deliver(broadcast, claim, send)
                 done += 1
                 if progress is not None and done % self._progress_every == 0:
@@ -337,6 +347,8 @@ class Broadcasts:
         async with asyncio.TaskGroup() as group:
             for _ in range(self._concurrency):
                 group.create_task(worker())
+        if stopping():
+            return await self.report(broadcast_id)
         await self._finish(broadcast_id)
         report = await self.report(broadcast_id)
         if progress is not None:
@@ -344,7 +356,11 @@ class Broadcasts:
         return report
 
     async def resume_unfinished(
-        self, send: SendFn, *, progress: ProgressFn | None = None
+        self,
+        send: SendFn,
+        *,
+        progress: ProgressFn | None = None,
+        stop: asyncio.Event | None = None,
     ) -> list[BroadcastReport]:
         """At start-up: settle sends cut off by the stop, then finish every running broadcast.
 
@@ -362,7 +378,7 @@ class Broadcasts:
                     )
                     .values(status=Delivery.FAILED.value, error=INTERRUPTED)
                 )
-            reports.append(await self.run(broadcast_id, send, progress=progress))
+            reports.append(await self.run(broadcast_id, send, progress=progress, stop=stop))
         return reports
 
     async def _claim(self, broadcast_id: int) -> _Claim | None:

@@ -23,6 +23,7 @@ from bot.errors import bad_button, render_error
 from bot.framework import Registry
 from bot.handlers import ALL_CONVERSATIONS
 from bot.handlers.admin import actor_for
+from core.clock import ManualClock
 from core.config import Settings
 from core.errors import ErrorCode, ShopError
 from core.models import (
@@ -283,6 +284,7 @@ async def test_a_webhook_body_that_is_no_update_is_a_400_in_one_line(
     api: BotApiStub,
     bot_settings: Settings,
     db: Database,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
@@ -295,7 +297,7 @@ async def test_a_webhook_body_that_is_no_update_is_a_400_in_one_line(
         }
     )
     headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
-    async with running_bot(api, settings):
+    async with running_bot(api, settings, clock):
         with caplog.at_level(logging.INFO):
             async with aiohttp.ClientSession() as session:
                 for body in BROKEN_BODIES:

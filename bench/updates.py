@@ -547,6 +547,8 @@ async def bench_database(
 
 @dataclass
 class RunContext:
+    """One round's plan, measured through a bot (`runtime`) or the bare framework (None)."""
+
     settings: Settings
     catalog: Catalog
     steps: list[Step]

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCALES := bot/locales
 
-.PHONY: run test install i18n compile-locales lint typecheck bench clean
+.PHONY: run test install i18n compile-locales lint typecheck bench bench-updates clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,10 @@ run: compile-locales
 
 bench: $(STAMP)
 	$(PY) -m bench.purchase
+
+# Updates per second through the real bot (both adapters), against the bare framework.
+bench-updates: compile-locales
+	$(PY) -m bench.updates
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

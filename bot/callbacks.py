@@ -40,18 +40,34 @@ class Callback(BaseModel):
 
     prefix: ClassVar[str]
     _by_prefix: ClassVar[dict[str, type[Callback]]] = {}
+    _by_name: ClassVar[dict[str, type[Callback]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register the class, refusing a prefix or a class name another class already has.
+
+        Two classes on one prefix would route each other's buttons; two classes of one name
+        make logs, errors and imports ambiguous (`from … import ProductCallback` picks one
+        silently). Only the same definition run again (same module and name, as a module
+        reload does) may take its own place back.
+        """
         super().__init_subclass__(**kwargs)
         prefix = cls.__dict__.get("prefix")
         if prefix is None:
             return
         if not PREFIX_PATTERN.fullmatch(prefix):
             raise TypeError(f"callback prefix {prefix!r} must match {PREFIX_PATTERN.pattern}")
-        known = Callback._by_prefix.get(prefix)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise TypeError(f"callback prefix {prefix!r} already used by {known.__name__}")
+        by_prefix = Callback._by_prefix.get(prefix)
+        if by_prefix is not None and not _same_definition(by_prefix, cls):
+            raise TypeError(f"callback prefix {prefix!r} already used by {_where(by_prefix)}")
+        by_name = Callback._by_name.get(cls.__name__)
+        if by_name is not None and not _same_definition(by_name, cls):
+            raise TypeError(
+                f"callback class name {cls.__name__!r} already used by {_where(by_name)}"
+            )
+        if by_name is not None and by_name.prefix != prefix:
+            del Callback._by_prefix[by_name.prefix]
         Callback._by_prefix[prefix] = cls
+        Callback._by_name[cls.__name__] = cls
 
     @model_validator(mode="after")
     def _values_in_range(self) -> Self:
@@ -111,6 +127,14 @@ class Callback(BaseModel):
     @staticmethod
     def prefix_of(raw: str) -> str:
         return raw.split(SEPARATOR, 1)[0]
+
+
+def _same_definition(known: type[Callback], new: type[Callback]) -> bool:
+    return (known.__module__, known.__qualname__) == (new.__module__, new.__qualname__)
+
+
+def _where(cls: type[Callback]) -> str:
+    return f"{cls.__module__}.{cls.__qualname__} (prefix {cls.prefix!r})"
 
 
 def _field_text(value: object) -> str:

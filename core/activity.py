@@ -8,8 +8,9 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import insert_ignoring_conflict_on, table_of
+from core.db import table_of
 from core.models import ActivityEvent, Member
+from core.sql import insert_ignoring_conflict
 from core.uow import run_on
 
 KINDS = frozenset({"purchase", "checkin", "review", "ticket", "active"})
@@ -38,7 +39,7 @@ def record_on(
     if kind not in KINDS:
         raise ValueError(f"unknown activity kind {kind!r}")
     inserted = conn.scalar(
-        insert_ignoring_conflict_on(conn, ActivityEvent),
+        insert_ignoring_conflict(conn, ActivityEvent),
         {"member_id": member_id, "kind": kind, "ref": ref, "growth": growth, "occurred_at": at},
     )
     if inserted is None:

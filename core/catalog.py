@@ -378,15 +378,14 @@ class Catalog:
                     raise _invalid("parent_slug", "too_deep")
                 parent_id = parent.id
             await session.execute(
-                insert_ignoring_conflict(
-                    session,
-                    Category,
-                    slug=slug,
-                    parent_id=parent_id,
-                    name_zh=name_zh,
-                    name_en=name_en,
-                    sort=sort,
-                )
+                insert_ignoring_conflict(session, Category),
+                {
+                    "slug": slug,
+                    "parent_id": parent_id,
+                    "name_zh": name_zh,
+                    "name_en": name_en,
+                    "sort": sort,
+                },
             )
             result = await session.execute(
                 select(Category, _CHILDREN).where(Category.slug == slug).with_for_update()
@@ -435,13 +434,8 @@ class Catalog:
         async with self._db.transaction() as session:
             category_id = await _category_id(session, category_slug, "category_slug")
             product_id = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    Product,
-                    category_id=category_id,
-                    created_at=self._clock.now(),
-                    **values,
-                ).returning(Product.id)
+                insert_ignoring_conflict(session, Product),
+                {"category_id": category_id, "created_at": self._clock.now(), **values},
             )
             if product_id is None:
                 raise _invalid("sku", "taken")

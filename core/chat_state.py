@@ -42,9 +42,8 @@ class ChatStates:
         now = self._clock.now()
         async with self._db.transaction() as session:
             await session.execute(
-                insert_ignoring_conflict(
-                    session, ConversationState, key=key, state=state, data=data, updated_at=now
-                )
+                insert_ignoring_conflict(session, ConversationState),
+                {"key": key, "state": state, "data": data, "updated_at": now},
             )
             row = await session.get(ConversationState, key, with_for_update=True)
             assert row is not None
@@ -58,12 +57,7 @@ class ChatStates:
         """Record `update_id` as handled; False when it already was (a redelivery)."""
         async with self._db.transaction() as session:
             inserted = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    ProcessedUpdate,
-                    source=source,
-                    update_id=update_id,
-                    created_at=self._clock.now(),
-                ).returning(ProcessedUpdate.update_id)
+                insert_ignoring_conflict(session, ProcessedUpdate),
+                {"source": source, "update_id": update_id, "created_at": self._clock.now()},
             )
             return inserted is not None

@@ -111,15 +111,14 @@ class CheckIns:
             streak = (await _streak_on(session, member_id, day - timedelta(days=1)) or 0) + 1
             points = checkin_points(self._ladder, member.tier_key, streak)
             inserted = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    CheckIn,
-                    member_id=member_id,
-                    day=day,
-                    streak=streak,
-                    points=points,
-                    created_at=now,
-                ).returning(CheckIn.id)
+                insert_ignoring_conflict(session, CheckIn),
+                {
+                    "member_id": member_id,
+                    "day": day,
+                    "streak": streak,
+                    "points": points,
+                    "created_at": now,
+                },
             )
             if inserted is None:
                 done = await _streak_on(session, member_id, day)

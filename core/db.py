@@ -21,7 +21,6 @@ the pool hands it out; one with a statement still open is logged and replaced.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, Table, event
 from sqlalchemy import create_engine as create_plain_engine
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -151,24 +149,6 @@ def create_sync_engine(url: URL) -> Engine:
 def table_of(model: type[DeclarativeBase]) -> Table:
     """A mapped class's `Table`, for Core statements that skip the ORM's per-call work."""
     return cast(Table, model.__table__)
-
-
-def insert_ignoring_conflict_on(conn: Connection, model: type[DeclarativeBase]) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING RETURNING id` for `conn`'s database; pass the values
-    when executing it.
-
-    The `Connection` form of `core.sql.insert_ignoring_conflict`: a second insert of a
-    natural key inserts nothing and `RETURNING` says so. The statement is built once per
-    database and table, so the hot path skips building and cache-keying it every call.
-    """
-    return _insert_ignoring_conflict(conn.dialect.name, model)
-
-
-@functools.cache
-def _insert_ignoring_conflict(dialect_name: str, model: type[DeclarativeBase]) -> Any:
-    table = table_of(model)
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

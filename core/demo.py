@@ -248,19 +248,18 @@ async def _seed_members(db: Database, clock: Clock, ladder: Ladder) -> int:
         tier_key = demo.tier_key if demo.tier_key in ladder.by_key else ladder.entry.key
         async with db.transaction() as session:
             member_id = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    Member,
-                    telegram_id=demo.telegram_id,
-                    username=demo.username,
-                    display_name=demo.display_name,
-                    locale=demo.locale,
-                    referral_code=new_referral_code(),
-                    balance=demo.balance,
-                    tier_key=tier_key,
-                    tier_source="admin",
-                    created_at=now,
-                ).returning(Member.id)
+                insert_ignoring_conflict(session, Member),
+                {
+                    "telegram_id": demo.telegram_id,
+                    "username": demo.username,
+                    "display_name": demo.display_name,
+                    "locale": demo.locale,
+                    "referral_code": new_referral_code(),
+                    "balance": demo.balance,
+                    "tier_key": tier_key,
+                    "tier_source": "admin",
+                    "created_at": now,
+                },
             )
             if member_id is None:
                 continue

@@ -195,9 +195,8 @@ class Jobs:
         """Record the run; False when this period's run already finished."""
         async with self._shop.db.transaction() as session:
             created = await session.scalar(
-                insert_ignoring_conflict(
-                    session, JobRun, job=job, period=period, started_at=now
-                ).returning(JobRun.id)
+                insert_ignoring_conflict(session, JobRun),
+                {"job": job, "period": period, "started_at": now},
             )
             if created is not None:
                 return True
@@ -211,9 +210,8 @@ class Jobs:
         if key is not None:
             async with self._shop.db.transaction() as session:
                 claimed = await session.scalar(
-                    insert_ignoring_conflict(
-                        session, JobNotice, key=key, created_at=self._shop.clock.now()
-                    ).returning(JobNotice.key)
+                    insert_ignoring_conflict(session, JobNotice),
+                    {"key": key, "created_at": self._shop.clock.now()},
                 )
             if claimed is None:
                 return False
@@ -307,12 +305,11 @@ class Jobs:
 
     async def _claim_alert(self, session: AsyncSession, product: ProductView) -> bool:
         inserted = await session.scalar(
-            insert_ignoring_conflict(
-                session,
-                LowStockAlert,
-                product_id=product.id,
-                stock=product.stock,
-                alerted_at=self._shop.clock.now(),
-            ).returning(LowStockAlert.product_id)
+            insert_ignoring_conflict(session, LowStockAlert),
+            {
+                "product_id": product.id,
+                "stock": product.stock,
+                "alerted_at": self._shop.clock.now(),
+            },
         )
         return inserted is not None

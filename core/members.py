@@ -115,18 +115,17 @@ class Members:
                         select(Member.id).where(Member.referral_code == referral_code.upper())
                     )
                 await session.execute(
-                    insert_ignoring_conflict(
-                        session,
-                        Member,
-                        telegram_id=telegram_id,
-                        username=username,
-                        display_name=display_name,
-                        locale=locale_for(language_code) if language_code else None,
-                        referral_code=new_referral_code(),
-                        referrer_id=referrer_id,
-                        tier_key=self._default_tier,
-                        created_at=self._clock.now(),
-                    )
+                    insert_ignoring_conflict(session, Member),
+                    {
+                        "telegram_id": telegram_id,
+                        "username": username,
+                        "display_name": display_name,
+                        "locale": locale_for(language_code) if language_code else None,
+                        "referral_code": new_referral_code(),
+                        "referrer_id": referrer_id,
+                        "tier_key": self._default_tier,
+                        "created_at": self._clock.now(),
+                    },
                 )
                 member = await session.scalar(
                     select(Member).where(Member.telegram_id == telegram_id)

@@ -90,7 +90,8 @@ class Member(Base):
     display_name: Mapped[str] = mapped_column(String(128), default="")
     locale: Mapped[str | None] = mapped_column(String(8))
     referral_code: Mapped[str] = mapped_column(String(16), unique=True)
-    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    #: Indexed: the tier metrics count a member's active referrals after every purchase.
+    referrer_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     #: Wallet balance in 分; only ever changed together with a `wallet_entries` row.
     balance: Mapped[int] = mapped_column(Integer, default=0)
     #: Lifetime paid spend in 分, kept in the purchase statement itself (refunds subtract).

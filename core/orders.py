@@ -40,11 +40,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import activity, points, risk
 from core.clock import Clock
-from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
 from core.pricing import PricingInput, Quote, quote
+from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
 from core.tiers import ProgressReward, Promotion
 from core.uow import Database
@@ -491,7 +491,7 @@ class Orders:
     ) -> _Paid:
         """The purchase's writes; a refusal here (the claim came up short) raises."""
         order_id = conn.scalar(
-            insert_ignoring_conflict_on(conn, Order),
+            insert_ignoring_conflict(conn, Order),
             {
                 "member_id": member_id,
                 "product_id": product_id,

@@ -20,7 +20,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock, add_months
-from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import Member, PointLot, PointShortfall, PointSpend
@@ -49,7 +48,7 @@ def award_points_on(
     if amount <= 0:
         return False
     inserted = conn.scalar(
-        insert_ignoring_conflict_on(conn, PointLot),
+        insert_ignoring_conflict(conn, PointLot),
         {
             "member_id": member_id,
             "source": source,
@@ -272,14 +271,8 @@ async def reverse(session: AsyncSession, member_id: int, source_key: str, *, at:
         return 0
     lot_id, lot_amount = lot
     first = await session.scalar(
-        insert_ignoring_conflict(
-            session,
-            PointShortfall,
-            member_id=member_id,
-            source_key=source_key,
-            amount=0,
-            created_at=at,
-        ).returning(PointShortfall.id)
+        insert_ignoring_conflict(session, PointShortfall),
+        {"member_id": member_id, "source_key": source_key, "amount": 0, "created_at": at},
     )
     if first is None:
         return 0

@@ -75,15 +75,14 @@ class Reviews:
             if order is None:
                 raise ShopError(ErrorCode.ORDER_NOT_FOUND, order=order_id)
             review_id = await session.scalar(
-                insert_ignoring_conflict(
-                    session,
-                    Review,
-                    order_id=order_id,
-                    member_id=member_id,
-                    rating=rating,
-                    text=body,
-                    created_at=now,
-                ).returning(Review.id)
+                insert_ignoring_conflict(session, Review),
+                {
+                    "order_id": order_id,
+                    "member_id": member_id,
+                    "rating": rating,
+                    "text": body,
+                    "created_at": now,
+                },
             )
             if review_id is None:
                 raise ShopError(ErrorCode.ALREADY_REVIEWED, order=order_id)

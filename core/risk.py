@@ -30,10 +30,10 @@ from sqlalchemy import BindParameter, Integer, Select, bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from core.clock import Clock
-from core.db import insert_ignoring_conflict_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import RiskRules
 from core.models import Member, Order, RiskEvent
+from core.sql import insert_ignoring_conflict
 from core.uow import Database
 
 #: The two limits, as named in trip rows and in RATE_LIMITED's `limit` parameter.
@@ -171,7 +171,7 @@ def refusal_on(
     limit, event_id, oldest = max(hits, key=lambda hit: hit[2])
     retry_at = oldest + timedelta(seconds=rules.window_seconds)
     conn.execute(
-        insert_ignoring_conflict_on(conn, RiskEvent),
+        insert_ignoring_conflict(conn, RiskEvent),
         {
             "member_id": member_id,
             "kind": "trip",
@@ -199,7 +199,7 @@ def record_failure_on(
 ) -> None:
     """Count a refused purchase once per idempotency key."""
     conn.execute(
-        insert_ignoring_conflict_on(conn, RiskEvent),
+        insert_ignoring_conflict(conn, RiskEvent),
         {
             "member_id": member_id,
             "kind": "failure",

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
+from core.db import table_of
+
 
 def insert_ignoring_conflict(
-    session: AsyncSession, model: type[DeclarativeBase], /, **values: Any
-) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING` for either database.
+    bind: AsyncSession | Connection, model: type[DeclarativeBase], /
+) -> Insert:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING <primary key>` for `bind`'s database.
 
     The way every natural-key award stays single under retries: the second insert of a
-    key simply inserts nothing, and `RETURNING` tells the caller which case it was.
+    key simply inserts nothing, and `RETURNING` (None then) tells the caller which case it
+    was. Pass the values when executing it (`session.scalar(stmt, {...})`, a list of them
+    for many rows): the statement is built once per database and table, so the purchase
+    path skips building and cache-keying it on every call.
     """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model).values(**values).on_conflict_do_nothing()
+    dialect = bind.get_bind().dialect if isinstance(bind, AsyncSession) else bind.dialect
+    return _insert_ignoring_conflict(dialect.name, model)
+
+
+@functools.cache
+def _insert_ignoring_conflict(dialect_name: str, model: type[DeclarativeBase]) -> Insert:
+    table = table_of(model)
+    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    insert: Insert = dialect.insert(table).on_conflict_do_nothing()
+    return insert.returning(*table.primary_key.columns)

@@ -214,7 +214,7 @@ class StockService:
                     inserted = await session.execute(
                         insert_ignoring_conflict(session, Code).returning(Code.digest), rows
                     )
-                    landed = set(inserted.scalars())
+                    landed = {row.digest for row in inserted}
                     added += len(landed)
                     lost = {
                         digests[code][0]: code

@@ -1,9 +1,10 @@
 """Fixtures: a real database per test, built by the migrations.
 
 SQLite runs on a file in WAL mode (the shipped default); PostgreSQL runs when
-`TEST_DATABASE_URL` is set (`.ci/run` sets it), otherwise those cases are skipped with a
-reason. Each database is migrated once per session: SQLite tests copy a migrated file,
-PostgreSQL tests truncate every table.
+`TEST_DATABASE_URL` is set (`.ci/run` sets it), otherwise those cases (every one
+parametrized with "postgres") are deselected and counted in one summary line. Each
+database is migrated once per session: SQLite tests copy a migrated file, PostgreSQL
+tests truncate every table.
 
 Every test reads time from the fixture `clock`, handed to the shop through `build_shop`.
 `TEST_WALL_CLOCK=2027-05-31T23:59:50+08:00 make test` runs the suite with the machine's
@@ -38,6 +39,41 @@ SHOP_ZONE = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 11, 22, 10, 0, tzinfo=SHOP_ZONE)
 TEST_KEY = Fernet.generate_key().decode()
 WALL_CLOCK = os.environ.get("TEST_WALL_CLOCK")
+
+
+#: How many PostgreSQL cases this run deselected, for the one summary line.
+_POSTGRES_DESELECTED = pytest.StashKey[int]()
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without TEST_DATABASE_URL, drop the PostgreSQL cases instead of skipping each one.
+
+    Hundreds of identical SKIPPED lines would bury the skips that say something.
+    """
+    if PG_URL:
+        return
+    postgres = [item for item in items if _on_postgres(item)]
+    if not postgres:
+        return
+    items[:] = [item for item in items if not _on_postgres(item)]
+    config.hook.pytest_deselected(items=postgres)
+    config.stash[_POSTGRES_DESELECTED] = len(postgres)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    count = config.stash.get(_POSTGRES_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} PostgreSQL case{'' if count == 1 else 's'} deselected:"
+            " set TEST_DATABASE_URL to run them"
+        )
 
 
 @pytest.fixture(autouse=True, scope="session")

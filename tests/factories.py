@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import DEFAULT_TIERS_FILE
-from core.models import Category, Code, Member, Product, WalletEntry
+from core.models import Category, Code, Member, Order, Product, WalletEntry
 from core.uow import Database
 from core.vault import CodeVault
 
 _ids = itertools.count(1)
+#: Statuses of an order that was paid (a refund keeps the time it was paid).
+_PAID = ("paid", "delivered", "refunded")
 
 
 async def make_member(
@@ -88,6 +93,46 @@ async def make_product(
             for code in plain
         )
         return product.id, plain
+
+
+async def make_order(
+    session: AsyncSession,
+    member_id: int,
+    product_id: int,
+    *,
+    at: datetime,
+    total: int,
+    quantity: int = 1,
+    discount: int = 0,
+    status: str = "delivered",
+    key: str | None = None,
+    refunded_at: datetime | None = None,
+) -> int:
+    """An order row placed at `at`, priced the way the purchase path prices it; returns its id.
+
+    Per-unit prices follow from `total` and `discount` (the base price is what the discount
+    came off); `paid_at` is `at` once the status says it was paid. Added to the caller's
+    session so it can sit beside the rows that test builds with it.
+    """
+    unit_price = total // quantity
+    order = Order(
+        member_id=member_id,
+        product_id=product_id,
+        idempotency_key=key if key is not None else f"order-{next(_ids)}",
+        quantity=quantity,
+        tier_key="member",
+        unit_base_price=max(unit_price + discount // quantity, 1),
+        unit_price=unit_price,
+        discount=discount,
+        total=total,
+        status=status,
+        created_at=at,
+        paid_at=at if status in _PAID else None,
+        refunded_at=refunded_at,
+    )
+    session.add(order)
+    await session.flush()
+    return order.id
 
 
 def tiers_file_with(folder: Path, **numbers: int) -> Path:

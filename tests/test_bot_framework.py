@@ -90,10 +90,38 @@ def test_pack_refuses_what_telegram_would() -> None:
 
 
 def test_prefixes_are_unique() -> None:
-    with pytest.raises(TypeError, match="already used"):
+    with pytest.raises(TypeError, match=r"prefix .tpage. already used by .*PageCallback"):
 
         class Clash(Callback):
             prefix = "tpage"
+
+    assert Callback._by_prefix["tpage"] is PageCallback
+
+
+def test_class_names_are_unique() -> None:
+    """A second class of a used name is refused even on a fresh prefix (it used to replace)."""
+    from bot.handlers.browse import ProductCallback
+
+    with pytest.raises(TypeError, match="class name 'ProductCallback' already used"):
+
+        class ProductCallback(Callback):  # type: ignore[no-redef]
+            prefix = "tclash"
+
+    assert "tclash" not in Callback._by_prefix
+    assert Callback._by_name["ProductCallback"].__module__ == "bot.handlers.browse"
+
+
+def test_every_handler_callback_has_its_own_name_and_prefix() -> None:
+    """Importing all handlers registers each callback once: no clash is hidden at import."""
+    import bot.handlers.admin_products
+    import bot.handlers.admin_stats
+    import bot.handlers.admin_stock
+    import bot.handlers.browse
+    import bot.handlers.orders  # noqa: F401
+
+    ours = [cls for cls in Callback._by_prefix.values() if cls.__module__.startswith("bot.")]
+    assert len({cls.__name__ for cls in ours}) == len(ours)
+    assert set(Callback._by_name.values()) == set(Callback._by_prefix.values())
 
 
 def test_a_button_packs_its_callback() -> None:

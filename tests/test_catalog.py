@@ -12,10 +12,11 @@ from sqlalchemy import event, func, select
 from core.catalog import Catalog, ProductView
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
-from core.models import Category, Member, MemberPrice, Order, Product, TierPrice
+from core.models import Category, Member, MemberPrice, Product, TierPrice
 from core.shop import Shop
 from core.stock import StockService, claim_codes
 from core.uow import Database
+from tests.factories import make_order
 
 
 @pytest.fixture
@@ -58,21 +59,16 @@ async def _sell(db: Database, clock: ManualClock, product_id: int, quantity: int
         )
         session.add(member)
         await session.flush()
-        order = Order(
-            member_id=member.id,
-            product_id=product_id,
-            idempotency_key=f"sell-{product_id}-{quantity}",
-            quantity=quantity,
-            tier_key="member",
-            unit_base_price=1000,
-            unit_price=1000,
-            discount=0,
+        order_id = await make_order(
+            session,
+            member.id,
+            product_id,
+            at=clock.now(),
             total=1000 * quantity,
-            created_at=clock.now(),
+            quantity=quantity,
+            status="placed",
         )
-        session.add(order)
-        await session.flush()
-        claimed = await claim_codes(session, product_id, quantity, order.id, clock.now())
+        claimed = await claim_codes(session, product_id, quantity, order_id, clock.now())
         assert len(claimed) == quantity
 
 

@@ -14,9 +14,10 @@ from core.clock import ManualClock, add_months
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
-from core.models import Category, Member, Order, PointLot, PointShortfall, PointSpend, Product
+from core.models import Category, Member, PointLot, PointShortfall, PointSpend, Product
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
+from tests.factories import make_order
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 _ids = itertools.count(1)
@@ -55,25 +56,12 @@ async def make_orders(db: Database, member_id: int, count: int = 1) -> list[int]
         )
         session.add(product)
         await session.flush()
-        orders = [
-            Order(
-                member_id=member_id,
-                product_id=product.id,
-                idempotency_key=f"pts-{n}-{i}",
-                quantity=1,
-                tier_key="member",
-                unit_base_price=1000,
-                unit_price=950,
-                discount=50,
-                total=950,
-                status="paid",
-                created_at=START,
+        return [
+            await make_order(
+                session, member_id, product.id, at=START, total=950, discount=50, status="paid"
             )
-            for i in range(count)
+            for _ in range(count)
         ]
-        session.add_all(orders)
-        await session.flush()
-        return [order.id for order in orders]
 
 
 async def award(db: Database, member_id: int, key: str, amount: int, earned: datetime) -> None:

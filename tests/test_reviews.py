@@ -12,10 +12,11 @@ from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
-from core.models import ActivityEvent, Category, Member, Order, PointLot, Product, Review
+from core.models import ActivityEvent, Category, Member, PointLot, Product, Review
 from core.reviews import Reviews
 from core.uow import Database
 from tests.conftest import START
+from tests.factories import make_order
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 _ids = itertools.count(1)
@@ -36,7 +37,7 @@ async def make_member(db: Database) -> int:
         return member.id
 
 
-async def make_order(db: Database, member_id: int, status: str = "delivered") -> int:
+async def order_for(db: Database, member_id: int, status: str = "delivered") -> int:
     n = next(_ids)
     async with db.transaction() as session:
         category = Category(slug=f"rev-{n}", name_zh="话费", name_en="Top-ups")
@@ -52,22 +53,9 @@ async def make_order(db: Database, member_id: int, status: str = "delivered") ->
         )
         session.add(product)
         await session.flush()
-        order = Order(
-            member_id=member_id,
-            product_id=product.id,
-            idempotency_key=f"rev-{n}",
-            quantity=1,
-            tier_key="member",
-            unit_base_price=500,
-            unit_price=475,
-            discount=25,
-            total=475,
-            status=status,
-            created_at=START,
+        return await make_order(
+            session, member_id, product.id, at=START, total=475, discount=25, status=status
         )
-        session.add(order)
-        await session.flush()
-        return order.id
 
 
 async def counts(db: Database) -> tuple[int, int, int]:
@@ -81,7 +69,7 @@ async def counts(db: Database) -> tuple[int, int, int]:
 
 async def test_review_awards_points_and_growth_once(db: Database, clock: ManualClock) -> None:
     member = await make_member(db)
-    order = await make_order(db, member)
+    order = await order_for(db, member)
     called: list[int] = []
 
     async def on_activity(member_id: int) -> None:
@@ -121,7 +109,7 @@ async def test_rating_out_of_range_is_refused(
     db: Database, clock: ManualClock, rating: int
 ) -> None:
     member = await make_member(db)
-    order = await make_order(db, member)
+    order = await order_for(db, member)
     with pytest.raises(ShopError) as refused:
         await Reviews(db, LADDER, clock).review(member, order, rating)
     assert refused.value.code is ErrorCode.INVALID_RATING
@@ -130,7 +118,7 @@ async def test_rating_out_of_range_is_refused(
 
 async def test_rating_bounds_are_accepted(db: Database, clock: ManualClock) -> None:
     member = await make_member(db)
-    low, high = await make_order(db, member), await make_order(db, member, "paid")
+    low, high = await order_for(db, member), await order_for(db, member, "paid")
     reviews = Reviews(db, LADDER, clock)
     assert (await reviews.review(member, low, 1)).rating == 1
     assert (await reviews.review(member, high, 5)).rating == 5
@@ -142,7 +130,7 @@ async def test_unpaid_or_refunded_orders_cannot_be_reviewed(
     db: Database, clock: ManualClock, status: str
 ) -> None:
     member = await make_member(db)
-    order = await make_order(db, member, status)
+    order = await order_for(db, member, status)
     with pytest.raises(ShopError) as refused:
         await Reviews(db, LADDER, clock).review(member, order, 5)
     assert refused.value.code is ErrorCode.ORDER_NOT_FOUND
@@ -151,7 +139,7 @@ async def test_unpaid_or_refunded_orders_cannot_be_reviewed(
 
 async def test_someone_elses_order_looks_missing(db: Database, clock: ManualClock) -> None:
     owner, stranger = await make_member(db), await make_member(db)
-    order = await make_order(db, owner)
+    order = await order_for(db, owner)
     reviews = Reviews(db, LADDER, clock)
 
     with pytest.raises(ShopError) as theirs:
@@ -167,7 +155,7 @@ async def test_someone_elses_order_looks_missing(db: Database, clock: ManualCloc
 
 async def test_concurrent_reviews_of_one_order_count_once(db: Database, clock: ManualClock) -> None:
     member = await make_member(db)
-    order = await make_order(db, member)
+    order = await order_for(db, member)
     reviews = Reviews(db, LADDER, clock)
 
     results = await asyncio.gather(
@@ -184,7 +172,7 @@ async def test_of_order_shows_the_buyers_review_to_the_buyer_only(
     db: Database, clock: ManualClock
 ) -> None:
     owner, stranger = await make_member(db), await make_member(db)
-    order = await make_order(db, owner)
+    order = await order_for(db, owner)
     reviews = Reviews(db, LADDER, clock)
     assert await reviews.of_order(owner, order) is None
 

@@ -13,11 +13,11 @@ from bot import cli
 from core.chart import build_figure, render_chart
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
-from core.models import CheckIn, Order
+from core.models import CheckIn
 from core.shop import Shop
 from core.stats import DayPoint
 from tests.conftest import SHOP_ZONE, TEST_KEY
-from tests.factories import make_member, make_product
+from tests.factories import make_member, make_order, make_product
 
 
 def local(day: int, hour: int, minute: int = 0) -> datetime:
@@ -36,22 +36,15 @@ async def _order(
     refunded: datetime | None = None,
 ) -> None:
     async with shop.db.transaction() as session:
-        session.add(
-            Order(
-                member_id=member,
-                product_id=product,
-                idempotency_key=f"k{paid.isoformat()}{total}",
-                quantity=quantity,
-                tier_key="member",
-                unit_base_price=total // quantity,
-                unit_price=total // quantity,
-                discount=0,
-                total=total,
-                status=status,
-                created_at=paid,
-                paid_at=paid,
-                refunded_at=refunded,
-            )
+        await make_order(
+            session,
+            member,
+            product,
+            at=paid,
+            total=total,
+            quantity=quantity,
+            status=status,
+            refunded_at=refunded,
         )
 
 

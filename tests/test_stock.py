@@ -17,12 +17,13 @@ from core.catalog import Catalog
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
 from core.migrate import upgrade
-from core.models import AuditEntry, Category, Code, Member, Order, Product
+from core.models import AuditEntry, Category, Code, Member, Product
 from core.shop import Shop
 from core.stock import MAX_CODE_LENGTH, SOLD_TWICE_MARK, Duplicate, StockService
 from core.uow import Database
 from core.vault import CodeVault
 from tests.conftest import PG_URL, START, TEST_KEY
+from tests.factories import make_order
 
 
 @pytest.fixture
@@ -310,14 +311,9 @@ async def _copies_before_0003(db: Database, clock: ManualClock, vault: CodeVault
             order_id = None
             if sold_days_ago is not None:
                 at = clock.now() - timedelta(days=sold_days_ago)
-                order = Order(
-                    member_id=buyer.id, product_id=product.id, idempotency_key=name,
-                    quantity=1, tier_key="member", unit_base_price=990, unit_price=990,
-                    discount=0, total=990, status="delivered", created_at=at, paid_at=at,
-                )  # fmt: skip
-                session.add(order)
-                await session.flush()
-                order_id = order.id
+                order_id = await make_order(
+                    session, buyer.id, product.id, at=at, total=990, key=name
+                )
             row = Code(
                 product_id=product.id, secret=vault.encrypt(text), digest=vault.digest(text),
                 order_id=order_id, added_at=clock.now(),

@@ -12,10 +12,11 @@ from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
-from core.models import ActivityEvent, Category, Member, Order, Product, Ticket, TicketMessage
+from core.models import ActivityEvent, Category, Member, Product, Ticket, TicketMessage
 from core.tickets import Tickets, TicketStatus
 from core.uow import Database
 from tests.conftest import START
+from tests.factories import make_order
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 STAFF = 700
@@ -51,22 +52,7 @@ async def add_order(db: Database, member_id: int) -> int:
         )
         session.add(product)
         await session.flush()
-        order = Order(
-            member_id=member_id,
-            product_id=product.id,
-            idempotency_key=f"k-{member_id}",
-            quantity=1,
-            tier_key="member",
-            unit_base_price=1000,
-            unit_price=950,
-            discount=50,
-            total=950,
-            status="delivered",
-            created_at=START,
-        )
-        session.add(order)
-        await session.flush()
-        return order.id
+        return await make_order(session, member_id, product.id, at=START, total=950, discount=50)
 
 
 async def ticket_row(db: Database, ticket_id: int) -> Ticket:

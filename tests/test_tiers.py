@@ -18,7 +18,6 @@ from core.ladder import Ladder, Metric, load_ladder
 from core.models import (
     Category,
     Member,
-    Order,
     PointLot,
     Product,
     TierChange,
@@ -28,6 +27,7 @@ from core.models import (
 from core.tiers import ProgressReward, Promotion, ReviewResult, Tiers
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
+from tests.factories import make_order
 
 _serial = itertools.count(1)
 
@@ -79,26 +79,10 @@ async def add_orders(
             session.add(product)
             await session.flush()
             product_id = product.id
-        rows = [
-            Order(
-                member_id=member_id,
-                product_id=product_id,
-                idempotency_key=f"k{next(_serial)}",
-                quantity=1,
-                tier_key="member",
-                unit_base_price=max(total, 1),
-                unit_price=total,
-                discount=0,
-                total=total,
-                status=status,
-                created_at=at,
-                paid_at=at if status in ("paid", "delivered", "refunded") else None,
-            )
+        return [
+            await make_order(session, member_id, product_id, at=at, total=total, status=status)
             for total in totals
         ]
-        session.add_all(rows)
-        await session.flush()
-        return [row.id for row in rows]
 
 
 async def add_violation(db: Database, clock: ManualClock, member_id: int, days_ago: float) -> None:

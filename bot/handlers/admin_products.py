@@ -21,9 +21,9 @@ from bot.handlers.admin import (
     section,
 )
 from bot.handlers.admin_stock import (
+    AdminProductCallback,
     ImportCallback,
     NewProductCallback,
-    ProductCallback,
     ProductListCallback,
     show_list,
     stock_mark,
@@ -282,7 +282,7 @@ async def product_card(ctx: Context, product: ProductView) -> None:
     toggle = ctx._("⏸ Take off sale") if product.active else ctx._("▶️ Put on sale")
     keyboard += [
         [
-            Button(toggle, ProductCallback(product=pid, action="toggle")),
+            Button(toggle, AdminProductCallback(product=pid, action="toggle")),
             Button(ctx._("📥 Import codes"), ImportCallback(product=pid)),
         ],
         [Button(ctx._("« Products"), ProductListCallback(view="products", page=1))],
@@ -483,8 +483,8 @@ async def set_tier_prices(
 # --- editing ----------------------------------------------------------------------------
 
 
-@conversation.callback(ProductCallback)
-async def product_action(ctx: Context, data: ProductCallback) -> None:
+@conversation.callback(AdminProductCallback)
+async def product_action(ctx: Context, data: AdminProductCallback) -> None:
     product = await ctx.shop.catalog.product(data.product)
     if data.action == "toggle":
         product = await operations(ctx).admin.set_active(

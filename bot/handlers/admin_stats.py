@@ -40,7 +40,7 @@ class StatsCallback(Callback):
     days: int
 
 
-class ExportCallback(Callback):
+class StatsExportCallback(Callback):
     """Export `kind`; without `days` choose the range first."""
 
     prefix = "admex"
@@ -133,7 +133,7 @@ async def show_stats(ctx: Context, data: StatsCallback) -> None:
 async def export_section(ctx: Context) -> None:
     ctx.state.clear()
     keyboard = [
-        [Button(ctx._(name), ExportCallback(kind=kind, days=None))]
+        [Button(ctx._(name), StatsExportCallback(kind=kind, days=None))]
         for kind, name in KIND_NAMES.items()
     ]
     await ctx.reply(ctx._("📄 <b>Export</b>: which records?"), [*keyboard, [home_button(ctx)]])
@@ -142,15 +142,15 @@ async def export_section(ctx: Context) -> None:
 def range_keyboard(ctx: Context, kind: Kind) -> Keyboard:
     return [
         [
-            Button(window_label(ctx, days), ExportCallback(kind=kind, days=days))
+            Button(window_label(ctx, days), StatsExportCallback(kind=kind, days=days))
             for days in WINDOWS[1:]
         ],
         [Button(ctx._("« Back"), AdminCallback(section="export"))],
     ]
 
 
-@conversation.callback(ExportCallback)
-async def export_button(ctx: Context, data: ExportCallback) -> None:
+@conversation.callback(StatsExportCallback)
+async def export_button(ctx: Context, data: StatsExportCallback) -> None:
     if data.days is None:
         ctx.state.set(EXPORT_STATE, kind=data.kind)
         await ctx.reply(

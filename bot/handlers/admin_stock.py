@@ -45,7 +45,7 @@ class ProductListCallback(Callback):
     page: int
 
 
-class ProductCallback(Callback):
+class AdminProductCallback(Callback):
     """One product's card (see `admin_products`), or taking it on or off sale."""
 
     prefix = "admpc"
@@ -93,7 +93,7 @@ async def show_list(ctx: Context, view: Literal["products", "stock"], page: int)
         target: Callback = (
             ImportCallback(product=product.id)
             if view == "stock"
-            else ProductCallback(product=product.id, action="view")
+            else AdminProductCallback(product=product.id, action="view")
         )
         keyboard.append([Button(label, target)])
     if not listing.items:
@@ -134,7 +134,7 @@ async def start_import(ctx: Context, data: ImportCallback) -> None:
         sku=escape(product.sku),
         stock=ctx.number(product.stock),
     )
-    back = Button(ctx._("« Back"), ProductCallback(product=product.id, action="view"))
+    back = Button(ctx._("« Back"), AdminProductCallback(product=product.id, action="view"))
     await ctx.reply(text, [[back]])
 
 
@@ -153,7 +153,7 @@ def code_lines(data: bytes, filename: str) -> list[str]:
 @admin_only
 async def import_input(ctx: Context) -> None:
     product = await ctx.shop.catalog.product(int(ctx.state.get("product")))
-    back = [[Button(ctx._("« Back"), ProductCallback(product=product.id, action="view"))]]
+    back = [[Button(ctx._("« Back"), AdminProductCallback(product=product.id, action="view"))]]
     document = ctx.incoming.document
     if document is not None:
         name = document.filename or ""

@@ -46,7 +46,7 @@ class OrdersCallback(Callback):
     page: int = 1
 
 
-class ExportCallback(Callback):
+class OrdersExportCallback(Callback):
     """The member's own orders as CSV (对账), for tiers that may export."""
 
     prefix = "orders_csv"
@@ -160,13 +160,13 @@ async def show_page(ctx: Context, page: int) -> None:
         if paging:
             keyboard.append(paging)
         if ctx.shop.ladder.tier(ctx.member.tier_key).capabilities.export:
-            keyboard.append([Button(ctx._("📄 Export my orders (CSV)"), ExportCallback())])
+            keyboard.append([Button(ctx._("📄 Export my orders (CSV)"), OrdersExportCallback())])
     keyboard.append([menu_button(ctx)])
     await ctx.reply(text, keyboard)
 
 
-@conversation.callback(ExportCallback)
-async def export_orders(ctx: Context, data: ExportCallback) -> None:
+@conversation.callback(OrdersExportCallback)
+async def export_orders(ctx: Context, data: OrdersExportCallback) -> None:
     """Every order since the member joined; the shop refuses a tier without export."""
     start = local_day(ctx.member.created_at, ctx.zone)
     end = local_day(ctx.shop.clock.now(), ctx.zone)

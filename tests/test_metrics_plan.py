@@ -1,0 +1,136 @@
+"""The tier metrics query reads members, orders and violations through indexes.
+
+It runs after every purchase and once per member in the quarterly review; a full scan of
+`members` there (the referrals subquery, before `referrer_id` had an index) makes each
+member's review cost grow with the member count. The plan is read after `ANALYZE` with
+enough referred members that a scan would be a real choice; on PostgreSQL sequential
+scans are also switched off for the query, so a scan in the plan means no index fits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, insert, text
+from sqlalchemy.engine import Connection
+
+from core.clock import ManualClock
+from core.models import Category, Member, Order, Product
+from core.tiers import HALF_YEAR, METRICS, VIOLATION_WINDOW, YEAR
+from core.uow import Database
+
+MEMBERS = 400
+ORDERS_EACH = 5
+
+
+async def _seed(db: Database, clock: ManualClock) -> None:
+    """Members each referred by one of the first ten, like a shop grown by invitations,
+    each with a few paid orders (so walking orders first is no cheap way round)."""
+    now = clock.now()
+    rows: list[dict[str, Any]] = [
+        {
+            "telegram_id": 700_000 + n,
+            "display_name": f"guest {n}",
+            "referral_code": f"P{n:07d}",
+            "referrer_id": None if n <= 10 else (n % 10) + 1,
+            "created_at": now,
+        }
+        for n in range(1, MEMBERS + 1)
+    ]
+    orders: list[dict[str, Any]] = [
+        {
+            "member_id": member,
+            "product_id": 1,
+            "idempotency_key": f"plan-{member}-{i}",
+            "quantity": 1,
+            "tier_key": "member",
+            "unit_base_price": 1000,
+            "unit_price": 1000,
+            "discount": 0,
+            "total": 1000,
+            "status": "delivered",
+            "created_at": now,
+            "paid_at": now,
+        }
+        for member in range(1, MEMBERS + 1)
+        for i in range(ORDERS_EACH)
+    ]
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(Category), [{"slug": "plan", "name_zh": "分类", "name_en": "C"}])
+        await conn.execute(
+            insert(Product),
+            [
+                {
+                    "sku": "PLAN-1",
+                    "category_id": 1,
+                    "name_zh": "商品",
+                    "name_en": "Product",
+                    "base_price": 1000,
+                    "pool": "basic",
+                    "created_at": now,
+                }
+            ],
+        )
+        await conn.execute(insert(Member), rows)
+        await conn.execute(insert(Order), orders)
+        await conn.execute(text("ANALYZE"))
+
+
+def _plan(conn: Connection, values: dict[str, Any]) -> list[str]:
+    """Run METRICS with EXPLAIN in front, so the real statement and parameters are planned."""
+    explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+
+    def prefix(*args: Any) -> tuple[str, Any]:
+        _conn, _cursor, statement, parameters = args[:4]
+        return explain + statement, parameters
+
+    event.listen(conn, "before_cursor_execute", prefix, retval=True)
+    try:
+        rows = conn.execute(METRICS, values).fetchall()
+    finally:
+        event.remove(conn, "before_cursor_execute", prefix)
+    return [str(row[-1]) for row in rows]
+
+
+async def test_metrics_query_does_not_scan_members(db: Database, clock: ManualClock) -> None:
+    await _seed(db, clock)
+    now = clock.now()
+    values = {
+        "member_id": 3,
+        "until": now,
+        "year_ago": now - YEAR,
+        "half_year_ago": now - HALF_YEAR,
+        "violations_since": now - VIOLATION_WINDOW,
+    }
+    async with db.engine.begin() as conn:
+        if db.is_postgres:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = await conn.run_sync(_plan, values)
+    scans = _postgres_full_reads(plan) if db.is_postgres else _sqlite_full_reads(plan)
+    assert scans == [], "\n".join(plan)
+
+
+def _sqlite_full_reads(plan: list[str]) -> list[str]:
+    """`SCAN members`, or an automatic index (built by scanning the table on every run)."""
+    return [line for line in plan if line.startswith("SCAN members") or "AUTOMATIC" in line]
+
+
+def _postgres_full_reads(plan: list[str]) -> list[str]:
+    """Scans of `members` not bounded by an index condition.
+
+    With sequential scans off, a missing index shows as a walk over the whole primary key
+    with `Filter: (referrer_id = …)` instead of a `Seq Scan`: a full read all the same.
+    """
+    full = []
+    for at, line in enumerate(plan):
+        if " on members" not in line:
+            continue
+        depth = len(line) - len(line.lstrip())
+        details = []
+        for below in plan[at + 1 :]:
+            if "->" in below or len(below) - len(below.lstrip()) <= depth:
+                break
+            details.append(below)
+        if "Seq Scan" in line or not any("Cond:" in detail for detail in details):
+            full.append(line)
+    return full

@@ -21,14 +21,12 @@ import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 
 from core.clock import Clock
 from core.config import load_settings
-from core.migrate import upgrade
+from core.migrate import migrate_afresh
 from core.orders import Orders
 from core.shop import Shop, build_shop
-from core.uow import Database
 from tests.factories import make_member, make_product, tiers_file_with
 
 #: One member buys every code here, far past risk control's per-minute limits: the limits
@@ -104,13 +102,7 @@ async def _open(url: str, data_dir: Path) -> Shop:
         ),
         _env_file=None,
     )
-    if url.startswith("postgresql"):
-        db = Database.from_url(url)
-        async with db.engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await db.dispose()
-    await upgrade(url)
+    await migrate_afresh(url)
     return build_shop(settings, clock=Clock())
 
 

@@ -53,7 +53,7 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.types import Update as AiogramUpdate
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from telegram import Update as PtbUpdate
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, MessageHandler
 from telegram.ext import filters as ptb_filters
@@ -69,7 +69,7 @@ from bot.handlers.start import MenuCallback
 from core.clock import Clock
 from core.config import Settings, load_settings
 from core.demo import PRODUCTS, seed_demo
-from core.migrate import upgrade
+from core.migrate import migrate_afresh
 from core.models import Category, Member, Order, Product, WalletEntry
 from core.shop import Shop
 from core.stock import StockService
@@ -451,13 +451,8 @@ async def seed_members(shop: Shop, count: int) -> None:
 
 
 async def wipe(url: str, redis_url: str | None) -> None:
-    """An empty PostgreSQL schema (and Redis db) for the bench; SQLite starts from a new file."""
-    if url.startswith("postgresql"):
-        db = Database.from_url(url)
-        async with db.engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await db.dispose()
+    """An empty, migrated database (and Redis db) for the bench; SQLite starts from a new file."""
+    await migrate_afresh(url)
     if redis_url:
         redis = Redis.from_url(redis_url)
         await redis.flushdb()
@@ -519,7 +514,6 @@ async def bench_database(
 ) -> Results:
     """Alternate bare floor and bot, aiogram and PTB, for `rounds` rounds on one database."""
     await wipe(url, redis_url)
-    await upgrade(url)
     settings = bench_settings(url, redis_url, data_dir)
     per_run = max(20, math.ceil(n * 0.15) + 1)
     runs = rounds * len(FRAMEWORKS)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from core.db import create_engine
@@ -34,3 +35,20 @@ async def upgrade(url: str, revision: str = "head") -> None:
             await connection.run_sync(run)
     finally:
         await engine.dispose()
+
+
+async def migrate_afresh(url: str) -> None:
+    """Drop everything in the database at `url` and migrate it to head.
+
+    For the tests and benchmarks that need an empty shop: on PostgreSQL the `public`
+    schema is dropped and made again; a SQLite file is expected to be new.
+    """
+    if url.startswith("postgresql"):
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP SCHEMA public CASCADE"))
+                await connection.execute(text("CREATE SCHEMA public"))
+        finally:
+            await engine.dispose()
+    await upgrade(url)

@@ -28,7 +28,7 @@ from sqlalchemy import text
 
 from core.clock import ManualClock
 from core.config import Settings, load_settings
-from core.migrate import upgrade
+from core.migrate import migrate_afresh, upgrade
 from core.models import Base
 from core.shop import Shop, build_shop
 from core.uow import Database
@@ -102,15 +102,7 @@ def postgres_migrated() -> str:
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set TEST_DATABASE_URL to run these")
 
-    async def reset() -> None:
-        db = Database.from_url(PG_URL)
-        async with db.engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await db.dispose()
-        await upgrade(PG_URL)
-
-    asyncio.run(reset())
+    asyncio.run(migrate_afresh(PG_URL))
     return PG_URL
 
 

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import SecretStr
+
 from bot.app import run
 from core.clock import Clock
 from core.config import Settings
@@ -126,6 +128,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+#: The secret Telegram sends with each webhook call in the scenarios.
+WEBHOOK_SECRET = "s3cret-token"
+
+
+def webhook_settings(settings: Settings) -> Settings:
+    """`settings` for webhook mode on a free local port, with `WEBHOOK_SECRET`."""
+    port = free_port()
+    return settings.model_copy(
+        update={
+            "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "webhook_listen": f"127.0.0.1:{port}",
+        }
+    )
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,6 @@ from typing import Any, Literal, get_args, get_origin
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from bot.callbacks import Callback
@@ -39,7 +38,7 @@ from core.shop import Shop
 from core.text import BIGINT_MAX, INTEGER_MAX, storable
 from core.uow import Database
 from tests.botapi import BotApiStub
-from tests.e2e.harness import Chat, free_port, running_bot, settle
+from tests.e2e.harness import WEBHOOK_SECRET, Chat, running_bot, settle, webhook_settings
 from tests.e2e.test_membership import t
 
 STRANGER = 3_101
@@ -287,16 +286,9 @@ async def test_a_webhook_body_that_is_no_update_is_a_400_in_one_line(
     clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/telegram/webhook"
-    settings = bot_settings.model_copy(
-        update={
-            "webhook_url": url,
-            "webhook_secret": SecretStr("s3cret-token"),
-            "webhook_listen": f"127.0.0.1:{port}",
-        }
-    )
-    headers = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+    settings = webhook_settings(bot_settings)
+    url = str(settings.webhook_url)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     async with running_bot(api, settings, clock):
         with caplog.at_level(logging.INFO):
             async with aiohttp.ClientSession() as session:

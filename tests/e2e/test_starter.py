@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from core.clock import ManualClock
@@ -18,7 +17,7 @@ from core.shop import Shop
 from core.uow import Database
 from tests.botapi import BotApiStub
 from tests.conftest import START
-from tests.e2e.harness import Chat, free_port, running_bot, settle
+from tests.e2e.harness import WEBHOOK_SECRET, Chat, running_bot, settle, webhook_settings
 from tests.e2e.test_membership import eventually
 
 MENU_ZH = [
@@ -198,15 +197,8 @@ async def test_state_survives_in_the_database(chat, db: Database) -> None:
 async def test_webhook_mode(
     api: BotApiStub, bot_settings: Settings, db: Database, shop: Shop, clock: ManualClock
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/telegram/webhook"
-    settings = bot_settings.model_copy(
-        update={
-            "webhook_url": url,
-            "webhook_secret": SecretStr("s3cret-token"),
-            "webhook_listen": f"127.0.0.1:{port}",
-        }
-    )
+    settings = webhook_settings(bot_settings)
+    url = str(settings.webhook_url)
     async with running_bot(api, settings, clock):
         member_chat = Chat(api, api.user(1013, language_code="en", first_name="Web"))
         [reply] = await member_chat.say("/start")
@@ -218,6 +210,6 @@ async def test_webhook_mode(
             async with session.post(url, json={"update_id": 2}, headers=wrong) as response:
                 assert response.status == 403
     [set_webhook] = api.calls_to("setWebhook")
-    assert set_webhook.params["secret_token"] == "s3cret-token"
+    assert set_webhook.params["secret_token"] == WEBHOOK_SECRET
     member = await shop.members.by_telegram(1013)
     assert member is not None

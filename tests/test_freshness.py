@@ -147,15 +147,21 @@ async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@sqlite_only
-async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
-    shop: Shop, caplog: pytest.LogCaptureFixture
-) -> None:
+async def leak_scene(shop: Shop) -> tuple[int, int]:
+    """A product and the member the shell tops up (plus a few others): (product, member)."""
     shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
     member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
     for _ in range(BUYERS):
         await make_member(shop.db, shop.clock)
+    return product, member
+
+
+@sqlite_only
+async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    product, member = await leak_scene(shop)
     async with shop.db.read() as session:
         connection = await (await session.connection()).get_raw_connection()
         left_open = await connection.driver_connection.execute("SELECT balance FROM members")
@@ -171,11 +177,7 @@ async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
 async def test_a_result_left_unread_by_the_writer_hides_no_top_up(
     shop: Shop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
-    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=5)
-    member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
-    for _ in range(BUYERS):
-        await make_member(shop.db, shop.clock)
+    product, member = await leak_scene(shop)
     left_open = await shop.db.run(lambda conn: conn.execute(select(Member.balance)))
     assert left_open.fetchone() is not None
     printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")

@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy core bot
+	$(VENV)/bin/mypy core bot tests/botapi
 
 test: compile-locales lint typecheck
 	$(VENV)/bin/pytest

@@ -42,6 +42,12 @@ URL_MAX = 512
 URL_SCHEMES = ("https://", "http://", "tg://")
 
 
+class BroadcastStatus(StrEnum):
+    RUNNING = "running"
+    #: Every delivery ended (sent, blocked or failed).
+    FINISHED = "finished"
+
+
 class Delivery(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -97,7 +103,7 @@ class BroadcastView:
     audience: str
     text: str
     button: Button | None
-    status: str
+    status: BroadcastStatus
     created_at: datetime
     finished_at: datetime | None
 
@@ -114,7 +120,7 @@ class BroadcastView:
             audience=row.audience,
             text=row.text,
             button=button,
-            status=row.status,
+            status=BroadcastStatus(row.status),
             created_at=row.created_at,
             finished_at=row.finished_at,
         )
@@ -126,7 +132,7 @@ class BroadcastReport:
 
     broadcast_id: int
     created_by: str
-    status: str
+    status: BroadcastStatus
     total: int
     pending: int
     sent: int
@@ -245,7 +251,7 @@ class Broadcasts:
             text=body,
             button_text=button.text if button else None,
             button_url=button.url if button else None,
-            status="running",
+            status=BroadcastStatus.RUNNING.value,
             created_at=self._clock.now(),
         )
         session.add(row)
@@ -297,7 +303,7 @@ class Broadcasts:
         return BroadcastReport(
             broadcast_id=broadcast_id,
             created_by=row.created_by,
-            status=row.status,
+            status=BroadcastStatus(row.status),
             total=sum(counts.values()),
             pending=counts.get(Delivery.PENDING, 0) + counts.get(Delivery.SENDING, 0),
             sent=counts.get(Delivery.SENT, 0),
@@ -309,7 +315,9 @@ class Broadcasts:
         async with self._db.read() as session:
             return list(
                 await session.scalars(
-                    select(Broadcast.id).where(Broadcast.status == "running").order_by(Broadcast.id)
+                    select(Broadcast.id)
+                    .where(Broadcast.status == BroadcastStatus.RUNNING.value)
+                    .order_by(Broadcast.id)
                 )
             )
 
@@ -483,7 +491,9 @@ class Broadcasts:
             await session.execute(
                 update(Broadcast)
                 .where(
-                    Broadcast.id == broadcast_id, Broadcast.status == "running", ~open_deliveries
+                    Broadcast.id == broadcast_id,
+                    Broadcast.status == BroadcastStatus.RUNNING.value,
+                    ~open_deliveries,
                 )
-                .values(status="finished", finished_at=self._clock.now())
+                .values(status=BroadcastStatus.FINISHED.value, finished_at=self._clock.now())
             )

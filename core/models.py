@@ -9,7 +9,8 @@ Rows never leave `core/`: services return the DTOs in `core.dto`.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     JSON,
@@ -242,6 +243,24 @@ class Code(Base):
 # --- money ------------------------------------------------------------------------------
 
 
+class OrderStatus(StrEnum):
+    """Where an order stands: placed → paid → delivered, or failed → refunded."""
+
+    PLACED = "placed"
+    PAID = "paid"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+#: Paid for and not given back: what spend, sales and reviews count.
+PAID_STATUSES: Final = (OrderStatus.PAID, OrderStatus.DELIVERED)
+#: What a refund may still undo.
+REFUNDABLE_STATUSES: Final = (*PAID_STATUSES, OrderStatus.FAILED)
+#: Orders whose outcome is known, as the fulfilment rate counts them.
+SETTLED_STATUSES: Final = (*REFUNDABLE_STATUSES, OrderStatus.REFUNDED)
+
+
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
@@ -263,8 +282,8 @@ class Order(Base):
     points_used: Mapped[int] = mapped_column(Integer, default=0)
     points_value: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer)
-    #: placed → paid → delivered, or failed → refunded.
-    status: Mapped[str] = mapped_column(String(16), default="placed")
+    #: An `OrderStatus`.
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PLACED.value)
     failure: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column()
     paid_at: Mapped[datetime | None]

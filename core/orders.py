@@ -42,7 +42,16 @@ from core import activity, points, risk
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
-from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
+from core.models import (
+    REFUNDABLE_STATUSES,
+    Code,
+    Member,
+    MemberPrice,
+    Order,
+    OrderStatus,
+    Product,
+    TierPrice,
+)
 from core.pricing import PricingInput, Quote, quote
 from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
@@ -53,8 +62,6 @@ from core.wallet import post_entry, post_entry_on
 
 log = logging.getLogger(__name__)
 
-PAID_STATUSES = ("paid", "delivered")
-REFUNDABLE_STATUSES = ("paid", "delivered", "failed")
 MAX_IDEMPOTENCY_KEY = 64
 
 
@@ -72,7 +79,7 @@ class OrderView:
     discount: int
     points_used: int
     total: int
-    status: str
+    status: OrderStatus
     created_at: datetime
 
     def product_name(self, locale: str) -> str:
@@ -141,7 +148,7 @@ def _view(row: AnyRow) -> OrderView:
         discount=row[10],
         points_used=row[11],
         total=row[12],
-        status=row[13],
+        status=OrderStatus(row[13]),
         created_at=row[14],
     )
 
@@ -504,7 +511,7 @@ class Orders:
                 "points_used": priced.points_used,
                 "points_value": priced.points_value,
                 "total": priced.total,
-                "status": "paid",
+                "status": OrderStatus.PAID.value,
                 "created_at": now,
                 "paid_at": now,
             },
@@ -541,7 +548,7 @@ class Orders:
             discount=priced.discount,
             points_used=priced.points_used,
             total=priced.total,
-            status="paid",
+            status=OrderStatus.PAID,
             created_at=now.astimezone(UTC),
         )
         return _Paid(order=order, secrets=secrets, balance=balance, created=True)
@@ -575,8 +582,8 @@ class Orders:
         async with self._db.transaction() as session:
             await session.execute(
                 update(Order)
-                .where(Order.id == order_id, Order.status == "paid")
-                .values(status="delivered", delivered_at=self._clock.now())
+                .where(Order.id == order_id, Order.status == OrderStatus.PAID.value)
+                .values(status=OrderStatus.DELIVERED.value, delivered_at=self._clock.now())
             )
 
     # --- refunds -------------------------------------------------------------------------
@@ -597,7 +604,8 @@ class Orders:
                 raise ShopError(ErrorCode.ORDER_NOT_FOUND, order=order_id)
             if order.status not in REFUNDABLE_STATUSES:
                 raise ShopError(ErrorCode.ORDER_NOT_REFUNDABLE, order=order_id, status=order.status)
-            order.status, order.refunded_at, order.failure = "refunded", now, reason[:64]
+            order.status, order.refunded_at = OrderStatus.REFUNDED.value, now
+            order.failure = reason[:64]
             if order.total:
                 await post_entry(
                     session,

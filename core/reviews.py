@@ -16,13 +16,11 @@ from core import activity
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
-from core.models import Order, PointLot, Review
+from core.models import PAID_STATUSES, Order, PointLot, Review
 from core.points import award_points
 from core.sql import insert_ignoring_conflict
 from core.uow import Database
 
-#: Order states a buyer can review: paid for and not refunded.
-REVIEWABLE = frozenset({"paid", "delivered"})
 RATING_MIN, RATING_MAX = 1, 5
 
 
@@ -69,7 +67,7 @@ class Reviews:
                 select(Order.id).where(
                     Order.id == order_id,
                     Order.member_id == member_id,
-                    Order.status.in_(REVIEWABLE),
+                    Order.status.in_(PAID_STATUSES),
                 )
             )
             if order is None:

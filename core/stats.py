@@ -16,8 +16,7 @@ from sqlalchemy import func, select
 
 from core.clock import Clock, local_day, next_local_midnight
 from core.errors import ErrorCode, ShopError
-from core.models import CheckIn, Member, Order
-from core.orders import PAID_STATUSES
+from core.models import PAID_STATUSES, CheckIn, Member, Order, OrderStatus
 from core.tickets import SupportMetrics, Tickets
 from core.uow import Database
 
@@ -97,7 +96,7 @@ class Stats:
             refunds, refunded = (
                 await session.execute(
                     select(func.count(Order.id), func.coalesce(func.sum(Order.total), 0)).where(
-                        Order.status == "refunded",
+                        Order.status == OrderStatus.REFUNDED.value,
                         Order.refunded_at >= window.start,
                         Order.refunded_at < window.end,
                     )

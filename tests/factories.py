@@ -11,13 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import DEFAULT_TIERS_FILE
-from core.models import Category, Code, Member, Order, Product, WalletEntry
+from core.models import (
+    PAID_STATUSES,
+    Category,
+    Code,
+    Member,
+    Order,
+    OrderStatus,
+    Product,
+    WalletEntry,
+)
 from core.uow import Database
 from core.vault import CodeVault
 
 _ids = itertools.count(1)
-#: Statuses of an order that was paid (a refund keeps the time it was paid).
-_PAID = ("paid", "delivered", "refunded")
 
 
 async def make_member(
@@ -104,7 +111,7 @@ async def make_order(
     total: int,
     quantity: int = 1,
     discount: int = 0,
-    status: str = "delivered",
+    status: OrderStatus = OrderStatus.DELIVERED,
     key: str | None = None,
     refunded_at: datetime | None = None,
 ) -> int:
@@ -127,7 +134,8 @@ async def make_order(
         total=total,
         status=status,
         created_at=at,
-        paid_at=at if status in _PAID else None,
+        # A refund keeps the time the order was paid.
+        paid_at=at if status in (*PAID_STATUSES, OrderStatus.REFUNDED) else None,
         refunded_at=refunded_at,
     )
     session.add(order)

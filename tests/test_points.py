@@ -14,7 +14,15 @@ from core.clock import ManualClock, add_months
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
-from core.models import Category, Member, PointLot, PointShortfall, PointSpend, Product
+from core.models import (
+    Category,
+    Member,
+    OrderStatus,
+    PointLot,
+    PointShortfall,
+    PointSpend,
+    Product,
+)
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
 from tests.factories import make_order
@@ -58,7 +66,13 @@ async def make_orders(db: Database, member_id: int, count: int = 1) -> list[int]
         await session.flush()
         return [
             await make_order(
-                session, member_id, product.id, at=START, total=950, discount=50, status="paid"
+                session,
+                member_id,
+                product.id,
+                at=START,
+                total=950,
+                discount=50,
+                status=OrderStatus.PAID,
             )
             for _ in range(count)
         ]

@@ -12,7 +12,7 @@ from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
-from core.models import ActivityEvent, Category, Member, PointLot, Product, Review
+from core.models import ActivityEvent, Category, Member, OrderStatus, PointLot, Product, Review
 from core.reviews import Reviews
 from core.uow import Database
 from tests.conftest import START
@@ -37,7 +37,9 @@ async def make_member(db: Database) -> int:
         return member.id
 
 
-async def order_for(db: Database, member_id: int, status: str = "delivered") -> int:
+async def order_for(
+    db: Database, member_id: int, status: OrderStatus = OrderStatus.DELIVERED
+) -> int:
     n = next(_ids)
     async with db.transaction() as session:
         category = Category(slug=f"rev-{n}", name_zh="话费", name_en="Top-ups")
@@ -125,9 +127,9 @@ async def test_rating_bounds_are_accepted(db: Database, clock: ManualClock) -> N
     assert await counts(db) == (2, 2, 2)
 
 
-@pytest.mark.parametrize("status", ["placed", "failed", "refunded"])
+@pytest.mark.parametrize("status", [OrderStatus.PLACED, OrderStatus.FAILED, OrderStatus.REFUNDED])
 async def test_unpaid_or_refunded_orders_cannot_be_reviewed(
-    db: Database, clock: ManualClock, status: str
+    db: Database, clock: ManualClock, status: OrderStatus
 ) -> None:
     member = await make_member(db)
     order = await order_for(db, member, status)

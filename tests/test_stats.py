@@ -13,7 +13,7 @@ from bot import cli
 from core.chart import build_figure, render_chart
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
-from core.models import CheckIn
+from core.models import CheckIn, OrderStatus
 from core.shop import Shop
 from core.stats import DayPoint
 from tests.conftest import SHOP_ZONE, TEST_KEY
@@ -32,7 +32,7 @@ async def _order(
     paid: datetime,
     total: int,
     quantity: int = 1,
-    status: str = "delivered",
+    status: OrderStatus = OrderStatus.DELIVERED,
     refunded: datetime | None = None,
 ) -> None:
     async with shop.db.transaction() as session:
@@ -63,7 +63,7 @@ async def _fixed_shop(shop: Shop) -> tuple[int, int]:
     await _order(shop, old, product, paid=local(16, 12), total=7_000, quantity=3)
     await _order(shop, old, product, paid=local(15, 23, 59), total=9_900)  # 8 days ago
     await _order(
-        shop, newer, product, paid=local(20, 8), total=300, status="refunded",
+        shop, newer, product, paid=local(20, 8), total=300, status=OrderStatus.REFUNDED,
         refunded=local(22, 8),
     )  # fmt: skip
     async with shop.db.transaction() as session:

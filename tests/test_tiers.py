@@ -18,6 +18,7 @@ from core.ladder import Ladder, Metric, load_ladder
 from core.models import (
     Category,
     Member,
+    OrderStatus,
     PointLot,
     Product,
     TierChange,
@@ -62,7 +63,7 @@ async def add_orders(
     member_id: int,
     totals: list[int],
     *,
-    status: str = "delivered",
+    status: OrderStatus = OrderStatus.DELIVERED,
     days_ago: float = 1,
 ) -> list[int]:
     at = clock.now() - timedelta(days=days_ago)
@@ -129,11 +130,11 @@ async def test_metrics_read_every_window_from_the_database(
 ) -> None:
     me = await add_member(db, clock, total_spent=12_345, growth_points=7, joint_campaigns=2)
     await add_orders(db, clock, me, [100], days_ago=10)
-    await add_orders(db, clock, me, [200], status="paid", days_ago=200)
+    await add_orders(db, clock, me, [200], status=OrderStatus.PAID, days_ago=200)
     await add_orders(db, clock, me, [400], days_ago=400)
-    await add_orders(db, clock, me, [50], status="failed", days_ago=5)
-    await add_orders(db, clock, me, [70], status="refunded", days_ago=20)
-    await add_orders(db, clock, me, [30], status="placed", days_ago=0)
+    await add_orders(db, clock, me, [50], status=OrderStatus.FAILED, days_ago=5)
+    await add_orders(db, clock, me, [70], status=OrderStatus.REFUNDED, days_ago=20)
+    await add_orders(db, clock, me, [30], status=OrderStatus.PLACED, days_ago=0)
     await add_violation(db, clock, me, days_ago=10)
     await add_violation(db, clock, me, days_ago=100)
     async with db.transaction() as session:
@@ -247,7 +248,7 @@ async def test_platinum_needs_a_98_percent_fulfilment_rate(
     me = await add_member(db, clock, total_spent=2_000_000)
     ok = 50 - failed
     await add_orders(db, clock, me, [2_000_000 - 100 * (ok - 1)] + [100] * (ok - 1))
-    await add_orders(db, clock, me, [100] * failed, status="failed")
+    await add_orders(db, clock, me, [100] * failed, status=OrderStatus.FAILED)
 
     assert (await tiers.metrics(me)).fulfilment_rate == ok * 100 // 50
     await tiers.promote(me, reason="purchase")

@@ -17,6 +17,7 @@ from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
 from core.clock import local_day
 from core.errors import ErrorCode, ShopError
+from core.models import OrderStatus
 from core.orders import OrderView
 from core.reviews import RATING_MAX, RATING_MIN, ReviewView
 
@@ -30,12 +31,12 @@ REVIEW_TEXT = "orders:review_text"
 REVIEW_TEXT_MAX = 500
 
 #: Order statuses as the member reads them.
-STATUS_NAMES = {
-    "placed": N_("awaiting payment"),
-    "paid": N_("paid"),
-    "delivered": N_("delivered"),
-    "failed": N_("failed"),
-    "refunded": N_("refunded"),
+STATUS_NAMES: dict[OrderStatus, str] = {
+    OrderStatus.PLACED: N_("awaiting payment"),
+    OrderStatus.PAID: N_("paid"),
+    OrderStatus.DELIVERED: N_("delivered"),
+    OrderStatus.FAILED: N_("failed"),
+    OrderStatus.REFUNDED: N_("refunded"),
 }
 
 
@@ -86,9 +87,8 @@ class SkipWordsCallback(Callback):
     page: int = 1
 
 
-def status_name(ctx: Context, status: str) -> str:
-    label = STATUS_NAMES.get(status)
-    return ctx._(label) if label else escape(status)
+def status_name(ctx: Context, status: OrderStatus) -> str:
+    return ctx._(STATUS_NAMES[status])
 
 
 def summary(ctx: Context, order: OrderView) -> str:
@@ -199,7 +199,7 @@ async def show_order(ctx: Context, order_id: int, page: int, *, notice: str | No
     if review is not None:
         lines += review_lines(ctx, review)
     keyboard: list[list[Button]] = []
-    if review is None and order.status == "delivered":
+    if review is None and order.status is OrderStatus.DELIVERED:
         keyboard.append([Button(ctx._("⭐ Rate"), RateCallback(order=order.id, page=page))])
     keyboard += [
         [Button(ctx._("« Back to my orders"), OrdersCallback(page=page))],

@@ -249,7 +249,9 @@ class ManagerRelay:
             )
         async with self._db.read() as session:
             row = (await session.execute(query)).first()
-        return ThreadRef(member_id=row[0], member_telegram_id=row[1]) if row else None
+        return (
+            ThreadRef(member_id=row.member_id, member_telegram_id=row.telegram_id) if row else None
+        )
 
     async def from_manager(
         self, member_id: int, staff_telegram_id: int, text: str

@@ -109,7 +109,7 @@ PaidHook = Callable[[OrderView, bool], Awaitable[Promotion | None]]
 AnyRow = Row[*tuple[Any, ...]]
 AnySelect = Select[*tuple[Any, ...]]
 
-#: The columns an `OrderView` is built from, in `_view`'s order.
+#: The columns an `OrderView` is built from.
 _VIEW_COLUMNS = (
     Order.id,
     Order.member_id,
@@ -134,23 +134,28 @@ def _views() -> AnySelect:
 
 
 def _view(row: AnyRow) -> OrderView:
-    """An `OrderView` from a row that starts with `_VIEW_COLUMNS` (more may follow)."""
+    """An `OrderView` from a row with `_VIEW_COLUMNS` (more may follow)."""
     return OrderView(
-        id=row[0],
-        member_id=row[1],
-        product_id=row[2],
-        sku=row[3],
-        product_names={"zh_CN": row[4], "en": row[5]},
-        quantity=row[6],
-        tier_key=row[7],
-        unit_base_price=row[8],
-        unit_price=row[9],
-        discount=row[10],
-        points_used=row[11],
-        total=row[12],
-        status=OrderStatus(row[13]),
-        created_at=row[14],
+        id=row.id,
+        member_id=row.member_id,
+        product_id=row.product_id,
+        sku=row.sku,
+        product_names={"zh_CN": row.name_zh, "en": row.name_en},
+        quantity=row.quantity,
+        tier_key=row.tier_key,
+        unit_base_price=row.unit_base_price,
+        unit_price=row.unit_price,
+        discount=row.discount,
+        points_used=row.points_used,
+        total=row.total,
+        status=OrderStatus(row.status),
+        created_at=row.created_at,
     )
+
+
+def _tier_price(key: str) -> str:
+    """The label of the product's price for tier `key` in `_facts_query`."""
+    return f"tier_price_{key}"
 
 
 @functools.cache
@@ -160,8 +165,8 @@ def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
     Binds `member` and `product` (and `at` with points, for the spendable points at that
     moment). Outer joins tell a missing product (NULL product columns) from a missing
     member (no row). The product's tier price for each tier of the ladder (`tiers`, in
-    ladder order) comes last, since a tier pays no more than any tier below it. Built
-    once per ladder; executions only bind values.
+    ladder order) comes last, labelled by `_tier_price`, since a tier pays no more than
+    any tier below it. Built once per ladder; executions only bind values.
     """
     member_id = bindparam("member", type_=Integer)
     product_id = bindparam("product", type_=Integer)
@@ -170,20 +175,21 @@ def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
         select(TierPrice.price)
         .where(TierPrice.product_id == Product.id, TierPrice.tier_key == key)
         .scalar_subquery()
+        .label(_tier_price(key))
         for key in tiers
     ]
     return (
         select(
             Member.balance,
             Member.tier_key,
-            Product.id,
+            Product.id.label("product_id"),
             Product.sku,
             Product.active,
             Product.pool,
             Product.base_price,
             Product.max_per_order,
-            MemberPrice.price,
-            spendable,
+            MemberPrice.price.label("member_price"),
+            spendable.label("points"),
             Product.name_zh,
             Product.name_en,
             *tier_prices,
@@ -214,15 +220,11 @@ def _purchase_query(
     query = _facts_query(with_points=with_points, tiers=tiers)
     if not lock:
         query = query.add_columns(*risk.window_columns(*window))
-    query = query.add_columns(Order.id).outerjoin(
+    query = query.add_columns(Order.id.label("paid_order_id")).outerjoin(
         Order,
         and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
     )
     return query.with_for_update(of=Member, key_share=True) if lock else query
-
-
-#: Where `_facts_query`'s tier prices start, after its fixed columns.
-_TIER_PRICES = 12
 
 
 def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[str, Any]:
@@ -237,23 +239,22 @@ def _facts(
 ) -> PricingInput:
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
-    if row[2] is None:
+    if row.product_id is None:
         raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
-    prices = row[_TIER_PRICES : _TIER_PRICES + len(tiers)]
+    columns = row._mapping
+    prices = {key: columns[_tier_price(key)] for key in tiers}
     return PricingInput(
         product_id=product_id,
-        sku=row[3],
-        active=row[4],
-        pool=row[5],
-        base_price=row[6],
-        max_per_order=row[7],
-        tier_key=row[1],
-        tier_prices={
-            key: price for key, price in zip(tiers, prices, strict=True) if price is not None
-        },
-        member_price=row[8],
-        balance=row[0],
-        available_points=int(row[9] or 0),
+        sku=row.sku,
+        active=row.active,
+        pool=row.pool,
+        base_price=row.base_price,
+        max_per_order=row.max_per_order,
+        tier_key=row.tier_key,
+        tier_prices={key: price for key, price in prices.items() if price is not None},
+        member_price=row.member_price,
+        balance=row.balance,
+        available_points=int(row.points or 0),
     )
 
 
@@ -444,7 +445,7 @@ class Orders:
         row = conn.execute(query, params).one_or_none()
         if row is None:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
-        if row[-1] is not None:
+        if row.paid_order_id is not None:
             return self._replay_on(conn, member_id, key)
         if lock:
             verdict = risk.check_on(conn, rules, member_id, key, now)
@@ -452,8 +453,7 @@ class Orders:
                 return self._replay_on(conn, member_id, key)
             limited = verdict.refusal
         else:
-            width = _TIER_PRICES + len(self._tiers)
-            limited = risk.refusal_on(conn, rules, member_id, now, row[width : width + 4])
+            limited = risk.refusal_on(conn, rules, member_id, now, risk.Window.of(row))
         if limited is not None:
             return limited
         try:
@@ -540,7 +540,7 @@ class Orders:
             member_id=member_id,
             product_id=product_id,
             sku=facts.sku,
-            product_names={"zh_CN": row[10], "en": row[11]},
+            product_names={"zh_CN": row.name_zh, "en": row.name_en},
             quantity=quantity,
             tier_key=priced.tier_key,
             unit_base_price=priced.unit_base_price,
@@ -565,7 +565,7 @@ class Orders:
         secrets = conn.scalars(
             select(Code.secret).where(Code.order_id == order.id).order_by(Code.id)
         ).all()
-        return _Paid(order=order, secrets=list(secrets), balance=row[-1], created=False)
+        return _Paid(order=order, secrets=list(secrets), balance=row.balance, created=False)
 
     async def _after_paid(self, order: OrderView) -> Promotion | None:
         if self._on_paid is None:

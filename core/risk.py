@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, Integer, Select, bindparam, select, update
+from sqlalchemy import BindParameter, Integer, Row, Select, bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from core.clock import Clock
@@ -72,14 +71,32 @@ class Verdict:
     refusal: ShopError | None
 
 
+class Window(NamedTuple):
+    """The events that, while they stay in the window, keep the member at a limit.
+
+    Each is the member's N-th latest order or refusal in the window (N the limit), None
+    while the member is under that limit.
+    """
+
+    order_id: int | None
+    order_at: datetime | None
+    failure_id: int | None
+    failure_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> Window:
+        """The window from a row that carries `window_columns`."""
+        return cls(
+            row.window_order_id, row.window_order_at, row.window_failure_id, row.window_failure_at
+        )
+
+
 @functools.cache
 def window_columns(orders_offset: int, failures_offset: int) -> tuple[Any, ...]:
-    """The member's N-th latest order and N-th latest refusal in the window, if any.
+    """`Window`'s four values as scalar subqueries labelled `window_<field>`.
 
-    Four scalar subqueries, (id, created_at) of each event that, while it stays in the
-    window, keeps the member at the limit. They bind `member` and `since` and correlate
-    with nothing, so they can ride in another SELECT (the purchase's own, on SQLite).
-    Built once per limit pair.
+    They bind `member` and `since` and correlate with nothing, so they can ride in
+    another SELECT (the purchase's own, on SQLite). Built once per limit pair.
     """
     member = bindparam("member", type_=Integer)
     since: BindParameter[datetime] = bindparam("since")
@@ -103,10 +120,12 @@ def window_columns(orders_offset: int, failures_offset: int) -> tuple[Any, ...]:
         RiskEvent.kind == "failure",
     )
     return (
-        order.with_only_columns(Order.id).scalar_subquery(),
-        order.with_only_columns(Order.created_at).scalar_subquery(),
-        failure.with_only_columns(RiskEvent.id).scalar_subquery(),
-        failure.with_only_columns(RiskEvent.created_at).scalar_subquery(),
+        order.with_only_columns(Order.id).scalar_subquery().label("window_order_id"),
+        order.with_only_columns(Order.created_at).scalar_subquery().label("window_order_at"),
+        failure.with_only_columns(RiskEvent.id).scalar_subquery().label("window_failure_id"),
+        failure.with_only_columns(RiskEvent.created_at)
+        .scalar_subquery()
+        .label("window_failure_at"),
     )
 
 
@@ -126,7 +145,8 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
         *window_columns(orders_offset, failures_offset),
         select(Order.id)
         .where(Order.member_id == bindparam("member"), Order.idempotency_key == bindparam("key"))
-        .scalar_subquery(),
+        .scalar_subquery()
+        .label("paid_order_id"),
     )
 
 
@@ -144,26 +164,26 @@ def check_on(
         _window_query(*window_offsets(rules)),
         {"member": member_id, "key": key, **window_params(rules, now)},
     ).one()
-    if row[4] is not None:
+    if row.paid_order_id is not None:
         return Verdict(paid=True, refusal=None)
-    return Verdict(paid=False, refusal=refusal_on(conn, rules, member_id, now, row[:4]))
+    return Verdict(paid=False, refusal=refusal_on(conn, rules, member_id, now, Window.of(row)))
 
 
 def refusal_on(
-    conn: Connection, rules: RiskRules, member_id: int, now: datetime, window: Sequence[Any]
+    conn: Connection, rules: RiskRules, member_id: int, now: datetime, window: Window
 ) -> ShopError | None:
     """RATE_LIMITED for a member at a limit, its trip recorded; None to go ahead.
 
-    `window` is the four `window_columns` values, read where the member's purchases are
-    serialised (see the module docstring).
+    `window` is read where the member's purchases are serialised (see the module
+    docstring).
     """
     hits = [
         (limit, event_id, at)
         for limit, event_id, at in (
-            (ORDERS, window[0], window[1]),
-            (FAILURES, window[2], window[3]),
+            (ORDERS, window.order_id, window.order_at),
+            (FAILURES, window.failure_id, window.failure_at),
         )
-        if event_id is not None
+        if event_id is not None and at is not None
     ]
     if not hits:
         return None
@@ -253,20 +273,20 @@ class RiskControl:
             if not claimed:
                 return []
             members = {
-                row[0]: row
+                row.id: row
                 for row in await session.execute(
                     select(
                         Member.id, Member.telegram_id, Member.username, Member.display_name
-                    ).where(Member.id.in_({row[1] for row in claimed}))
+                    ).where(Member.id.in_({row.member_id for row in claimed}))
                 )
             }
         return [
             Trip(
                 id=trip_id,
                 member_id=member_id,
-                telegram_id=members[member_id][1],
-                username=members[member_id][2],
-                display_name=members[member_id][3],
+                telegram_id=members[member_id].telegram_id,
+                username=members[member_id].username,
+                display_name=members[member_id].display_name,
                 limit=limit,
                 allowed=self._rules.max_orders if limit == ORDERS else self._rules.max_failures,
                 window_seconds=self._rules.window_seconds,

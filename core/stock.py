@@ -277,4 +277,4 @@ class StockService:
                 if changes:
                     await session.execute(update(Code), changes)
                 rewritten += len(changes)
-                last_id = rows[-1][0]
+                last_id = rows[-1].id

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import activity
@@ -130,6 +130,17 @@ class SupportMetrics:
 def _viewing() -> Select[Ticket, int | None]:
     """Tickets together with their member's Telegram id, which every caller needs to reply."""
     return select(Ticket, Member.telegram_id).join(Member, Member.id == Ticket.member_id)
+
+
+def _owned(
+    row: Row[Ticket, int | None] | None, ticket_id: int, member_id: int | None
+) -> tuple[Ticket, int | None]:
+    """A `_viewing` row as (ticket, member's Telegram id); TICKET_NOT_FOUND when there is
+    none or, with `member_id`, when that member does not own it."""
+    if row is None or (member_id is not None and row.Ticket.member_id != member_id):
+        raise ShopError(ErrorCode.TICKET_NOT_FOUND, ticket=ticket_id)
+    ticket, telegram_id = row
+    return ticket, telegram_id
 
 
 def _settle_pause(ticket: Ticket, now: datetime) -> None:
@@ -331,7 +342,10 @@ class Tickets:
         )
         async with self._db.read() as session:
             row = (await session.execute(query)).first()
-            return TicketView.of(row[0], row[1]) if row else None
+        if row is None:
+            return None
+        ticket, telegram_id = row
+        return TicketView.of(ticket, telegram_id)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -339,9 +353,8 @@ class Tickets:
         """One ticket; with `member_id`, only if that member owns it."""
         async with self._db.read() as session:
             row = (await session.execute(_viewing().where(Ticket.id == ticket_id))).first()
-        if row is None or (member_id is not None and row[0].member_id != member_id):
-            raise ShopError(ErrorCode.TICKET_NOT_FOUND, ticket=ticket_id)
-        return TicketView.of(row[0], row[1])
+        ticket, telegram_id = _owned(row, ticket_id, member_id)
+        return TicketView.of(ticket, telegram_id)
 
     async def queue(self, limit: int = 50) -> list[TicketView]:
         """Open tickets for staff: unanswered first, each group by deadline."""
@@ -372,8 +385,7 @@ class Tickets:
             TicketMessage.id.in_(latest)
         )
         async with self._db.read() as session:
-            rows = await session.execute(query)
-            return {row[0]: row[1] for row in rows}
+            return dict((await session.execute(query)).tuples().all())
 
     async def messages(self, ticket_id: int) -> list[TicketMessageView]:
         query = (
@@ -505,9 +517,7 @@ class Tickets:
                 _viewing().where(Ticket.id == ticket_id).with_for_update(of=Ticket)
             )
         ).first()
-        if row is None or (member_id is not None and row[0].member_id != member_id):
-            raise ShopError(ErrorCode.TICKET_NOT_FOUND, ticket=ticket_id)
-        return row[0], row[1]
+        return _owned(row, ticket_id, member_id)
 
     @staticmethod
     async def _add_message(
@@ -542,7 +552,8 @@ class Tickets:
 
     async def _views(self, query: Select[Ticket, int | None]) -> list[TicketView]:
         async with self._db.read() as session:
-            return [TicketView.of(row[0], row[1]) for row in await session.execute(query)]
+            rows = await session.execute(query)
+            return [TicketView.of(ticket, telegram_id) for ticket, telegram_id in rows]
 
     @staticmethod
     async def _marked(session: AsyncSession, ids: Sequence[int]) -> list[TicketView]:
@@ -550,4 +561,5 @@ class Tickets:
         if not ids:
             return []
         query = _viewing().where(Ticket.id.in_(ids)).order_by(Ticket.first_response_due, Ticket.id)
-        return [TicketView.of(row[0], row[1]) for row in await session.execute(query)]
+        rows = await session.execute(query)
+        return [TicketView.of(ticket, telegram_id) for ticket, telegram_id in rows]

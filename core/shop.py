@@ -91,7 +91,7 @@ def build_shop(
         members=Members(db, clock, ladder.entry.key),
         catalog=Catalog(db, clock, ladder=ladder),
         stock=StockService(db, vault, clock),
-        wallet=Wallet(db, clock),
+        wallet=Wallet(db),
         orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
         tiers=tiers,
         points=Points(db, ladder, clock),

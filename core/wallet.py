@@ -16,7 +16,6 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.clock import Clock
 from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.members import load_member
@@ -120,37 +119,12 @@ async def post_entry(
     )  # fmt: skip
 
 
-def _check_amount(amount: int) -> None:
-    if amount == 0 or abs(amount) > MAX_SINGLE_AMOUNT:
-        raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount, max=MAX_SINGLE_AMOUNT)
-
-
 class Wallet:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """What a member reads of their wallet; money moves through `post_entry_on` in the
+    transaction of what moves it (a purchase, a refund, an audited admin action)."""
+
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._clock = clock
-
-    async def top_up(self, member_id: int, amount: int, *, actor: str, reason: str) -> int:
-        """Credit a paid-in amount; returns the new balance."""
-        if amount < 0:
-            raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount, max=MAX_SINGLE_AMOUNT)
-        _check_amount(amount)
-        async with self._db.transaction() as session:
-            return await post_entry(
-                session, member_id, amount, kind="topup", at=self._clock.now(),
-                reason=reason, actor=actor,
-            )  # fmt: skip
-
-    async def adjust(self, member_id: int, amount: int, *, actor: str, reason: str) -> int:
-        """An admin correction either way, with a reason; never below zero."""
-        _check_amount(amount)
-        if not reason.strip():
-            raise ShopError(ErrorCode.INVALID_INPUT, field="reason")
-        async with self._db.transaction() as session:
-            return await post_entry(
-                session, member_id, amount, kind="adjustment", at=self._clock.now(),
-                reason=reason, actor=actor,
-            )  # fmt: skip
 
     async def balance(self, member_id: int) -> int:
         async with self._db.read() as session:

@@ -134,7 +134,7 @@ async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> 
     async with busy(load):
         for n in range(ROUNDS):
             # Paid in through the readers' engine; the writer's very next purchase sees it.
-            await shop.wallet.top_up(member, 100, actor="test", reason=f"round {n}")
+            await shop.operations.admin.top_up("test", member, 100, reason=f"round {n}")
             purchase = await shop.orders.place(member, product, 1, idempotency_key=f"own:{n}")
             after = purchase.balance_after
             # Spent through the writer; every pooled reader's very next read sees it.

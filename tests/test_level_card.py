@@ -99,7 +99,7 @@ async def test_a_purchase_carries_the_reward_it_earned(shop: Shop) -> None:
     await shop.catalog.upsert_category("cards", "点卡", "Cards")
     product = await shop.catalog.create_product("CARD-250", "cards", "点卡", "Card", 26_316)
     await shop.stock.import_codes("CARD-250", ["C-1", "C-2"])
-    await shop.wallet.top_up(member.id, 60_000, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", member.id, 60_000, reason="paid in")
 
     first = await shop.orders.place(member.id, product.id, 1, idempotency_key="one")
     again = await shop.orders.place(member.id, product.id, 1, idempotency_key="one")

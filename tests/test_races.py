@@ -102,7 +102,7 @@ async def test_50_wallet_adjustments_never_overdraw(shop: Shop) -> None:
     member = await make_member(shop.db, shop.clock, balance=1000)
 
     done, refused = await _settle(
-        [shop.wallet.adjust(member, -100, actor="test", reason="race") for _ in range(50)]
+        [shop.operations.admin.adjust("test", member, -100, reason="race") for _ in range(50)]
     )
 
     assert len(done) == 10

@@ -92,7 +92,7 @@ async def test_refused_purchases_count_once_per_key_and_then_pause_buying(
     clock.advance(timedelta(seconds=5))
     assert (await refusal(shop, member, product, "b")).code == ErrorCode.INSUFFICIENT_BALANCE
 
-    await shop.wallet.top_up(member, 10_000, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", member, 10_000, reason="paid in")
     refused = await refusal(shop, member, product, "c")
     assert refused.code == ErrorCode.RATE_LIMITED
     assert refused.params == {"retry_after": 55, "limit": FAILURES}

@@ -71,7 +71,7 @@ async def confirmation(api: BotApiStub, shop: Shop, user: TgUser, product: int) 
     menu = await api.next_sent(user.id, timeout=30)
     member = await shop.members.by_telegram(user.id)
     assert member is not None
-    await shop.wallet.top_up(member.id, 10_000, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", member.id, 10_000, reason="paid in")
     chosen = QuantityCallback(product=product, quantity=1).pack()
     api.inject_callback(user, menu.message_id, chosen, require_button=False)
 

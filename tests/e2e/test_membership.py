@@ -178,7 +178,7 @@ async def test_level_shows_what_is_left_then_the_new_tier(chat, shop: Shop, loca
         "CARD-180", "cards", "点卡 ¥180", "Card ¥180", PRODUCT_PRICE
     )
     await shop.stock.import_codes("CARD-180", [f"CARD-{i:04d}" for i in range(5)])
-    await shop.wallet.top_up(mid, 100_000, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", mid, 100_000, reason="paid in")
     await buy(shop, mid, product.id, "first")
     paid = 17_100  # 95折 of ¥180
     [page] = await member_chat.say("/level")

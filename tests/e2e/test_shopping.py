@@ -71,7 +71,7 @@ async def buyer(
     await member_chat.say("/start")
     member = await shop.members.by_telegram(user_id)
     assert member is not None
-    await shop.wallet.top_up(member.id, TOP_UP, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", member.id, TOP_UP, reason="paid in")
     if tier != member.tier_key:
         await shop.tiers.set_tier(member.id, tier, actor="test", reason="scenario")
     return member_chat, member.id
@@ -444,7 +444,9 @@ async def test_short_balance_says_how_much_is_missing(
 ) -> None:
     ids = await seed(shop)
     member, member_id = await buyer(chat, shop, 2013, locale)
-    await shop.wallet.adjust(member_id, -(TOP_UP - 5_000), actor="test", reason="spent elsewhere")
+    await shop.operations.admin.adjust(
+        "test", member_id, -(TOP_UP - 5_000), reason="spent elsewhere"
+    )
     confirm = await confirmation(member, locale, "2")
     quote = await shop.orders.quote(member_id, ids["steam"], 2)
     shown = confirm.text or ""

@@ -77,7 +77,7 @@ async def buyer_with_an_order(chat: Callable[..., Chat], shop: Shop, user_id: in
     await shop.catalog.upsert_category("cards", "点卡", "Cards")
     product = await shop.catalog.create_product("CARD-10", "cards", "点卡 ¥10", "Card ¥10", 1_000)
     await shop.stock.import_codes("CARD-10", ["CODE-0001", "CODE-0002"])
-    await shop.wallet.top_up(mid, 10_000, actor="test", reason="paid in")
+    await shop.operations.admin.top_up("test", mid, 10_000, reason="paid in")
     purchase = await shop.orders.place(mid, product.id, 1, idempotency_key="ticket-order")
     return member_chat, mid, purchase.order.id
 

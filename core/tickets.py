@@ -385,7 +385,7 @@ class Tickets:
             TicketMessage.id.in_(latest)
         )
         async with self._db.read() as session:
-            return dict((await session.execute(query)).tuples().all())
+            return dict((await session.execute(query)).all())
 
     async def messages(self, ticket_id: int) -> list[TicketMessageView]:
         query = (

@@ -20,15 +20,13 @@ from typing import assert_never
 
 from bot.conversation import Button, CannotEditError, Transport, UnreachableError, escape
 from bot.framework import STOP_GRACE_SECONDS
-from bot.handlers.admin import telegram_id_of
-from bot.handlers.ticket import category_name
 from bot.i18n import Translator
+from bot.names import category_name, telegram_id_of
 from core.broadcast import BroadcastReport, Broadcasts, SendFn, SendOutcome
 from core.broadcast import Button as LinkButton
 from core.jobs import (
     Downgraded,
     Event,
-    Jobs,
     LowStock,
     PointsExpiring,
     TicketBreached,
@@ -36,7 +34,7 @@ from core.jobs import (
     TierWarning,
 )
 from core.risk import ORDERS, RiskControl, Trip
-from core.shop import Shop
+from core.shop import Shop, build_jobs
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +376,7 @@ async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
     cancelled.
     """
     stop = asyncio.Event()
-    jobs = Jobs(shop, TransportNotifier(shop, transport))
+    jobs = build_jobs(shop, TransportNotifier(shop, transport))
     broadcaster = Broadcaster(shop, shop.operations.broadcasts, transport, stop)
     risk = RiskWatch(shop, transport)
 

@@ -13,26 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
 from core.audit import Audit
 from core.broadcast import Broadcasts, BroadcastView, Button
-from core.catalog import ProductView
+from core.catalog import Catalog, ProductView
+from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.export import Exports
-from core.manager import StaffView
-from core.members import load_member
+from core.manager import ManagerRelay, StaffView
+from core.members import Members, load_member
 from core.models import Order
-from core.orders import OrderView
+from core.orders import Orders, OrderView
 from core.stats import Stats
-from core.stock import ImportReport
-from core.tiers import TierChangeView, ViolationView
+from core.stock import ImportReport, StockService
+from core.tiers import TierChangeView, Tiers, ViolationView
+from core.uow import Database
 from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry
-
-if TYPE_CHECKING:
-    from core.shop import Shop
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +47,30 @@ def _member(member_id: int) -> str:
 
 
 class AdminActions:
-    def __init__(self, shop: Shop, audit: Audit, broadcasts: Broadcasts) -> None:
-        self._shop = shop
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        audit: Audit,
+        broadcasts: Broadcasts,
+        *,
+        members: Members,
+        tiers: Tiers,
+        manager: ManagerRelay,
+        catalog: Catalog,
+        stock: StockService,
+        orders: Orders,
+    ) -> None:
+        self._db = db
+        self._clock = clock
         self._audit = audit
         self._broadcasts = broadcasts
+        self._members = members
+        self._tiers = tiers
+        self._manager = manager
+        self._catalog = catalog
+        self._stock = stock
+        self._orders = orders
 
     async def denied(self, actor: str, command: str) -> None:
         """Log a refused attempt (the caller refuses it)."""
@@ -66,10 +85,10 @@ class AdminActions:
             raise ShopError(ErrorCode.INVALID_AMOUNT, amount=amount, max=MAX_SINGLE_AMOUNT)
         if not reason.strip():
             raise ShopError(ErrorCode.INVALID_INPUT, field="reason")
-        async with self._shop.db.transaction() as session:
+        async with self._db.transaction() as session:
             before = (await load_member(session, member_id, for_update=True)).balance
             after = await post_entry(
-                session, member_id, amount, kind=kind, at=self._shop.clock.now(),
+                session, member_id, amount, kind=kind, at=self._clock.now(),
                 reason=reason, actor=actor,
             )  # fmt: skip
             await self._audit.record(
@@ -99,7 +118,7 @@ class AdminActions:
     # --- tiers and people (service transaction, then the audit row) ---------------------
 
     async def _tier_state(self, member_id: int) -> dict[str, Any]:
-        member = await self._shop.members.get(member_id)
+        member = await self._members.get(member_id)
         return {
             "tier": member.tier_key,
             "source": member.tier_source,
@@ -110,7 +129,7 @@ class AdminActions:
         self, actor: str, member_id: int, tier_key: str, *, reason: str = "admin"
     ) -> TierChangeView:
         before = await self._tier_state(member_id)
-        change = await self._shop.tiers.set_tier(member_id, tier_key, actor=actor, reason=reason)
+        change = await self._tiers.set_tier(member_id, tier_key, actor=actor, reason=reason)
         await self._audit.log(
             actor, "set_tier", _member(member_id), before, await self._tier_state(member_id)
         )
@@ -118,7 +137,7 @@ class AdminActions:
 
     async def invite_partner(self, actor: str, member_id: int) -> TierChangeView:
         before = await self._tier_state(member_id)
-        change = await self._shop.tiers.invite_partner(member_id, actor=actor)
+        change = await self._tiers.invite_partner(member_id, actor=actor)
         await self._audit.log(
             actor, "invite_partner", _member(member_id), before, await self._tier_state(member_id)
         )
@@ -128,7 +147,7 @@ class AdminActions:
         self, actor: str, member_id: int, *, days: int | None = None
     ) -> TierChangeView:
         before = await self._tier_state(member_id)
-        change = await self._shop.tiers.grant_trial(member_id, actor=actor, days=days)
+        change = await self._tiers.grant_trial(member_id, actor=actor, days=days)
         await self._audit.log(
             actor, "grant_trial", _member(member_id), before, await self._tier_state(member_id)
         )
@@ -137,7 +156,7 @@ class AdminActions:
     async def flag_violation(
         self, actor: str, member_id: int, *, reason: str, serious: bool = True
     ) -> ViolationView:
-        violation = await self._shop.tiers.flag_violation(
+        violation = await self._tiers.flag_violation(
             member_id, reason=reason, actor=actor, serious=serious
         )
         await self._audit.log(actor, "flag_violation", _member(member_id), None, violation)
@@ -151,10 +170,8 @@ class AdminActions:
         *,
         display_name: str | None = None,
     ) -> StaffView:
-        before = (await self._shop.manager.access(member_id)).manager
-        staff = await self._shop.manager.assign(
-            member_id, staff_telegram_id, display_name=display_name
-        )
+        before = (await self._manager.access(member_id)).manager
+        staff = await self._manager.assign(member_id, staff_telegram_id, display_name=display_name)
         await self._audit.log(
             actor,
             "assign_manager",
@@ -177,21 +194,21 @@ class AdminActions:
         **fields: Any,
     ) -> ProductView:
         """`fields` are `Catalog.create_product`'s keyword options (pool, descriptions...)."""
-        product = await self._shop.catalog.create_product(
+        product = await self._catalog.create_product(
             sku, category_slug, name_zh, name_en, base_price, **fields
         )
         await self._audit.log(actor, "create_product", f"product:{sku}", None, product)
         return product
 
     async def update_product(self, actor: str, sku: str, **changes: Any) -> ProductView:
-        before = await self._shop.catalog.product_by_sku(sku)
-        after = await self._shop.catalog.update_product(sku, **changes)
+        before = await self._catalog.product_by_sku(sku)
+        after = await self._catalog.update_product(sku, **changes)
         await self._audit.log(actor, "update_product", f"product:{sku}", before, after)
         return after
 
     async def set_active(self, actor: str, sku: str, active: bool) -> ProductView:
-        before = await self._shop.catalog.product_by_sku(sku)
-        after = await self._shop.catalog.set_active(sku, active)
+        before = await self._catalog.product_by_sku(sku)
+        after = await self._catalog.set_active(sku, active)
         await self._audit.log(
             actor, "set_active", f"product:{sku}", {"active": before.active}, {"active": active}
         )
@@ -199,8 +216,8 @@ class AdminActions:
 
     async def import_codes(self, actor: str, sku: str, lines: Iterable[str]) -> ImportReport:
         """Stock codes; the audit row keeps the counts, never a code."""
-        before = await self._shop.catalog.product_by_sku(sku)
-        report = await self._shop.stock.import_codes(sku, lines)
+        before = await self._catalog.product_by_sku(sku)
+        report = await self._stock.import_codes(sku, lines)
         await self._audit.log(
             actor, "import_codes", f"product:{sku}", {"stock": before.stock}, report
         )
@@ -209,7 +226,7 @@ class AdminActions:
     async def refund(self, actor: str, order_id: int, *, reason: str) -> OrderView:
         if not reason.strip():
             raise ShopError(ErrorCode.INVALID_INPUT, field="reason")
-        async with self._shop.db.read() as session:
+        async with self._db.read() as session:
             before = (
                 await session.execute(
                     select(Order.member_id, Order.status, Order.total).where(Order.id == order_id)
@@ -217,7 +234,7 @@ class AdminActions:
             ).one_or_none()
         if before is None:
             raise ShopError(ErrorCode.ORDER_NOT_FOUND, order=order_id)
-        order = await self._shop.orders.refund(order_id, actor=actor, reason=reason)
+        order = await self._orders.refund(order_id, actor=actor, reason=reason)
         await self._audit.log(
             actor,
             "refund",
@@ -233,7 +250,7 @@ class AdminActions:
         self, actor: str, audience: str, text: str, button: Button | None = None
     ) -> tuple[BroadcastView, int]:
         """Create the broadcast and its audience; the caller then runs `Broadcasts.run`."""
-        async with self._shop.db.transaction() as session:
+        async with self._db.transaction() as session:
             broadcast, audience_size = await self._broadcasts.create_in(
                 session, actor, audience, text, button
             )
@@ -255,23 +272,10 @@ class AdminActions:
 
 @dataclass(frozen=True, slots=True)
 class Operations:
-    """The services for running the shop, built over one `Shop` (see `build_operations`)."""
+    """The services for running the shop, built by `core.shop.build_shop`."""
 
     audit: Audit
     admin: AdminActions
     broadcasts: Broadcasts
     stats: Stats
     exports: Exports
-
-
-def build_operations(shop: Shop) -> Operations:
-    """Wire the operations services over a shop; `build_shop` calls this once."""
-    audit = Audit(shop.db, shop.clock)
-    broadcasts = Broadcasts(shop.db, shop.ladder, shop.clock, rate=shop.settings.broadcast_rate)
-    return Operations(
-        audit=audit,
-        admin=AdminActions(shop, audit, broadcasts),
-        broadcasts=broadcasts,
-        stats=Stats(shop.db, shop.clock, shop.settings.zone, shop.tickets),
-        exports=Exports(shop.db, shop.settings.zone, shop.tiers),
-    )

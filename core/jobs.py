@@ -20,17 +20,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.catalog import ProductView
-from core.clock import local_day
+from core.catalog import Catalog, ProductView
+from core.clock import Clock, local_day
 from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
-from core.shop import Shop
+from core.points import Points
 from core.sql import insert_ignoring_conflict
-from core.tickets import TicketView
-from core.tiers import ConditionProgress, ReviewResult, previous_quarter
+from core.tickets import Tickets, TicketView
+from core.tiers import ConditionProgress, ReviewResult, Tiers, previous_quarter
+from core.uow import Database
 
 log = logging.getLogger(__name__)
 
@@ -137,37 +139,48 @@ _STOCK = (
 class Jobs:
     def __init__(
         self,
-        shop: Shop,
+        db: Database,
+        clock: Clock,
+        zone: ZoneInfo,
         notifier: Notifier,
         *,
+        tiers: Tiers,
+        points: Points,
+        tickets: Tickets,
+        catalog: Catalog,
         sla_every: timedelta = timedelta(minutes=1),
         stock_every: timedelta = timedelta(minutes=5),
     ) -> None:
-        self._shop = shop
+        self._db = db
+        self._clock = clock
+        self._zone = zone
         self._notifier = notifier
-        zone = shop.settings.zone
+        self._tiers = tiers
+        self._points = points
+        self._tickets = tickets
+        self._catalog = catalog
         self.jobs = (
             _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
             _Job("trials", self._day, self._trials),
-            _Job("points", self._day, self._points),
+            _Job("points", self._day, self._expire_points),
             _Job("ticket_sla", lambda now: self._slot(now, sla_every), self._ticket_sla),
             _Job("low_stock", lambda now: self._slot(now, stock_every), self._low_stock),
         )
 
     def _day(self, now: datetime) -> str:
-        return local_day(now, self._shop.settings.zone).isoformat()
+        return local_day(now, self._zone).isoformat()
 
     def _slot(self, now: datetime, every: timedelta) -> str:
         """The start of the `every`-long slot `now` falls in, as shop-local minutes."""
         step = int(every.total_seconds())
         start = datetime.fromtimestamp(int(now.timestamp()) // step * step, UTC)
-        return start.astimezone(self._shop.settings.zone).strftime("%Y-%m-%dT%H:%M")
+        return start.astimezone(self._zone).strftime("%Y-%m-%dT%H:%M")
 
     # --- scheduling -------------------------------------------------------------------
 
     async def run_due(self, now: datetime | None = None) -> list[JobReport]:
         """Run every job whose current period has no finished run; one failure stops none."""
-        moment = now or self._shop.clock.now()
+        moment = now or self._clock.now()
         reports = []
         for job in self.jobs:
             period = job.period(moment)
@@ -182,18 +195,18 @@ class Jobs:
                     JobReport(job.name, period, ran=True, result=None, error=type(exc).__name__)
                 )
                 continue
-            async with self._shop.db.transaction() as session:
+            async with self._db.transaction() as session:
                 await session.execute(
                     update(JobRun)
                     .where(JobRun.job == job.name, JobRun.period == period)
-                    .values(finished_at=self._shop.clock.now(), result=result)
+                    .values(finished_at=self._clock.now(), result=result)
                 )
             reports.append(JobReport(job.name, period, ran=True, result=result))
         return reports
 
     async def _start(self, job: str, period: str, now: datetime) -> bool:
         """Record the run; False when this period's run already finished."""
-        async with self._shop.db.transaction() as session:
+        async with self._db.transaction() as session:
             created = await session.scalar(
                 insert_ignoring_conflict(session, JobRun),
                 {"job": job, "period": period, "started_at": now},
@@ -208,10 +221,10 @@ class Jobs:
     async def _notify(self, event: Event, *, key: str | None = None) -> bool:
         """Send one event; with `key`, only if no run claimed that key before."""
         if key is not None:
-            async with self._shop.db.transaction() as session:
+            async with self._db.transaction() as session:
                 claimed = await session.scalar(
                     insert_ignoring_conflict(session, JobNotice),
-                    {"key": key, "created_at": self._shop.clock.now()},
+                    {"key": key, "created_at": self._clock.now()},
                 )
             if claimed is None:
                 return False
@@ -225,7 +238,7 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------
 
     async def _tier_review(self, quarter: str) -> dict[str, int]:
-        outcomes = await self._shop.tiers.review(quarter=quarter)
+        outcomes = await self._tiers.review(quarter=quarter)
         counts = {"reviewed": len(outcomes), "notified": 0}
         for outcome in outcomes:
             counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
@@ -257,12 +270,12 @@ class Jobs:
         return counts
 
     async def _trials(self, _day: str) -> dict[str, int]:
-        return {"ended": await self._shop.tiers.expire_trials()}
+        return {"ended": await self._tiers.expire_trials()}
 
-    async def _points(self, _day: str) -> dict[str, int]:
-        expired = await self._shop.points.expire()
+    async def _expire_points(self, _day: str) -> dict[str, int]:
+        expired = await self._points.expire()
         warned = 0
-        for warning in await self._shop.points.expiry_warnings():
+        for warning in await self._points.expiry_warnings():
             if warning.telegram_id is None:
                 continue
             event = PointsExpiring(
@@ -276,8 +289,8 @@ class Jobs:
         return {"expired_points": expired, "warned": warned}
 
     async def _ticket_sla(self, _slot: str) -> dict[str, int]:
-        warned = await self._shop.tickets.due_warnings()
-        breached = await self._shop.tickets.breaches()
+        warned = await self._tickets.due_warnings()
+        breached = await self._tickets.breaches()
         events: list[Event] = [TicketSlaWarning(t) for t in warned]
         events += [TicketBreached(t) for t in breached]
         for event in events:
@@ -286,8 +299,8 @@ class Jobs:
 
     async def _low_stock(self, _slot: str) -> dict[str, int]:
         """Alert once per product falling low; a product back at its threshold re-arms."""
-        low = await self._shop.catalog.low_stock()
-        async with self._shop.db.transaction() as session:
+        low = await self._catalog.low_stock()
+        async with self._db.transaction() as session:
             fresh = [p for p in low if await self._claim_alert(session, p)]
             rearmed = await session.scalars(
                 delete(LowStockAlert)
@@ -309,7 +322,7 @@ class Jobs:
             {
                 "product_id": product.id,
                 "stock": product.stock,
-                "alerted_at": self._shop.clock.now(),
+                "alerted_at": self._clock.now(),
             },
         )
         return inserted is not None

@@ -9,17 +9,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from core.admin import Operations, build_operations
+from core.admin import AdminActions, Operations
+from core.audit import Audit
+from core.broadcast import Broadcasts
 from core.catalog import Catalog
 from core.checkin import CheckIns
 from core.clock import Clock
 from core.config import Settings, resolve_code_keys
+from core.export import Exports
+from core.jobs import Jobs, Notifier
 from core.ladder import Ladder, load_ladder
 from core.manager import ManagerRelay
 from core.members import Members
 from core.orders import Orders, OrderView
 from core.points import Points
 from core.reviews import Reviews
+from core.stats import Stats
 from core.stock import StockService
 from core.tickets import Tickets
 from core.tiers import Promotion, Tiers
@@ -100,5 +105,30 @@ def build_shop(
         tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
         manager=ManagerRelay(db, ladder, clock),
     )
-    shop.operations = build_operations(shop)
+    shop.operations = _operations(shop)
     return shop
+
+
+def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
+    """The scheduled jobs over the shop's services, telling members through `notifier`."""
+    return Jobs(
+        shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers, points=shop.points,
+        tickets=shop.tickets, catalog=shop.catalog,
+    )  # fmt: skip
+
+
+def _operations(shop: Shop) -> Operations:
+    """The services for running the shop, over the shop's own."""
+    audit = Audit(shop.db, shop.clock)
+    broadcasts = Broadcasts(shop.db, shop.ladder, shop.clock, rate=shop.settings.broadcast_rate)
+    admin = AdminActions(
+        shop.db, shop.clock, audit, broadcasts, members=shop.members, tiers=shop.tiers,
+        manager=shop.manager, catalog=shop.catalog, stock=shop.stock, orders=shop.orders,
+    )  # fmt: skip
+    return Operations(
+        audit=audit,
+        admin=admin,
+        broadcasts=broadcasts,
+        stats=Stats(shop.db, shop.clock, shop.settings.zone, shop.tickets),
+        exports=Exports(shop.db, shop.settings.zone, shop.tiers),
+    )

@@ -15,7 +15,6 @@ from core.clock import ManualClock
 from core.jobs import (
     Downgraded,
     Event,
-    Jobs,
     LowStock,
     PointsExpiring,
     TicketBreached,
@@ -29,7 +28,7 @@ from core.models import (
     PointLot,
     TierReview,
 )
-from core.shop import Shop
+from core.shop import Shop, build_jobs
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, TEST_KEY
 from tests.factories import make_member, make_product
@@ -91,7 +90,7 @@ async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> No
     assert isinstance(clock, ManualClock)
     scene = await _scene(shop)
     recorder = Recorder()
-    jobs = Jobs(shop, recorder)
+    jobs = build_jobs(shop, recorder)
 
     reports = await jobs.run_due()
     assert {(r.job, r.period, r.ran, r.error) for r in reports} == {
@@ -137,14 +136,14 @@ async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> No
     again = await jobs.run_due()
     assert [r.ran for r in again] == [False] * 5
     restarted = Recorder()
-    assert [r.ran for r in await Jobs(shop, restarted).run_due()] == [False] * 5
+    assert [r.ran for r in await build_jobs(shop, restarted).run_due()] == [False] * 5
     assert recorder.events[len(kinds) :] == []
     assert restarted.events == []
     assert await _row_counts(shop.db) == state
 
     # The next slot runs the frequent jobs again, and the services' markers keep them quiet.
     clock.advance(timedelta(minutes=6))
-    later = {r.job: r for r in await Jobs(shop, restarted).run_due()}
+    later = {r.job: r for r in await build_jobs(shop, restarted).run_due()}
     assert later["ticket_sla"].ran
     assert later["low_stock"].ran
     assert not later["points"].ran
@@ -171,17 +170,17 @@ async def test_a_crashed_run_is_retried_without_notifying_twice(
 
     monkeypatch.setattr(shop.tiers, "review", crashing_review)
     recorder = Recorder()
-    first = {r.job: r for r in await Jobs(shop, recorder).run_due()}
+    first = {r.job: r for r in await build_jobs(shop, recorder).run_due()}
     assert first["tier_review"].error == "RuntimeError"
     assert not any(isinstance(e, TierWarning | Downgraded) for e in recorder.events)
     async with shop.db.read() as session:
         assert await session.scalar(select(func.count(TierReview.id))) == 2
 
-    second = {r.job: r for r in await Jobs(shop, recorder).run_due()}
+    second = {r.job: r for r in await build_jobs(shop, recorder).run_due()}
     assert second["tier_review"].ran
     assert second["tier_review"].error is None
     assert not second["points"].ran
-    third = await Jobs(shop, recorder).run_due()
+    third = await build_jobs(shop, recorder).run_due()
     assert not any(r.ran for r in third)
 
     reviewed = [e for e in recorder.events if isinstance(e, TierWarning | Downgraded)]
@@ -196,7 +195,7 @@ async def test_low_stock_alerts_once_until_a_restock_lifts_it(shop: Shop) -> Non
     product, _ = await make_product(shop.db, shop.vault, shop.clock, codes=3)
     sku = (await shop.catalog.product(product)).sku
     recorder = Recorder()
-    jobs = Jobs(shop, recorder)
+    jobs = build_jobs(shop, recorder)
 
     def alerts() -> int:
         return sum(isinstance(e, LowStock) for e in recorder.events)
@@ -221,7 +220,7 @@ async def test_low_stock_alerts_once_until_a_restock_lifts_it(shop: Shop) -> Non
 async def test_concurrent_ticks_notify_once(shop: Shop) -> None:
     await _scene(shop)
     recorder = Recorder()
-    await asyncio.gather(Jobs(shop, recorder).run_due(), Jobs(shop, recorder).run_due())
+    await asyncio.gather(build_jobs(shop, recorder).run_due(), build_jobs(shop, recorder).run_due())
     kinds = [type(e).__name__ for e in recorder.events]
     assert sorted(kinds) == sorted(set(kinds))
     assert len(kinds) == 6
@@ -270,7 +269,7 @@ async def test_jobs_tick_until_stopped(shop: Shop) -> None:
 
     recorder = Waiting()
     stop = asyncio.Event()
-    ticking = asyncio.create_task(repeat(Jobs(shop, recorder).run_due, 0.01, stop))
+    ticking = asyncio.create_task(repeat(build_jobs(shop, recorder).run_due, 0.01, stop))
     await asyncio.wait_for(all_sent.wait(), 10)
     await asyncio.sleep(0.05)  # a few more ticks, which must send nothing
     stop.set()

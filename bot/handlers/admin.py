@@ -1,11 +1,11 @@
 """/admin: running the shop from the chat, for the ids in ADMIN_IDS only.
 
 This module holds what every admin screen shares: the entry menu, the guard in front
-of every admin command, button and typed input, and how an admin is named in the audit
-log. The screens live in `admin_*` modules and hook into the menu with `@section`.
-Every change goes through `core.admin.AdminActions`, so it is audited the same way as
-from the shell; a non-admin gets a plain refusal, changes nothing, and the attempt is
-written to the audit log.
+of every admin command, button and typed input, and the acting admin's name in the
+audit log (`bot.names.actor_for`). The screens live in `admin_*` modules and hook into
+the menu with `@section`. Every change goes through `core.admin.AdminActions`, so it
+is audited the same way as from the shell; a non-admin gets a plain refusal, changes
+nothing, and the attempt is written to the audit log.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from typing import Literal
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Handler, Keyboard
 from bot.i18n import N_
+from bot.names import actor_for
 from core.admin import Operations
-
-#: How an admin acting in the chat is named in the audit log and on a broadcast.
-ACTOR_PREFIX = "tg:"
 
 Section = Literal["home", "products", "stock", "members", "tickets", "broadcast", "stats", "export"]
 
@@ -41,16 +39,6 @@ MENU_ROWS: tuple[tuple[tuple[Section, str], ...], ...] = (
 )
 
 SECTIONS: dict[Section, Handler] = {}
-
-
-def actor_for(telegram_id: int) -> str:
-    return f"{ACTOR_PREFIX}{telegram_id}"
-
-
-def telegram_id_of(actor: str) -> int | None:
-    """The chat of an admin named by `actor_for`; None for the shell or the system."""
-    number = actor.removeprefix(ACTOR_PREFIX)
-    return int(number) if actor.startswith(ACTOR_PREFIX) and number.isdigit() else None
 
 
 def actor(ctx: Context) -> str:

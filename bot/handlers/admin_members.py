@@ -23,7 +23,8 @@ from bot.handlers.admin import (
     section,
 )
 from bot.handlers.orders import status_name
-from bot.handlers.ticket import category_name, staff_status
+from bot.handlers.ticket import staff_status
+from bot.names import category_name
 from core.errors import ErrorCode, ShopError
 from core.members import MemberView
 from core.models import Staff, max_length

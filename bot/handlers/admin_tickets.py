@@ -20,7 +20,6 @@ from bot.handlers.admin import (
     section,
 )
 from bot.handlers.ticket import (
-    category_name,
     clip,
     deadline_reason,
     deliver_to_member,
@@ -32,6 +31,7 @@ from bot.handlers.ticket import (
     ticket_keyboard,
     urgent_window,
 )
+from bot.names import category_name
 from core.tickets import TicketStatus, TicketView
 
 conversation = Conversation("admin_tickets", button_guard=admins_only)

@@ -24,6 +24,7 @@ from bot.conversation import (
 from bot.errors import render_error
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_, Translator
+from bot.names import category_name
 from core.errors import ErrorCode, ShopError
 from core.members import MemberView
 from core.orders import OrderView
@@ -40,16 +41,6 @@ LISTED_TICKETS = 3
 #: Longest member or staff text quoted in one relay (Telegram allows 4096 per message).
 QUOTE_LIMIT = 3500
 RATINGS = range(1, 6)
-
-#: Topic names for the categories in the ladder's [support] section.
-CATEGORY_NAMES: dict[str, str] = {
-    "order": N_("Order problem"),
-    "invalid_code": N_("Code does not work"),
-    "stolen_account": N_("Account stolen"),
-    "payment": N_("Payment or top-up"),
-    "account": N_("My account"),
-    "other": N_("Something else"),
-}
 
 #: A ticket's state as its member reads it; an open one depends on who wrote last.
 MEMBER_STATUS: dict[TicketStatus, str] = {
@@ -99,11 +90,6 @@ class TicketResolveCallback(Callback):
 
 
 # --- wording ------------------------------------------------------------------------------
-
-
-def category_name(t: Translator, category: str) -> str:
-    label = CATEGORY_NAMES.get(category)
-    return t._(label) if label else escape(category)
 
 
 def member_status(t: Translator, ticket: TicketView, last_author: str | None) -> str:

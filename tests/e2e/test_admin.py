@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.app import build_runtime, own_transport
-from bot.handlers.admin import actor_for
+from bot.names import actor_for
 from bot.notifier import TransportNotifier
 from core.config import Settings
 from core.jobs import LowStock, PointsExpiring

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from core.clock import ManualClock
 from core.config import Settings
-from core.jobs import Event, Jobs
+from core.jobs import Event
 from core.models import Broadcast, BroadcastDelivery, JobRun, Member
-from core.shop import Shop
+from core.shop import Shop, build_jobs
 from core.uow import Database
 from tests.botapi import BotApiStub
 from tests.e2e.harness import Chat, running_bot
@@ -58,7 +58,7 @@ async def first_tick_done(shop: Shop) -> None:
         async with shop.db.read() as session:
             runs = await session.scalars(select(JobRun.finished_at))
             finished = [run for run in runs if run is not None]
-        return len(finished) == len(Jobs(shop, NoNotices()).jobs)
+        return len(finished) == len(build_jobs(shop, NoNotices()).jobs)
 
     await eventually(done, "the first round of scheduled jobs")
 

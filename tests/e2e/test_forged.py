@@ -21,7 +21,7 @@ from bot.callbacks import Callback
 from bot.errors import bad_button, render_error
 from bot.framework import Registry
 from bot.handlers import ALL_CONVERSATIONS
-from bot.handlers.admin import actor_for
+from bot.names import actor_for
 from core.clock import ManualClock
 from core.config import Settings
 from core.errors import ErrorCode, ShopError

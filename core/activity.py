@@ -6,12 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import table_of
 from core.models import ActivityEvent, Member
 from core.sql import insert_ignoring_conflict
-from core.uow import run_on
 
 KINDS = frozenset({"purchase", "checkin", "review", "ticket", "active"})
 
@@ -47,16 +45,3 @@ def record_on(
     if growth:
         conn.execute(_ADD_GROWTH, {"member": member_id, "growth": growth})
     return True
-
-
-async def record(
-    session: AsyncSession,
-    member_id: int,
-    kind: str,
-    ref: str,
-    *,
-    at: datetime,
-    growth: int = 0,
-) -> bool:
-    """`record_on` in an async session's transaction."""
-    return await run_on(session, record_on, member_id, kind, ref, at=at, growth=growth)

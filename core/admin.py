@@ -30,8 +30,8 @@ from core.orders import Orders, OrderView
 from core.stats import Stats
 from core.stock import ImportReport, StockService
 from core.tiers import TierChangeView, Tiers, ViolationView
-from core.uow import Database
-from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry
+from core.uow import Database, run_on
+from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry_on
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +87,16 @@ class AdminActions:
             raise ShopError(ErrorCode.INVALID_INPUT, field="reason")
         async with self._db.transaction() as session:
             before = (await load_member(session, member_id, for_update=True)).balance
-            after = await post_entry(
-                session, member_id, amount, kind=kind, at=self._clock.now(),
-                reason=reason, actor=actor,
-            )  # fmt: skip
+            after = await run_on(
+                session,
+                post_entry_on,
+                member_id,
+                amount,
+                kind=kind,
+                at=self._clock.now(),
+                reason=reason,
+                actor=actor,
+            )
             await self._audit.record(
                 session,
                 actor,

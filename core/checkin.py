@@ -25,10 +25,10 @@ from core.ladder import Ladder
 from core.members import load_member
 from core.models import CheckIn
 from core.money import round_fen
-from core.points import available, award_points
+from core.points import available, award_points_on
 from core.sql import insert_ignoring_conflict
 from core.tiers import ProgressReward, Promotion
-from core.uow import Database
+from core.uow import Database, run_on
 
 #: Runs after a check-in commits (tier promotion, progress rewards).
 OnActivity = Callable[[int], Awaitable[Promotion | None]]
@@ -125,8 +125,9 @@ class CheckIns:
                 raise ShopError(
                     ErrorCode.ALREADY_CHECKED_IN, next_at=next_at, streak=done or streak
                 )
-            await award_points(
+            await run_on(
                 session,
+                award_points_on,
                 self._ladder,
                 member_id,
                 source="checkin",
@@ -134,11 +135,18 @@ class CheckIns:
                 amount=points,
                 at=now,
             )
-            await activity.record(
-                session, member_id, "checkin", key, at=now, growth=self._ladder.growth.checkin
-            )
-            await activity.record(
+            await run_on(
                 session,
+                activity.record_on,
+                member_id,
+                "checkin",
+                key,
+                at=now,
+                growth=self._ladder.growth.checkin,
+            )
+            await run_on(
+                session,
+                activity.record_on,
                 member_id,
                 "active",
                 f"active:{member_id}:{day.isoformat()}",

@@ -56,9 +56,9 @@ from core.pricing import PricingInput, Quote, quote
 from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
 from core.tiers import ProgressReward, Promotion
-from core.uow import Database
+from core.uow import Database, run_on
 from core.vault import CodeVault
-from core.wallet import post_entry, post_entry_on
+from core.wallet import post_entry_on
 
 log = logging.getLogger(__name__)
 
@@ -607,8 +607,9 @@ class Orders:
             order.status, order.refunded_at = OrderStatus.REFUNDED.value, now
             order.failure = reason[:64]
             if order.total:
-                await post_entry(
+                await run_on(
                     session,
+                    post_entry_on,
                     order.member_id,
                     order.total,
                     kind="refund",

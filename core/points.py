@@ -186,13 +186,6 @@ def redeem_on(
     _spend_soonest(conn, member_id, lots, amount, reason="redeem", order_id=order_id, at=at)
 
 
-async def redeem(
-    session: AsyncSession, member_id: int, amount: int, *, order_id: int, at: datetime
-) -> None:
-    """`redeem_on` in an async session's transaction."""
-    await run_on(session, redeem_on, member_id, amount, order_id=order_id, at=at)
-
-
 async def restore_redeemed(session: AsyncSession, order_id: int, at: datetime) -> int:
     """Give back the points a refunded order redeemed, to the lots they came from.
 

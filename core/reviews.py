@@ -17,9 +17,9 @@ from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import PAID_STATUSES, Order, PointLot, Review
-from core.points import award_points
+from core.points import award_points_on
 from core.sql import insert_ignoring_conflict
-from core.uow import Database
+from core.uow import Database, run_on
 
 RATING_MIN, RATING_MAX = 1, 5
 
@@ -85,8 +85,9 @@ class Reviews:
             if review_id is None:
                 raise ShopError(ErrorCode.ALREADY_REVIEWED, order=order_id)
             key = f"review:{review_id}"
-            await award_points(
+            await run_on(
                 session,
+                award_points_on,
                 self._ladder,
                 member_id,
                 source="review",
@@ -94,8 +95,14 @@ class Reviews:
                 amount=points,
                 at=now,
             )
-            await activity.record(
-                session, member_id, "review", key, at=now, growth=self._ladder.growth.review
+            await run_on(
+                session,
+                activity.record_on,
+                member_id,
+                "review",
+                key,
+                at=now,
+                growth=self._ladder.growth.review,
             )
         if self._on_activity is not None:
             await self._on_activity(member_id)

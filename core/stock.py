@@ -22,7 +22,7 @@ from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.models import Code, Product
 from core.sql import insert_ignoring_conflict
-from core.uow import Database, run_on
+from core.uow import Database
 from core.vault import CodeVault
 
 #: Longer lines are a pasted paragraph or a binary file, not a code.
@@ -74,13 +74,6 @@ def _claim_statement(dialect_name: str) -> Any:
         .values(order_id=bindparam("order"), sold_at=bindparam("at", type_=codes.sold_at.type))
         .returning(codes.secret)
     )
-
-
-async def claim_codes(
-    session: AsyncSession, product_id: int, quantity: int, order_id: int, at: datetime
-) -> list[bytes]:
-    """`claim_codes_on` in an async session's transaction."""
-    return await run_on(session, claim_codes_on, product_id, quantity, order_id, at)
 
 
 @dataclass(frozen=True, slots=True)

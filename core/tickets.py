@@ -24,7 +24,7 @@ from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.members import load_member
 from core.models import Member, Order, Ticket, TicketMessage
-from core.uow import Database
+from core.uow import Database, run_on
 
 #: Called with a member id once an activity of theirs is committed (e.g. to re-check tiers).
 ActivityHook = Callable[[int], Awaitable[object]]
@@ -218,8 +218,8 @@ class Tickets:
             session.add(
                 TicketMessage(ticket_id=ticket.id, author="member", text=text, created_at=now)
             )
-            recorded = await activity.record(
-                session, member_id, "ticket", f"ticket:{ticket.id}", at=now
+            recorded = await run_on(
+                session, activity.record_on, member_id, "ticket", f"ticket:{ticket.id}", at=now
             )
             view = TicketView.of(ticket, member.telegram_id)
         if recorded and self._on_activity is not None:

@@ -1,6 +1,6 @@
 """The prepaid wallet: an append-only ledger and a balance that moves only with it.
 
-Every change goes through `post_entry_on` (`post_entry` from an async session), one
+Every change goes through `post_entry_on` (`run_on` from an async session), one
 guarded `UPDATE ... RETURNING` plus one ledger insert in the caller's transaction, so
 the balance can never go negative (the guard, backed by a CHECK constraint) and never
 drifts from the ledger.
@@ -14,13 +14,12 @@ from typing import Literal
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.members import load_member
 from core.models import Member, WalletEntry
-from core.uow import Database, run_on
+from core.uow import Database
 
 EntryKind = Literal["topup", "purchase", "refund", "adjustment"]
 
@@ -98,25 +97,6 @@ def post_entry_on(
         },
     )
     return balance
-
-
-async def post_entry(
-    session: AsyncSession,
-    member_id: int,
-    amount: int,
-    *,
-    kind: EntryKind,
-    at: datetime,
-    order_id: int | None = None,
-    reason: str = "",
-    actor: str = "system",
-    spend_delta: int = 0,
-) -> int:
-    """`post_entry_on` in an async session's transaction."""
-    return await run_on(
-        session, post_entry_on, member_id, amount, kind=kind, at=at, order_id=order_id,
-        reason=reason, actor=actor, spend_delta=spend_delta,
-    )  # fmt: skip
 
 
 class Wallet:

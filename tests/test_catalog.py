@@ -14,8 +14,8 @@ from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
 from core.models import Category, Member, MemberPrice, Product, TierPrice
 from core.shop import Shop
-from core.stock import StockService, claim_codes
-from core.uow import Database
+from core.stock import StockService, claim_codes_on
+from core.uow import Database, run_on
 from tests.factories import make_order
 
 
@@ -68,7 +68,7 @@ async def _sell(db: Database, clock: ManualClock, product_id: int, quantity: int
             quantity=quantity,
             status="placed",
         )
-        claimed = await claim_codes(session, product_id, quantity, order_id, clock.now())
+        claimed = await run_on(session, claim_codes_on, product_id, quantity, order_id, clock.now())
         assert len(claimed) == quantity
 
 

@@ -17,8 +17,9 @@ from core.models import (
     TierPrice,
     WalletEntry,
 )
-from core.points import award_points
+from core.points import award_points_on
 from core.shop import Shop
+from core.uow import run_on
 from core.wallet import post_entry_on
 from tests.factories import make_member, make_product
 
@@ -172,12 +173,16 @@ async def test_points_pay_part_of_an_order(shop: Shop) -> None:
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
     member = await make_member(shop.db, shop.clock, balance=10_000)
     async with shop.db.transaction() as session:
-        from core.points import award_points
-
-        await award_points(
-            session, shop.ladder, member, source="reward", source_key="gift", amount=300,
+        await run_on(
+            session,
+            award_points_on,
+            shop.ladder,
+            member,
+            source="reward",
+            source_key="gift",
+            amount=300,
             at=shop.clock.now(),
-        )  # fmt: skip
+        )
 
     q = await shop.orders.quote(member, product, 1, use_points=True)
     assert (q.points_used, q.points_value, q.total) == (300, 300, 650)
@@ -263,10 +268,16 @@ async def test_points_redeemed_at_purchase_come_back_on_refund(shop: Shop) -> No
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
     member = await make_member(shop.db, shop.clock, balance=10_000)
     async with shop.db.transaction() as session:
-        await award_points(
-            session, shop.ladder, member, source="reward", source_key="gift", amount=300,
+        await run_on(
+            session,
+            award_points_on,
+            shop.ladder,
+            member,
+            source="reward",
+            source_key="gift",
+            amount=300,
             at=shop.clock.now(),
-        )  # fmt: skip
+        )
     purchase = await shop.orders.place(member, product, 1, idempotency_key="p", use_points=True)
     assert (await shop.points.balance(member)).available == 6  # earned on ¥6.50 paid
 

@@ -23,7 +23,7 @@ from core.models import (
     PointSpend,
     Product,
 )
-from core.uow import Database
+from core.uow import Database, run_on
 from tests.conftest import SHOP_ZONE, START
 from tests.factories import make_order
 
@@ -80,8 +80,15 @@ async def make_orders(db: Database, member_id: int, count: int = 1) -> list[int]
 
 async def award(db: Database, member_id: int, key: str, amount: int, earned: datetime) -> None:
     async with db.transaction() as session:
-        assert await points.award_points(
-            session, LADDER, member_id, source="test", source_key=key, amount=amount, at=earned
+        assert await run_on(
+            session,
+            points.award_points_on,
+            LADDER,
+            member_id,
+            source="test",
+            source_key=key,
+            amount=amount,
+            at=earned,
         )
 
 
@@ -122,8 +129,15 @@ async def test_award_is_once_per_key(db: Database) -> None:
     member = await make_member(db)
     await award(db, member, "k", 10, START)
     async with db.transaction() as session:
-        again = await points.award_points(
-            session, LADDER, member, source="test", source_key="k", amount=10, at=START
+        again = await run_on(
+            session,
+            points.award_points_on,
+            LADDER,
+            member,
+            source="test",
+            source_key="k",
+            amount=10,
+            at=START,
         )
     assert again is False
     assert await remaining(db, member) == {"k": 10}
@@ -142,7 +156,7 @@ async def test_redeem_spends_soonest_expiring_first(db: Database) -> None:
     await four_lots(db, member)
     [order] = await make_orders(db, member)
     async with db.transaction() as session:
-        await points.redeem(session, member, 60, order_id=order, at=START)
+        await run_on(session, points.redeem_on, member, 60, order_id=order, at=START)
 
     assert await remaining(db, member) == {"late": 100, "middle": 10, "soon": 0, "expired": 50}
     assert await spends(db, member) == [
@@ -158,7 +172,7 @@ async def test_redeem_refuses_more_than_spendable(db: Database) -> None:
     [order] = await make_orders(db, member)
     with pytest.raises(ShopError) as refused:
         async with db.transaction() as session:
-            await points.redeem(session, member, 171, order_id=order, at=START)
+            await run_on(session, points.redeem_on, member, 171, order_id=order, at=START)
     assert refused.value.code is ErrorCode.INSUFFICIENT_POINTS
     assert refused.value.params["available"] == 170
     assert await spends(db, member) == []
@@ -174,7 +188,7 @@ async def test_concurrent_redemptions_never_overdraw(db: Database) -> None:
 
     async def spend(order_id: int) -> None:
         async with db.transaction() as session:
-            await points.redeem(session, member, 10, order_id=order_id, at=START)
+            await run_on(session, points.redeem_on, member, 10, order_id=order_id, at=START)
 
     results = await asyncio.gather(*(spend(o) for o in orders), return_exceptions=True)
 
@@ -201,8 +215,8 @@ async def test_restore_gives_back_to_the_same_lots_once(db: Database) -> None:
     await four_lots(db, member)
     [order, other] = await make_orders(db, member, 2)
     async with db.transaction() as session:
-        await points.redeem(session, member, 60, order_id=order, at=START)
-        await points.redeem(session, member, 5, order_id=other, at=START)
+        await run_on(session, points.redeem_on, member, 60, order_id=order, at=START)
+        await run_on(session, points.redeem_on, member, 5, order_id=other, at=START)
 
     async with db.transaction() as session:
         assert await points.restore_redeemed(session, order, START) == 60
@@ -220,7 +234,7 @@ async def test_restore_skips_lots_expired_since(db: Database) -> None:
     await four_lots(db, member)
     [order] = await make_orders(db, member)
     async with db.transaction() as session:
-        await points.redeem(session, member, 60, order_id=order, at=START)
+        await run_on(session, points.redeem_on, member, 60, order_id=order, at=START)
 
     later = datetime(2027, 1, 15, tzinfo=UTC)  # "soon" expired on 2027-01-10
     async with db.transaction() as session:
@@ -238,7 +252,7 @@ async def test_reverse_takes_remaining_then_other_lots_and_records_shortfall(
     await award(db, member, "order:1", 100, START)
     [order] = await make_orders(db, member)
     async with db.transaction() as session:
-        await points.redeem(session, member, 110, order_id=order, at=START)
+        await run_on(session, points.redeem_on, member, 110, order_id=order, at=START)
     await award(db, member, "later", 50, START + timedelta(days=1))
     at = START + timedelta(days=2)
 
@@ -295,7 +309,7 @@ async def test_expire_zeroes_past_lots_once(db: Database, clock: ManualClock) ->
     await four_lots(db, member)
     [order] = await make_orders(db, member)
     async with db.transaction() as session:
-        await points.redeem(session, member, 10, order_id=order, at=START)
+        await run_on(session, points.redeem_on, member, 10, order_id=order, at=START)
     service = points.Points(db, LADDER, clock)
 
     assert await service.expire() == 50
@@ -327,7 +341,7 @@ async def test_expiry_warnings_once_per_lot(db: Database, clock: ManualClock) ->
     await award(db, bob, "b-spent", 7, in_days(5))
     [order] = await make_orders(db, bob)
     async with db.transaction() as session:
-        await points.redeem(session, bob, 7, order_id=order, at=now)
+        await run_on(session, points.redeem_on, bob, 7, order_id=order, at=now)
     service = points.Points(db, LADDER, clock)
 
     warnings = await service.expiry_warnings()
@@ -349,7 +363,9 @@ async def test_balance_and_history(db: Database, clock: ManualClock) -> None:
     await four_lots(db, member)
     [order] = await make_orders(db, member)
     async with db.transaction() as session:
-        await points.redeem(session, member, 10, order_id=order, at=START + timedelta(hours=1))
+        await run_on(
+            session, points.redeem_on, member, 10, order_id=order, at=START + timedelta(hours=1)
+        )
     service = points.Points(db, LADDER, clock)
 
     balance = await service.balance(member)

@@ -18,6 +18,7 @@ from bot.i18n import Translator
 from core import points
 from core.models import Code, Order, PointLot, WalletEntry
 from core.shop import Shop
+from core.uow import run_on
 from tests.botapi import BotApiStub, StoredMessage
 from tests.e2e.harness import Chat
 
@@ -312,8 +313,15 @@ async def test_orders_reveal_codes_and_balance_shows_the_ledger(
 
     soon = shop.clock.now() - timedelta(days=350)  # a lot expiring within the warning window
     async with shop.db.transaction() as session:
-        await points.award_points(
-            session, shop.ladder, member_id, source="checkin", source_key="old", amount=40, at=soon
+        await run_on(
+            session,
+            points.award_points_on,
+            shop.ladder,
+            member_id,
+            source="checkin",
+            source_key="old",
+            amount=40,
+            at=soon,
         )
     [wallet] = await member.say("/balance")
     shown = wallet.text or ""
@@ -357,10 +365,16 @@ async def test_points_toggle_takes_points_off_the_total(
     ids = await seed(shop)
     member, member_id = await buyer(chat, shop, 2010, "en")
     async with shop.db.transaction() as session:
-        await points.award_points(
-            session, shop.ladder, member_id, source="checkin", source_key="day-1", amount=500,
+        await run_on(
+            session,
+            points.award_points_on,
+            shop.ladder,
+            member_id,
+            source="checkin",
+            source_key="day-1",
+            amount=500,
             at=shop.clock.now(),
-        )  # fmt: skip
+        )
     confirm = await confirmation(member, "en", "1")
     stale = button(confirm, "✅ Pay")  # drawn before the toggle
     with_points = await press(member, confirm, "🎁 Use points")

@@ -259,6 +259,21 @@ def _facts(
 
 
 @dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One purchase as `place` was asked for it, at the moment it is made."""
+
+    member_id: int
+    product_id: int
+    quantity: int
+    #: The idempotency key: a repeat hands the first order back.
+    key: str
+    use_points: bool
+    #: The total the member was shown, if any (see `Orders.place`).
+    expected_total: int | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class _Paid:
     """What the purchase transaction hands back; secrets are decrypted outside it."""
 
@@ -358,50 +373,31 @@ class Orders:
         """
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
-        now = self._clock.now()
-        paid = await self._attempt(
+        attempt = _Attempt(
             member_id,
             product_id,
             quantity,
             idempotency_key,
             use_points=use_points,
             expected_total=expected_total,
-            now=now,
+            now=self._clock.now(),
         )
+        paid = await self._attempt(attempt)
         if isinstance(paid, ShopError):
             raise paid
         return await self._delivered(paid)
 
-    async def _attempt(
-        self,
-        member_id: int,
-        product_id: int,
-        quantity: int,
-        key: str,
-        *,
-        use_points: bool,
-        expected_total: int | None,
-        now: datetime,
-    ) -> _Paid | ShopError:
+    async def _attempt(self, attempt: _Attempt) -> _Paid | ShopError:
         """The purchase transaction, and a refusal its writes ran into counted after it."""
         try:
-            return await self._db.run(
-                lambda conn: self._attempt_on(
-                    conn,
-                    member_id,
-                    product_id,
-                    quantity,
-                    key,
-                    use_points=use_points,
-                    expected_total=expected_total,
-                    now=now,
-                )
-            )
+            return await self._db.run(lambda conn: self._attempt_on(conn, attempt))
         except ShopError as refusal:
             code = refusal.code
             if risk.counts(refusal):
                 await self._db.run(
-                    lambda conn: risk.record_failure_on(conn, member_id, key, code, now)
+                    lambda conn: risk.record_failure_on(
+                        conn, attempt.member_id, attempt.key, code, attempt.now
+                    )
                 )
             raise
 
@@ -419,26 +415,19 @@ class Orders:
             return purchase
         return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
 
-    def _attempt_on(
-        self,
-        conn: Connection,
-        member_id: int,
-        product_id: int,
-        quantity: int,
-        key: str,
-        *,
-        use_points: bool,
-        expected_total: int | None,
-        now: datetime,
-    ) -> _Paid | ShopError:
+    def _attempt_on(self, conn: Connection, attempt: _Attempt) -> _Paid | ShopError:
         """The purchase transaction; a refusal decided before any write is returned, so
         that what counts it commits, and one the writes run into raises."""
+        member_id, key, now = attempt.member_id, attempt.key, attempt.now
         rules = self._ladder.risk
         lock = conn.dialect.name == "postgresql"
         query = _purchase_query(
-            with_points=use_points, lock=lock, tiers=self._tiers, window=risk.window_offsets(rules)
+            with_points=attempt.use_points,
+            lock=lock,
+            tiers=self._tiers,
+            window=risk.window_offsets(rules),
         )
-        params = _facts_params(member_id, product_id, now if use_points else None)
+        params = _facts_params(member_id, attempt.product_id, now if attempt.use_points else None)
         params["key"] = key
         if not lock:
             params.update(risk.window_params(rules, now))
@@ -457,14 +446,17 @@ class Orders:
         if limited is not None:
             return limited
         try:
-            facts = _facts(row, member_id, product_id, self._tiers)
-            priced = self._price(facts, quantity, use_points=use_points, expected=expected_total)
+            facts = _facts(row, member_id, attempt.product_id, self._tiers)
+            priced = self._price(
+                facts,
+                attempt.quantity,
+                use_points=attempt.use_points,
+                expected=attempt.expected_total,
+            )
         except ShopError as refusal:
             risk.record_failure_on(conn, member_id, key, refusal.code, now)
             return refusal
-        return self._purchase_on(
-            conn, row, facts, priced, member_id, product_id, quantity, key, now=now
-        )
+        return self._purchase_on(conn, row, facts, priced, attempt)
 
     def _price(
         self, facts: PricingInput, quantity: int, *, use_points: bool, expected: int | None
@@ -489,20 +481,17 @@ class Orders:
         row: AnyRow,
         facts: PricingInput,
         priced: Quote,
-        member_id: int,
-        product_id: int,
-        quantity: int,
-        key: str,
-        *,
-        now: datetime,
+        attempt: _Attempt,
     ) -> _Paid:
         """The purchase's writes; a refusal here (the claim came up short) raises."""
+        member_id, product_id, quantity = attempt.member_id, attempt.product_id, attempt.quantity
+        now = attempt.now
         order_id = conn.scalar(
             insert_ignoring_conflict(conn, Order),
             {
                 "member_id": member_id,
                 "product_id": product_id,
-                "idempotency_key": key,
+                "idempotency_key": attempt.key,
                 "quantity": quantity,
                 "tier_key": priced.tier_key,
                 "unit_base_price": priced.unit_base_price,
@@ -518,7 +507,7 @@ class Orders:
         )
         if order_id is None:
             # A concurrent request with the same key committed first; nothing written yet.
-            return self._replay_on(conn, member_id, key)
+            return self._replay_on(conn, member_id, attempt.key)
         balance = post_entry_on(
             conn, member_id, -priced.total, kind="purchase", at=now, order_id=order_id,
             spend_delta=priced.total,

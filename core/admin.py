@@ -28,7 +28,7 @@ from core.models import Order
 from core.orders import OrderView
 from core.stats import Stats
 from core.stock import ImportReport
-from core.tiers import TierChangeView, ViolationView
+from core.tiers.moves import TierChangeView, ViolationView
 from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry
 
 if TYPE_CHECKING:

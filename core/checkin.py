@@ -27,7 +27,7 @@ from core.models import CheckIn
 from core.money import round_fen
 from core.points import available, award_points
 from core.sql import insert_ignoring_conflict
-from core.tiers import ProgressReward, Promotion
+from core.tiers.moves import ProgressReward, Promotion
 from core.uow import Database
 
 #: Runs after a check-in commits (tier promotion, progress rewards).

@@ -30,7 +30,8 @@ from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
 from core.shop import Shop
 from core.sql import insert_ignoring_conflict
 from core.tickets import TicketView
-from core.tiers import ConditionProgress, ReviewResult, previous_quarter
+from core.tiers.review import previous_quarter
+from core.tiers.rules import ConditionProgress, ReviewResult
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------
 
     async def _tier_review(self, quarter: str) -> dict[str, int]:
-        outcomes = await self._shop.tiers.review(quarter=quarter)
+        outcomes = await self._shop.quarterly_review.run(quarter=quarter)
         counts = {"reviewed": len(outcomes), "notified": 0}
         for outcome in outcomes:
             counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1

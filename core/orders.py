@@ -46,7 +46,7 @@ from core.models import Code, Member, MemberPrice, Order, Product, TierPrice
 from core.pricing import PricingInput, Quote, quote
 from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
-from core.tiers import ProgressReward, Promotion
+from core.tiers.moves import ProgressReward, Promotion
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import post_entry, post_entry_on

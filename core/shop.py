@@ -22,7 +22,8 @@ from core.points import Points
 from core.reviews import Reviews
 from core.stock import StockService
 from core.tickets import Tickets
-from core.tiers import Promotion, Tiers
+from core.tiers.moves import Promotion, Tiers
+from core.tiers.review import QuarterlyReview
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import Wallet
@@ -43,6 +44,7 @@ class Shop:
     wallet: Wallet
     orders: Orders
     tiers: Tiers
+    quarterly_review: QuarterlyReview
     points: Points
     checkins: CheckIns
     reviews: Reviews
@@ -80,7 +82,7 @@ def build_shop(
     clock = clock or Clock()
     ladder = load_ladder(settings.tiers_file)
     vault = CodeVault(resolve_code_keys(settings))
-    tiers = Tiers(db, ladder, clock, settings.zone)
+    tiers = Tiers(db, ladder, clock)
     promotions = _Promotions(tiers)
     shop = Shop(
         settings=settings,
@@ -94,6 +96,7 @@ def build_shop(
         wallet=Wallet(db, clock),
         orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
         tiers=tiers,
+        quarterly_review=QuarterlyReview(db, ladder, clock, settings.zone),
         points=Points(db, ladder, clock),
         checkins=CheckIns(db, ladder, clock, settings.zone, on_activity=promotions.after_activity),
         reviews=Reviews(db, ladder, clock, on_activity=promotions.after_activity),

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from core.clock import ManualClock
 from core.models import Category, Member, Order, Product
-from core.tiers import HALF_YEAR, METRICS, VIOLATION_WINDOW, YEAR
+from core.tiers.metrics import HALF_YEAR, METRICS, VIOLATION_WINDOW, YEAR
 from core.uow import Database
 
 MEMBERS = 400

@@ -95,7 +95,7 @@ class Purchase:
 
 
 #: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView, bool], Awaitable[Promotion | None]]
+PaidHook = Callable[[OrderView], Awaitable[Promotion | None]]
 
 
 #: A row or SELECT of columns picked by position.
@@ -564,7 +564,7 @@ class Orders:
         if self._on_paid is None:
             return None
         try:
-            return await self._on_paid(order, True)
+            return await self._on_paid(order)
         except Exception:
             # The purchase stands; a missed promotion is caught by the next evaluation.
             log.exception("after-purchase hook failed for order %s", order.id)

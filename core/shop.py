@@ -17,12 +17,12 @@ from core.config import Settings, resolve_code_keys
 from core.ladder import Ladder, load_ladder
 from core.manager import ManagerRelay
 from core.members import Members
-from core.orders import Orders, OrderView
+from core.orders import Orders
 from core.points import Points
 from core.reviews import Reviews
 from core.stock import StockService
 from core.tickets import Tickets
-from core.tiers.moves import Promotion, Tiers
+from core.tiers.moves import Promotions, Tiers
 from core.tiers.review import QuarterlyReview
 from core.uow import Database
 from core.vault import CodeVault
@@ -57,23 +57,6 @@ class Shop:
         await self.db.dispose()
 
 
-class _Promotions:
-    """Moves members up right after what they did (a purchase, a check-in, a review)."""
-
-    def __init__(self, tiers: Tiers) -> None:
-        self._tiers = tiers
-
-    async def after_activity(self, member_id: int) -> Promotion:
-        return await self._tiers.promote(member_id, reason="activity")
-
-    async def after_purchase(self, order: OrderView, created: bool) -> Promotion | None:
-        if not created:
-            return None
-        trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
-        promoted = await self._tiers.promote(order.member_id, reason="purchase")
-        return Promotion(change=promoted.change or trial, rewards=promoted.rewards)
-
-
 def build_shop(
     settings: Settings, *, db: Database | None = None, clock: Clock | None = None
 ) -> Shop:
@@ -83,7 +66,7 @@ def build_shop(
     ladder = load_ladder(settings.tiers_file)
     vault = CodeVault(resolve_code_keys(settings))
     tiers = Tiers(db, ladder, clock)
-    promotions = _Promotions(tiers)
+    promotions = Promotions(tiers)
     shop = Shop(
         settings=settings,
         db=db,
@@ -98,7 +81,7 @@ def build_shop(
         tiers=tiers,
         quarterly_review=QuarterlyReview(db, ladder, clock, settings.zone),
         points=Points(db, ladder, clock),
-        checkins=CheckIns(db, ladder, clock, settings.zone, on_activity=promotions.after_activity),
+        checkins=CheckIns(db, ladder, clock, settings.zone, on_checkin=promotions.after_checkin),
         reviews=Reviews(db, ladder, clock, on_activity=promotions.after_activity),
         tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
         manager=ManagerRelay(db, ladder, clock),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -20,8 +21,17 @@ from core.ladder import Capabilities, Ladder
 from core.members import load_member
 from core.models import Member, Order, PointLot, TierChange, Violation
 from core.points import award_points
-from core.tiers.metrics import load_metrics
-from core.tiers.rules import Metrics, Progress, TierSource, earned_tier, higher, progress
+from core.tiers.metrics import load_metrics, measure
+from core.tiers.rules import (
+    Metrics,
+    Progress,
+    Standing,
+    TierSource,
+    earned_tier,
+    higher,
+    progress,
+    settlement_check,
+)
 from core.uow import Database
 
 #: The actor of the moves the shop makes by itself.
@@ -130,6 +140,45 @@ async def move(
         member.trial_until = None
     await session.flush()
     return TierChangeView.of(change)
+
+
+_STANDING = select(
+    Member.tier_key,
+    Member.tier_source,
+    Member.trial_until,
+    Member.total_spent,
+    Member.joint_campaigns,
+    Member.growth_points,
+).where(Member.id == bindparam("member_id"))
+
+
+def standing_of(member: Member) -> Standing:
+    """The standing of a member row the caller holds (locked, or in a snapshot)."""
+    return Standing(
+        member_id=member.id,
+        tier_key=member.tier_key,
+        tier_source=member.tier_source,
+        trial_until=member.trial_until,
+        total_spent=member.total_spent,
+        joint_campaigns=member.joint_campaigns,
+        growth_points=member.growth_points,
+    )
+
+
+async def load_standing(session: AsyncSession, member_id: int) -> Standing:
+    row = (await session.execute(_STANDING, {"member_id": member_id})).one_or_none()
+    if row is None:
+        raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+    tier_key, source, trial_until, total_spent, joint, growth = row
+    return Standing(
+        member_id=member_id,
+        tier_key=tier_key,
+        tier_source=source,
+        trial_until=trial_until,
+        total_spent=total_spent,
+        joint_campaigns=joint,
+        growth_points=growth,
+    )
 
 
 class Tiers:
@@ -244,52 +293,48 @@ class Tiers:
                 paid.append(ProgressReward(tier=above.key, percent=percent, points=rewards.points))
         return tuple(paid)
 
-    async def promote(self, member_id: int, *, reason: str) -> Promotion:
+    async def promote(
+        self, member_id: int, *, reason: str, standing: Standing | None = None
+    ) -> Promotion:
         """After a purchase or check-in: move up if the rules allow (never down, but an
-        expired trial falls back), and pay progress rewards. Safe to run concurrently."""
-        if not await self._settlement_due(member_id):
+        expired trial falls back), and pay progress rewards. Safe to run concurrently.
+
+        `standing` is the member row as the activity's own transaction left it, when that
+        transaction held the row locked: the check then starts without reading it again.
+        """
+        if not await self.settlement_due(member_id, standing):
             return Promotion()
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await self._settle(session, member, reason=reason, actor=SYSTEM)
 
-    async def _settlement_due(self, member_id: int) -> bool:
-        """Whether `_settle` would change anything, judged from a read-only snapshot.
+    async def settlement_due(self, member_id: int, standing: Standing | None = None) -> bool:
+        """Whether `_settle` would change anything, measuring only what could decide it.
 
-        Most purchases and check-ins move no tier and cross no milestone; looking first in
-        a read transaction keeps them off the write lock (on SQLite a reader never waits
-        for the purchase writer). `_settle` decides again under the lock when it is due.
+        Most purchases and check-ins move no tier and cross no milestone, and the member
+        row often shows it (`settlement_check`), so most checks measure nothing; the rest
+        measure only the metrics still open, in a read transaction that keeps them off
+        the write lock (on SQLite a reader never waits for the purchase writer).
+        `_settle` decides again, on every metric, under the lock when it is due.
         """
         now = self._clock.now()
+        if standing is not None:
+            check = settlement_check(self._ladder, standing, {}, now)
+            if check.due or not (check.unmeasured or check.milestones):
+                return check.due
         async with self._db.read() as session:
-            standing = (
-                await session.execute(
-                    select(Member.tier_key, Member.tier_source, Member.trial_until).where(
-                        Member.id == member_id
-                    )
-                )
-            ).one_or_none()
             if standing is None:
-                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
-            tier_key, source, trial_until = standing
-            if source == TierSource.TRIAL and trial_until is not None and trial_until <= now:
-                return True
-            metrics = await load_metrics(session, member_id, now)
-            if self._ladder.index(earned_tier(self._ladder, metrics).key) > self._ladder.index(
-                tier_key
-            ):
-                return True
-            above = self._ladder.above(tier_key)
-            if above is None:
-                return False
-            reached = progress(self._ladder, above.key, above.upgrade, metrics).percent
+                standing = await load_standing(session, member_id)
+            check = settlement_check(self._ladder, standing, {}, now)
+            if check.unmeasured and not check.due:
+                measured = await measure(session, member_id, check.unmeasured, now)
+                check = settlement_check(self._ladder, standing, measured, now)
+            if check.due or check.next_tier is None or not check.milestones:
+                return check.due
             keys = [
-                self._reward_key(member_id, above.key, percent)
-                for percent in self._ladder.progress_rewards.at_percent
-                if reached >= percent
+                self._reward_key(member_id, check.next_tier, percent)
+                for percent in check.milestones
             ]
-            if not keys:
-                return False
             paid = await session.scalar(
                 select(func.count()).select_from(PointLot).where(PointLot.source_key.in_(keys))
             )
@@ -499,3 +544,40 @@ class Tiers:
             capability=capability,
             required=earnable[0].key if earnable else None,
         )
+
+
+class PaidOrder(Protocol):
+    """What the after-purchase check needs of an order (core.orders.OrderView has it)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def member_id(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+
+
+class Promotions:
+    """The rule that moves members up right after what they did.
+
+    Each check runs once the activity's transaction has committed, so a failure here
+    never undoes a purchase or a check-in, and a move it missed is made at the member's
+    next activity. The member hears of a move or a reward in the same reply.
+    """
+
+    def __init__(self, tiers: Tiers) -> None:
+        self._tiers = tiers
+
+    async def after_purchase(self, order: PaidOrder) -> Promotion:
+        """A big enough first order earns the fast track; then the rules and rewards."""
+        trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
+        promoted = await self._tiers.promote(order.member_id, reason="purchase")
+        return Promotion(change=promoted.change or trial, rewards=promoted.rewards)
+
+    async def after_checkin(self, standing: Standing) -> Promotion:
+        """After a check-in, from the standing its transaction left (it held the row)."""
+        return await self._tiers.promote(standing.member_id, reason="activity", standing=standing)
+
+    async def after_activity(self, member_id: int) -> Promotion:
+        """After a review or a ticket."""
+        return await self._tiers.promote(member_id, reason="activity")

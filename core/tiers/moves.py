@@ -142,6 +142,7 @@ async def move(
     return TierChangeView.of(change)
 
 
+#: A `Standing`'s columns, in its field order.
 _STANDING = select(
     Member.tier_key,
     Member.tier_source,
@@ -169,16 +170,7 @@ async def load_standing(session: AsyncSession, member_id: int) -> Standing:
     row = (await session.execute(_STANDING, {"member_id": member_id})).one_or_none()
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
-    tier_key, source, trial_until, total_spent, joint, growth = row
-    return Standing(
-        member_id=member_id,
-        tier_key=tier_key,
-        tier_source=source,
-        trial_until=trial_until,
-        total_spent=total_spent,
-        joint_campaigns=joint,
-        growth_points=growth,
-    )
+    return Standing(member_id, *row)
 
 
 class Tiers:

@@ -33,7 +33,7 @@ from core.members import SUPPORTED_LOCALES
 from core.migrate import upgrade
 from core.money import format_plain, parse_yuan
 from core.shop import Shop, build_shop
-from core.tiers import ReviewResult
+from core.tiers.rules import ReviewResult
 
 Command = Callable[[Shop, argparse.Namespace, Translator], Awaitable[int]]
 #: `--out -`: the export to standard output.
@@ -97,7 +97,7 @@ async def _set_tier(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
 
 
 async def _review_tiers(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
-    outcomes = await shop.tiers.review(quarter=args.quarter, dry_run=args.dry_run)
+    outcomes = await shop.quarterly_review.run(quarter=args.quarter, dry_run=args.dry_run)
     for outcome in outcomes:
         if outcome.outcome is ReviewResult.KEPT:
             continue

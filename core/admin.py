@@ -29,7 +29,7 @@ from core.models import Order
 from core.orders import Orders, OrderView
 from core.stats import Stats
 from core.stock import ImportReport, StockService
-from core.tiers import TierChangeView, Tiers, ViolationView
+from core.tiers.moves import TierChangeView, Tiers, ViolationView
 from core.uow import Database, run_on
 from core.wallet import MAX_SINGLE_AMOUNT, EntryKind, post_entry_on
 

@@ -10,7 +10,7 @@ when the check-in does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -27,11 +27,13 @@ from core.models import CheckIn
 from core.money import round_fen
 from core.points import available, award_points_on
 from core.sql import insert_ignoring_conflict
-from core.tiers import ProgressReward, Promotion
+from core.tiers.moves import ProgressReward, Promotion, standing_of
+from core.tiers.rules import Standing
 from core.uow import Database, run_on
 
-#: Runs after a check-in commits (tier promotion, progress rewards).
-OnActivity = Callable[[int], Awaitable[Promotion | None]]
+#: Runs after a check-in commits (tier promotion, progress rewards), given the member's
+#: standing as the check-in left it.
+OnCheckIn = Callable[[Standing], Awaitable[Promotion | None]]
 
 
 def checkin_points(ladder: Ladder, tier_key: str, streak: int) -> int:
@@ -88,26 +90,27 @@ class CheckIns:
         ladder: Ladder,
         clock: Clock,
         zone: ZoneInfo,
-        on_activity: OnActivity | None = None,
+        on_checkin: OnCheckIn | None = None,
     ) -> None:
         self._db = db
         self._ladder = ladder
         self._clock = clock
         self._zone = zone
-        self._on_activity = on_activity
+        self._on_checkin = on_checkin
 
     async def check_in(self, member_id: int) -> CheckInResult:
         """Check the member in for today; ALREADY_CHECKED_IN if they already did.
 
-        `on_activity` runs after the commit (it may promote the member), so a failure
-        there never undoes the check-in.
+        `on_checkin` runs after the commit (it may promote the member), so a failure
+        there never undoes the check-in. The member row is locked first, so the standing
+        handed to it (tier, spend, growth after this check-in) is the row as committed.
         """
         now = self._clock.now()
         day = local_day(now, self._zone)
         next_at = next_local_midnight(now, self._zone)
         key = f"checkin:{member_id}:{day.isoformat()}"
         async with self._db.transaction() as session:
-            member = await load_member(session, member_id)
+            member = await load_member(session, member_id, for_update=True)
             streak = (await _streak_on(session, member_id, day - timedelta(days=1)) or 0) + 1
             points = checkin_points(self._ladder, member.tier_key, streak)
             inserted = await session.scalar(
@@ -135,27 +138,27 @@ class CheckIns:
                 amount=points,
                 at=now,
             )
-            await run_on(
-                session,
-                activity.record_on,
-                member_id,
-                "checkin",
-                key,
-                at=now,
-                growth=self._ladder.growth.checkin,
-            )
-            await run_on(
+            growth = self._ladder.growth
+            grown = 0
+            if await run_on(
+                session, activity.record_on, member_id, "checkin", key, at=now,
+                growth=growth.checkin,
+            ):  # fmt: skip
+                grown += growth.checkin
+            if await run_on(
                 session,
                 activity.record_on,
                 member_id,
                 "active",
                 f"active:{member_id}:{day.isoformat()}",
                 at=now,
-                growth=self._ladder.growth.active_day,
-            )
+                growth=growth.active_day,
+            ):
+                grown += growth.active_day
+            standing = replace(standing_of(member), growth_points=member.growth_points + grown)
             total = await available(session, member_id, now)
             tomorrow = checkin_points(self._ladder, member.tier_key, streak + 1)
-        promotion = await self._on_activity(member_id) if self._on_activity else None
+        promotion = await self._on_checkin(standing) if self._on_checkin else None
         return CheckInResult(
             day=day,
             streak=streak,

@@ -21,7 +21,7 @@ from core.errors import ErrorCode, ShopError
 from core.members import load_member
 from core.models import Member, Order, Product, WalletEntry
 from core.money import format_plain
-from core.tiers import Tiers
+from core.tiers.moves import Tiers
 from core.uow import Database
 
 BOM = "\ufeff"

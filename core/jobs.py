@@ -31,7 +31,9 @@ from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
 from core.points import Points
 from core.sql import insert_ignoring_conflict
 from core.tickets import Tickets, TicketView
-from core.tiers import ConditionProgress, ReviewResult, Tiers, previous_quarter
+from core.tiers.moves import Tiers
+from core.tiers.review import QuarterlyReview, previous_quarter
+from core.tiers.rules import ConditionProgress, ReviewResult
 from core.uow import Database
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,7 @@ class Jobs:
         notifier: Notifier,
         *,
         tiers: Tiers,
+        review: QuarterlyReview,
         points: Points,
         tickets: Tickets,
         catalog: Catalog,
@@ -156,6 +159,7 @@ class Jobs:
         self._zone = zone
         self._notifier = notifier
         self._tiers = tiers
+        self._review = review
         self._points = points
         self._tickets = tickets
         self._catalog = catalog
@@ -238,7 +242,7 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------
 
     async def _tier_review(self, quarter: str) -> dict[str, int]:
-        outcomes = await self._tiers.review(quarter=quarter)
+        outcomes = await self._review.run(quarter=quarter)
         counts = {"reviewed": len(outcomes), "notified": 0}
         for outcome in outcomes:
             counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1

@@ -268,6 +268,9 @@ class Order(Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("total >= 0", name="total_not_negative"),
         Index("ix_orders_member_created", "member_id", "created_at"),
+        #: The tier metrics read spend and purchases by when orders were paid, and an
+        #: active referral is one with an order paid in the last year (core/tiers/metrics.py).
+        Index("ix_orders_member_paid", "member_id", "paid_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

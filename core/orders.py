@@ -55,7 +55,7 @@ from core.models import (
 from core.pricing import PricingInput, Quote, quote
 from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
-from core.tiers import ProgressReward, Promotion
+from core.tiers.moves import ProgressReward, Promotion
 from core.uow import Database, run_on
 from core.vault import CodeVault
 from core.wallet import post_entry_on
@@ -102,7 +102,7 @@ class Purchase:
 
 
 #: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView, bool], Awaitable[Promotion | None]]
+PaidHook = Callable[[OrderView], Awaitable[Promotion | None]]
 
 
 #: A row or SELECT of columns picked by position.
@@ -560,7 +560,7 @@ class Orders:
         if self._on_paid is None:
             return None
         try:
-            return await self._on_paid(order, True)
+            return await self._on_paid(order)
         except Exception:
             # The purchase stands; a missed promotion is caught by the next evaluation.
             log.exception("after-purchase hook failed for order %s", order.id)

@@ -62,23 +62,6 @@ def award_points_on(
     return inserted is not None
 
 
-async def award_points(
-    session: AsyncSession,
-    ladder: Ladder,
-    member_id: int,
-    *,
-    source: str,
-    source_key: str,
-    amount: int,
-    at: datetime,
-) -> bool:
-    """`award_points_on` in an async session's transaction."""
-    return await run_on(
-        session, award_points_on, ladder, member_id, source=source, source_key=source_key,
-        amount=amount, at=at,
-    )  # fmt: skip
-
-
 def available_points(
     member_id: int | ColumnElement[int], at: datetime | ColumnElement[datetime]
 ) -> ScalarSelect[int]:

@@ -21,13 +21,14 @@ from core.jobs import Jobs, Notifier
 from core.ladder import Ladder, load_ladder
 from core.manager import ManagerRelay
 from core.members import Members
-from core.orders import Orders, OrderView
+from core.orders import Orders
 from core.points import Points
 from core.reviews import Reviews
 from core.stats import Stats
 from core.stock import StockService
 from core.tickets import Tickets
-from core.tiers import Promotion, Tiers
+from core.tiers.moves import Promotions, Tiers
+from core.tiers.review import QuarterlyReview
 from core.uow import Database
 from core.vault import CodeVault
 from core.wallet import Wallet
@@ -48,6 +49,7 @@ class Shop:
     wallet: Wallet
     orders: Orders
     tiers: Tiers
+    quarterly_review: QuarterlyReview
     points: Points
     checkins: CheckIns
     reviews: Reviews
@@ -60,23 +62,6 @@ class Shop:
         await self.db.dispose()
 
 
-class _Promotions:
-    """Moves members up right after what they did (a purchase, a check-in, a review)."""
-
-    def __init__(self, tiers: Tiers) -> None:
-        self._tiers = tiers
-
-    async def after_activity(self, member_id: int) -> Promotion:
-        return await self._tiers.promote(member_id, reason="activity")
-
-    async def after_purchase(self, order: OrderView, created: bool) -> Promotion | None:
-        if not created:
-            return None
-        trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
-        promoted = await self._tiers.promote(order.member_id, reason="purchase")
-        return Promotion(change=promoted.change or trial, rewards=promoted.rewards)
-
-
 def build_shop(
     settings: Settings, *, db: Database | None = None, clock: Clock | None = None
 ) -> Shop:
@@ -85,8 +70,8 @@ def build_shop(
     clock = clock or Clock()
     ladder = load_ladder(settings.tiers_file)
     vault = CodeVault(resolve_code_keys(settings))
-    tiers = Tiers(db, ladder, clock, settings.zone)
-    promotions = _Promotions(tiers)
+    tiers = Tiers(db, ladder, clock)
+    promotions = Promotions(tiers)
     shop = Shop(
         settings=settings,
         db=db,
@@ -99,8 +84,9 @@ def build_shop(
         wallet=Wallet(db),
         orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
         tiers=tiers,
+        quarterly_review=QuarterlyReview(db, ladder, clock, settings.zone),
         points=Points(db, ladder, clock),
-        checkins=CheckIns(db, ladder, clock, settings.zone, on_activity=promotions.after_activity),
+        checkins=CheckIns(db, ladder, clock, settings.zone, on_checkin=promotions.after_checkin),
         reviews=Reviews(db, ladder, clock, on_activity=promotions.after_activity),
         tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
         manager=ManagerRelay(db, ladder, clock),
@@ -112,7 +98,8 @@ def build_shop(
 def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
     """The scheduled jobs over the shop's services, telling members through `notifier`."""
     return Jobs(
-        shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers, points=shop.points,
+        shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers,
+        review=shop.quarterly_review, points=shop.points,
         tickets=shop.tickets, catalog=shop.catalog,
     )  # fmt: skip
 

@@ -15,6 +15,7 @@ from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
 from core.ladder import load_ladder
 from core.models import ActivityEvent, CheckIn, Member, PointLot
+from core.tiers.rules import Standing
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
 
@@ -193,12 +194,12 @@ async def test_tier_multiplier_rounds_half_up(
 
 async def test_hundred_concurrent_check_ins_count_once(db: Database, clock: ManualClock) -> None:
     member = await make_member(db)
-    called: list[int] = []
+    called: list[Standing] = []
 
-    async def on_activity(member_id: int) -> None:
-        called.append(member_id)
+    async def on_checkin(standing: Standing) -> None:
+        called.append(standing)
 
-    checkins = CheckIns(db, LADDER, clock, SHOP_ZONE, on_activity=on_activity)
+    checkins = CheckIns(db, LADDER, clock, SHOP_ZONE, on_checkin=on_checkin)
     results = await asyncio.gather(
         *(checkins.check_in(member) for _ in range(100)), return_exceptions=True
     )
@@ -215,18 +216,18 @@ async def test_hundred_concurrent_check_ins_count_once(db: Database, clock: Manu
         growth = await session.scalar(select(Member.growth_points).where(Member.id == member))
     assert events == 2
     assert growth == LADDER.growth.checkin + LADDER.growth.active_day
-    assert called == [member]
+    assert [(s.member_id, s.growth_points) for s in called] == [(member, growth)]
 
 
-async def test_on_activity_runs_after_commit(db: Database, clock: ManualClock) -> None:
+async def test_on_checkin_runs_after_commit(db: Database, clock: ManualClock) -> None:
     member = await make_member(db)
     seen: list[int] = []
 
-    async def on_activity(member_id: int) -> None:
+    async def on_checkin(standing: Standing) -> None:
         # A separate connection sees the row only once the check-in has committed.
-        seen.extend(day.day for day, _, _ in await checkin_rows(db, member_id))
+        seen.extend(day.day for day, _, _ in await checkin_rows(db, standing.member_id))
 
-    await CheckIns(db, LADDER, clock, SHOP_ZONE, on_activity=on_activity).check_in(member)
+    await CheckIns(db, LADDER, clock, SHOP_ZONE, on_checkin=on_checkin).check_in(member)
     assert seen == [22]
 
 

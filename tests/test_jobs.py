@@ -157,7 +157,7 @@ async def test_a_crashed_run_is_retried_without_notifying_twice(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scene = await _scene(shop)
-    real_review = shop.tiers.review
+    real_review = shop.quarterly_review.run
     crashes = 0
 
     async def crashing_review(**kwargs: Any) -> Any:
@@ -168,7 +168,7 @@ async def test_a_crashed_run_is_retried_without_notifying_twice(
             raise RuntimeError("process killed after the review committed")
         return outcomes
 
-    monkeypatch.setattr(shop.tiers, "review", crashing_review)
+    monkeypatch.setattr(shop.quarterly_review, "run", crashing_review)
     recorder = Recorder()
     first = {r.job: r for r in await build_jobs(shop, recorder).run_due()}
     assert first["tier_review"].error == "RuntimeError"

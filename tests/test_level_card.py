@@ -22,7 +22,7 @@ from core.config import DEFAULT_TIERS_FILE
 from core.ladder import SERVED_CAPABILITIES, Capabilities, Tier, load_ladder
 from core.models import Member
 from core.shop import Shop
-from core.tiers import ProgressReward
+from core.tiers.moves import ProgressReward
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 

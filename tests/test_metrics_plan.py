@@ -1,22 +1,27 @@
-"""The tier metrics query reads members, orders and violations through indexes.
+"""The tier metrics statements read members, orders and violations through indexes.
 
-It runs after every purchase and once per member in the quarterly review; a full scan of
-`members` there (the referrals subquery, before `referrer_id` had an index) makes each
-member's review cost grow with the member count. The plan is read after `ANALYZE` with
-enough referred members that a scan would be a real choice; on PostgreSQL sequential
-scans are also switched off for the query, so a scan in the plan means no index fits.
+They run after purchases and check-ins and once per member in the quarterly review; a
+full scan of `members` there (the referrals subquery, before `referrer_id` had an index)
+makes each member's review cost grow with the member count, and orders read without
+their window (before `(member_id, paid_at)` had an index) make it grow with a member's
+history. Every statement the check may run is planned: the full one and the one of each
+metric on its own. The plan is read after `ANALYZE` with enough referred members that a
+scan would be a real choice; on PostgreSQL sequential scans are also switched off for
+the query, so a scan in the plan means no index fits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import Select, event, insert, text
 from sqlalchemy.engine import Connection
 
 from core.clock import ManualClock
+from core.ladder import Metric
 from core.models import Category, Member, Order, Product
-from core.tiers import HALF_YEAR, METRICS, VIOLATION_WINDOW, YEAR
+from core.tiers.metrics import METRICS, statement_for, windows
+from core.tiers.rules import ROW_METRICS
 from core.uow import Database
 
 MEMBERS = 400
@@ -76,8 +81,8 @@ async def _seed(db: Database, clock: ManualClock) -> None:
         await conn.execute(text("ANALYZE"))
 
 
-def _plan(conn: Connection, values: dict[str, Any]) -> list[str]:
-    """Run METRICS with EXPLAIN in front, so the real statement and parameters are planned."""
+def _plan(conn: Connection, values: dict[str, Any], query: Select[Any]) -> list[str]:
+    """Run `query` with EXPLAIN in front, so the real statement and parameters are planned."""
     explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
 
     def prefix(*args: Any) -> tuple[str, Any]:
@@ -86,44 +91,50 @@ def _plan(conn: Connection, values: dict[str, Any]) -> list[str]:
 
     event.listen(conn, "before_cursor_execute", prefix, retval=True)
     try:
-        rows = conn.execute(METRICS, values).fetchall()
+        rows = conn.execute(query, values).fetchall()
     finally:
         event.remove(conn, "before_cursor_execute", prefix)
     return [str(row[-1]) for row in rows]
 
 
-async def test_metrics_query_does_not_scan_members(db: Database, clock: ManualClock) -> None:
+#: The full statement, then each metric the check measures on its own.
+STATEMENTS = [("all", METRICS)] + [
+    (metric.value, statement_for([metric])) for metric in Metric if metric not in ROW_METRICS
+]
+
+
+async def test_metrics_statements_read_through_indexes(db: Database, clock: ManualClock) -> None:
     await _seed(db, clock)
-    now = clock.now()
-    values = {
-        "member_id": 3,
-        "until": now,
-        "year_ago": now - YEAR,
-        "half_year_ago": now - HALF_YEAR,
-        "violations_since": now - VIOLATION_WINDOW,
-    }
-    async with db.engine.begin() as conn:
-        if db.is_postgres:
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = await conn.run_sync(_plan, values)
-    scans = _postgres_full_reads(plan) if db.is_postgres else _sqlite_full_reads(plan)
-    assert scans == [], "\n".join(plan)
+    for name, query in STATEMENTS:
+        async with db.engine.begin() as conn:
+            if db.is_postgres:
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = await conn.run_sync(_plan, windows(3, clock.now()), query)
+        scans = _postgres_full_reads(plan) if db.is_postgres else _sqlite_full_reads(plan)
+        assert scans == [], f"{name}:\n" + "\n".join(plan)
 
 
 def _sqlite_full_reads(plan: list[str]) -> list[str]:
-    """`SCAN members`, or an automatic index (built by scanning the table on every run)."""
-    return [line for line in plan if line.startswith("SCAN members") or "AUTOMATIC" in line]
+    """A scan of `members` or `orders`, an automatic index (built by scanning the table on
+    every run), or orders read without a time range (a member's whole history)."""
+    return [
+        line
+        for line in plan
+        if line.startswith(("SCAN members", "SCAN orders"))
+        or "AUTOMATIC" in line
+        or (line.startswith("SEARCH orders") and "_at>? AND" not in line)
+    ]
 
 
 def _postgres_full_reads(plan: list[str]) -> list[str]:
-    """Scans of `members` not bounded by an index condition.
+    """Scans of `members` or `orders` not bounded by an index condition.
 
     With sequential scans off, a missing index shows as a walk over the whole primary key
     with `Filter: (referrer_id = …)` instead of a `Seq Scan`: a full read all the same.
     """
     full = []
     for at, line in enumerate(plan):
-        if " on members" not in line:
+        if " on members" not in line and " on orders" not in line:
             continue
         depth = len(line) - len(line.lstrip())
         details = []

@@ -25,7 +25,9 @@ from core.models import (
     TierReview,
     Violation,
 )
-from core.tiers import ProgressReward, Promotion, ReviewResult, Tiers
+from core.tiers.moves import ProgressReward, Promotion, Tiers
+from core.tiers.review import QuarterlyReview
+from core.tiers.rules import ReviewResult
 from core.uow import Database
 from tests.conftest import SHOP_ZONE, START
 from tests.factories import make_order
@@ -40,7 +42,12 @@ def ladder() -> Ladder:
 
 @pytest.fixture
 def tiers(db: Database, ladder: Ladder, clock: ManualClock) -> Tiers:
-    return Tiers(db, ladder, clock, SHOP_ZONE)
+    return Tiers(db, ladder, clock)
+
+
+@pytest.fixture
+def review(db: Database, ladder: Ladder, clock: ManualClock) -> QuarterlyReview:
+    return QuarterlyReview(db, ladder, clock, SHOP_ZONE)
 
 
 async def add_member(db: Database, clock: ManualClock, **values: Any) -> int:
@@ -437,7 +444,7 @@ async def test_promote_never_moves_down_and_keeps_admin_tiers_unless_up(
 
 
 async def test_two_quarters_below_protect_then_drop_one_tier(
-    db: Database, clock: ManualClock, tiers: Tiers
+    db: Database, clock: ManualClock, tiers: Tiers, review: QuarterlyReview
 ) -> None:
     slipping = await add_member(db, clock, tier_key="silver")
     steady = await add_member(db, clock, tier_key="silver")
@@ -445,7 +452,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     admin_gold = await add_member(db, clock, tier_key="gold", tier_source="admin")
     await add_member(db, clock)
 
-    first = await tiers.review()
+    first = await review.run()
     assert [(o.member_id, o.quarter, o.outcome) for o in first] == [
         (slipping, "2026Q3", ReviewResult.WARNED),
         (steady, "2026Q3", ReviewResult.KEPT),
@@ -454,7 +461,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert first[0].telegram_id == (await member_row(db, slipping)).telegram_id
     assert (await member_row(db, slipping)).quarters_below == 1
 
-    again = await tiers.review()
+    again = await review.run()
     assert [(o.member_id, o.outcome, o.recorded) for o in again] == [
         (slipping, ReviewResult.WARNED, True),
         (steady, ReviewResult.KEPT, True),
@@ -463,7 +470,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert (await member_row(db, slipping)).quarters_below == 1
 
     clock.set(local(2027, 1, 2))
-    (second, _) = await tiers.review()
+    (second, _) = await review.run()
     assert (second.quarter, second.outcome) == ("2026Q4", ReviewResult.PROTECTED)
     # Three months from the end of the quarter reviewed: all of 2027Q1 to recover.
     assert second.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
@@ -472,7 +479,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert evaluation.tier == "silver"
 
     clock.set(local(2027, 4, 1))
-    (preview, _) = await tiers.review(dry_run=True)
+    (preview, _) = await review.run(dry_run=True)
     assert (preview.quarter, preview.outcome, preview.from_tier, preview.to_tier) == (
         "2027Q1",
         ReviewResult.DROPPED,
@@ -483,7 +490,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert (await member_row(db, slipping)).tier_key == "silver"
     assert await changes(db, slipping) == []
 
-    (third, kept) = await tiers.review()
+    (third, kept) = await review.run()
     assert (third.quarter, third.outcome, third.to_tier) == (
         "2027Q1",
         ReviewResult.DROPPED,
@@ -494,7 +501,7 @@ async def test_two_quarters_below_protect_then_drop_one_tier(
     assert (row.tier_key, row.quarters_below, row.protected_until) == ("member", 0, None)
     assert await changes(db, slipping) == [("silver", "member", "quarterly_review", "system")]
 
-    rerun = await tiers.review(quarter="2027Q1")
+    rerun = await review.run(quarter="2027Q1")
     assert [(o.member_id, o.outcome, o.to_tier, o.recorded) for o in rerun] == [
         (slipping, ReviewResult.DROPPED, "member", True),
         (steady, ReviewResult.KEPT, "silver", True),
@@ -523,19 +530,23 @@ LAST_SECONDS = time(23, 59, 50)
     ],
 )
 async def test_protection_ends_with_a_quarter_whatever_second_the_reviews_run(
-    db: Database, clock: ManualClock, tiers: Tiers, protected_at: datetime, reviewed_at: datetime
+    db: Database,
+    clock: ManualClock,
+    review: QuarterlyReview,
+    protected_at: datetime,
+    reviewed_at: datetime,
 ) -> None:
     """A protected member drops at the review of the quarter the protection covered,
     whether the reviews ran in the first or the last seconds of their quarters."""
     await add_member(db, clock, tier_key="silver", quarters_below=1)
 
     clock.set(protected_at)
-    (protected,) = await tiers.review()
+    (protected,) = await review.run()
     assert (protected.quarter, protected.outcome) == ("2026Q4", ReviewResult.PROTECTED)
     assert protected.protected_until == datetime(2027, 4, 1, tzinfo=SHOP_ZONE)
 
     clock.set(reviewed_at)
-    (dropped,) = await tiers.review()
+    (dropped,) = await review.run()
     assert (dropped.quarter, dropped.outcome, dropped.to_tier) == (
         "2027Q1",
         ReviewResult.DROPPED,
@@ -545,7 +556,7 @@ async def test_protection_ends_with_a_quarter_whatever_second_the_reviews_run(
 
 @pytest.mark.parametrize("reviewed_at", [FIRST_SECONDS, LATER_SECONDS])
 async def test_a_review_measures_the_quarter_not_the_moment_it_runs(
-    db: Database, clock: ManualClock, tiers: Tiers, reviewed_at: time
+    db: Database, clock: ManualClock, review: QuarterlyReview, reviewed_at: time
 ) -> None:
     """An order paid in the first seconds of 2027Q2 belongs to the next review."""
     me = await add_member(db, clock, tier_key="silver")
@@ -553,29 +564,29 @@ async def test_a_review_measures_the_quarter_not_the_moment_it_runs(
     await add_orders(db, clock, me, [20_000], days_ago=0)
 
     clock.set(at(date(2027, 4, 1), reviewed_at))
-    (outcome,) = await tiers.review()
+    (outcome,) = await review.run()
 
     assert (outcome.quarter, outcome.outcome) == ("2027Q1", ReviewResult.WARNED)
 
 
 async def test_meeting_the_rule_again_ends_protection(
-    db: Database, clock: ManualClock, tiers: Tiers
+    db: Database, clock: ManualClock, review: QuarterlyReview
 ) -> None:
     me = await add_member(
         db, clock, tier_key="gold", quarters_below=2, protected_until=clock.now() + timedelta(1)
     )
     await add_orders(db, clock, me, [200_000], days_ago=60)  # in 2026Q3
 
-    (outcome,) = await tiers.review(quarter="2026Q3")
+    (outcome,) = await review.run(quarter="2026Q3")
 
     assert (outcome.outcome, outcome.unmet) == (ReviewResult.KEPT, ())
     row = await member_row(db, me)
     assert (row.quarters_below, row.protected_until) == (0, None)
 
 
-async def test_a_malformed_quarter_is_refused(tiers: Tiers) -> None:
+async def test_a_malformed_quarter_is_refused(review: QuarterlyReview) -> None:
     with pytest.raises(ShopError) as caught:
-        await tiers.review(quarter="2026-4")
+        await review.run(quarter="2026-4")
     assert caught.value.code is ErrorCode.INVALID_INPUT
 
 
@@ -649,7 +660,7 @@ async def test_fast_track_needs_a_big_enough_first_order(
 
 
 async def test_admin_actions_are_recorded_with_their_actor(
-    db: Database, clock: ManualClock, tiers: Tiers
+    db: Database, clock: ManualClock, tiers: Tiers, review: QuarterlyReview
 ) -> None:
     me = await add_member(db, clock)
 
@@ -668,7 +679,7 @@ async def test_admin_actions_are_recorded_with_their_actor(
         ("gold", "partner", "invite", "admin:43"),
     ]
     assert (await tiers.promote(me, reason="purchase")).change is None
-    assert await tiers.review(quarter="2026Q3") == []
+    assert await review.run(quarter="2026Q3") == []
 
 
 async def test_grant_trial_and_flag_violation(
@@ -713,31 +724,18 @@ def test_require_names_the_lowest_tier_that_has_it(
     tiers.require("partner", capability)
 
 
-def test_pools_and_batch_limits_follow_the_ladder(tiers: Tiers) -> None:
-    assert not tiers.can_buy_pool("member", "selected")
-    assert tiers.can_buy_pool("silver", "selected")
-    assert not tiers.can_buy_pool("gold", "exclusive")
-    assert tiers.can_buy_pool("platinum", "exclusive")
-    assert tiers.required_tier_for_pool("selected") == "silver"
-    assert tiers.required_tier_for_pool("exclusive") == "platinum"
-    assert [tiers.batch_limit(key) for key in ("member", "silver", "gold", "diamond")] == [
-        1,
-        10,
-        100,
-        1_000,
-    ]
-    assert tiers.capabilities("gold").checkin_multiplier == 1.5
+def test_require_takes_only_on_off_capabilities(tiers: Tiers) -> None:
     with pytest.raises(ValueError, match="on/off"):
         tiers.require("gold", "batch_max")
 
 
 async def test_the_default_quarter_is_the_one_just_ended_in_shop_time(
-    db: Database, clock: ManualClock, tiers: Tiers
+    db: Database, clock: ManualClock, review: QuarterlyReview
 ) -> None:
     await add_member(db, clock, tier_key="silver")
     # 00:01 on 1 January in Shanghai, still 31 December in UTC.
     clock.set(local(2027, 1, 1) - timedelta(hours=10) + timedelta(minutes=1))
 
-    (outcome,) = await tiers.review()
+    (outcome,) = await review.run()
 
     assert outcome.quarter == "2026Q4"

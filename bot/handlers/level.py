@@ -14,13 +14,9 @@ from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
 from core.ladder import SERVED_CAPABILITIES, Capabilities, Metric, Tier
-from core.tiers import (
-    VIOLATION_WINDOW,
-    ConditionProgress,
-    Evaluation,
-    ProgressReward,
-    TierSource,
-)
+from core.tiers.metrics import VIOLATION_WINDOW
+from core.tiers.moves import Evaluation, ProgressReward
+from core.tiers.rules import ConditionProgress, TierSource
 
 conversation = Conversation("level")
 

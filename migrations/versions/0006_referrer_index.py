@@ -4,7 +4,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01 03:00:00.000000
 
-The referrals subquery of the tier metrics (`core/tiers.py`) runs after every purchase and
+The referrals subquery of the tier metrics (`core/tiers/metrics.py`) runs after every purchase and
 once per member in the quarterly review; without this index it read all of `members`.
 The other columns it filters on already have fitting indexes: orders by
 (member_id, created_at), violations by member_id.

@@ -1,0 +1,12 @@
+"""The tier engine (等级), in four parts a newcomer can read one at a time.
+
+- `rules`: pure functions of the ladder and a member's numbers: which tier the numbers
+  earn, how far the next tier is, what the quarterly review decides. No database.
+- `metrics`: the one SQL statement that measures a member (spend, purchases, violations,
+  fulfilment, referrals).
+- `moves`: every tier move and the reads around them: the check after a purchase or
+  check-in, the fast track and trials, admin moves, the level card's evaluation.
+- `review`: the quarterly maintenance review with its downgrade protection.
+
+Rules and numbers come from the ladder (core/tiers.toml); this package only reads them.
+"""

@@ -1,0 +1,237 @@
+"""The SQL that measures a member for the tier rules: any set of metrics in one statement.
+
+The metrics are computed, never stored (except lifetime spend, joint campaigns and
+growth points, which live on the member row), so a refund, a violation or a referral's
+purchase counts at the next measurement without anything to keep in step.
+
+Each metric is read by one of four parts, and a statement holds only the parts asked
+for: the check after a purchase or check-in measures just what could still move the
+member (`rules.settlement_check`), the level card and the review measure everything.
+Every part reads an index range bounded by its window, so years of old orders cost
+nothing: paid orders by (member_id, paid_at), settled ones by (member_id, created_at).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Integer,
+    Select,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    true,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+
+from core.errors import ErrorCode, ShopError
+from core.ladder import Metric
+from core.models import (
+    PAID_STATUSES,
+    SETTLED_STATUSES,
+    Member,
+    Order,
+    UTCDateTime,
+    Violation,
+)
+from core.tiers.rules import FULFILMENT_WITHOUT_ORDERS, ROW_METRICS, Metrics
+
+#: Windows that define the metrics named in tiers.toml (spend_365d, purchases_6m, ...).
+YEAR = timedelta(days=365)
+HALF_YEAR = timedelta(days=182)
+VIOLATION_WINDOW = timedelta(days=90)
+
+_member_id = bindparam("member_id", type_=Integer())
+_until = bindparam("until", type_=UTCDateTime())
+_year_ago = bindparam("year_ago", type_=UTCDateTime())
+_half_year_ago = bindparam("half_year_ago", type_=UTCDateTime())
+_violations_since = bindparam("violations_since", type_=UTCDateTime())
+
+
+class _Part(Enum):
+    """What a statement reads to measure some of the metrics."""
+
+    MEMBER = "member"
+    PAID = "paid"
+    SETTLED = "settled"
+    VIOLATIONS = "violations"
+    REFERRALS = "referrals"
+
+
+_PART_OF: Mapping[Metric, _Part] = {
+    **dict.fromkeys(ROW_METRICS, _Part.MEMBER),
+    Metric.SPEND_365D: _Part.PAID,
+    Metric.PURCHASES_6M: _Part.PAID,
+    Metric.FULFILMENT_RATE: _Part.SETTLED,
+    Metric.VIOLATIONS_90D: _Part.VIOLATIONS,
+    Metric.REFERRALS_ACTIVE: _Part.REFERRALS,
+}
+
+
+def _paid() -> FromClause:
+    """Spend and purchases: the member's paid orders with `paid_at` in the last year.
+
+    One aggregate row (no GROUP BY), read through the (member_id, paid_at) range.
+    """
+    return (
+        select(
+            func.coalesce(func.sum(Order.total), 0).label("spend"),
+            func.count(case((Order.paid_at >= _half_year_ago, 1))).label("purchases"),
+        )
+        .where(
+            Order.member_id == _member_id,
+            Order.status.in_(PAID_STATUSES),
+            Order.paid_at >= _year_ago,
+            Order.paid_at <= _until,
+            Order.created_at <= _until,
+        )
+        .subquery("paid")
+    )
+
+
+def _settled() -> FromClause:
+    """Fulfilment: of the orders placed in the last year that reached an end, the paid ones."""
+    return (
+        select(
+            func.count().label("settled"),
+            func.count(case((Order.status.in_(PAID_STATUSES), 1))).label("fulfilled"),
+        )
+        .where(
+            Order.member_id == _member_id,
+            Order.created_at >= _year_ago,
+            Order.created_at <= _until,
+            Order.status.in_(SETTLED_STATUSES),
+        )
+        .subquery("settled")
+    )
+
+
+def _violations() -> ColumnElement[int]:
+    return (
+        select(func.count(Violation.id))
+        .where(
+            Violation.member_id == _member_id,
+            Violation.serious.is_(True),
+            Violation.created_at >= _violations_since,
+            Violation.created_at <= _until,
+        )
+        .scalar_subquery()
+        .label("violations")
+    )
+
+
+def _referrals() -> ColumnElement[int]:
+    """Referred members with an order paid in the last year (index on referrer_id)."""
+    referred = aliased(Member)
+    return (
+        select(func.count(referred.id))
+        .where(
+            referred.referrer_id == _member_id,
+            exists().where(
+                Order.member_id == referred.id,
+                Order.status.in_(PAID_STATUSES),
+                Order.paid_at >= _year_ago,
+                Order.paid_at <= _until,
+            ),
+        )
+        .scalar_subquery()
+        .label("referrals")
+    )
+
+
+def statement_for(metrics: Collection[Metric]) -> Select[Any]:
+    """The statement that measures `metrics`: one row, binding `member_id` and the windows."""
+    return _statement(frozenset(_PART_OF[metric] for metric in metrics))
+
+
+@functools.cache
+def _statement(parts: frozenset[_Part]) -> Select[Any]:
+    """The statement reading `parts`, built once per set of parts.
+
+    Built once with bound parameters: assembling a statement this size (and its cache
+    key) on every purchase costs more than running it. Every window ends at `until`, so
+    a quarterly review measures the quarter, not the moment the job happened to run.
+    """
+    columns: list[ColumnElement[Any] | InstrumentedAttribute[int]] = []
+    sources: list[FromClause] = []
+    if _Part.MEMBER in parts:
+        columns += [Member.total_spent, Member.joint_campaigns, Member.growth_points]
+    if _Part.PAID in parts:
+        paid = _paid()
+        sources.append(paid)
+        columns += [paid.c.spend, paid.c.purchases]
+    if _Part.SETTLED in parts:
+        settled = _settled()
+        sources.append(settled)
+        columns += [settled.c.settled, settled.c.fulfilled]
+    if _Part.VIOLATIONS in parts:
+        columns.append(_violations())
+    if _Part.REFERRALS in parts:
+        columns.append(_referrals())
+    query = select(*columns)
+    if _Part.MEMBER in parts:
+        query = query.select_from(Member).where(Member.id == _member_id)
+    elif sources:
+        query = query.select_from(sources.pop(0))
+    for source in sources:
+        query = query.join(source, true())
+    return query
+
+
+#: Every metric: what the level card, a settlement and the quarterly review read.
+METRICS = statement_for(tuple(Metric))
+
+
+def windows(member_id: int, now: datetime) -> dict[str, Any]:
+    """The values `statement_for`'s statements bind: the member and windows ending at `now`."""
+    return {
+        "member_id": member_id,
+        "until": now,
+        "year_ago": now - YEAR,
+        "half_year_ago": now - HALF_YEAR,
+        "violations_since": now - VIOLATION_WINDOW,
+    }
+
+
+async def measure(
+    session: AsyncSession, member_id: int, metrics: Collection[Metric], now: datetime
+) -> dict[Metric, int]:
+    """Only `metrics` of the member at `now` (windows end there; lifetime spend is today's)."""
+    parts = frozenset(_PART_OF[metric] for metric in metrics)
+    query = _statement(parts)
+    row = (await session.execute(query, windows(member_id, now))).mappings().one_or_none()
+    if row is None:
+        raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+    measured: dict[Metric, int] = {}
+    if _Part.MEMBER in parts:
+        measured[Metric.TOTAL_SPENT] = int(row["total_spent"])
+        measured[Metric.JOINT_CAMPAIGNS] = int(row["joint_campaigns"])
+        measured[Metric.GROWTH_POINTS] = int(row["growth_points"])
+    if _Part.PAID in parts:
+        measured[Metric.SPEND_365D] = int(row["spend"])
+        measured[Metric.PURCHASES_6M] = int(row["purchases"])
+    if _Part.SETTLED in parts:
+        settled, fulfilled = int(row["settled"]), int(row["fulfilled"])
+        measured[Metric.FULFILMENT_RATE] = (
+            fulfilled * 100 // settled if settled else FULFILMENT_WITHOUT_ORDERS
+        )
+    if _Part.VIOLATIONS in parts:
+        measured[Metric.VIOLATIONS_90D] = int(row["violations"])
+    if _Part.REFERRALS in parts:
+        measured[Metric.REFERRALS_ACTIVE] = int(row["referrals"])
+    return {metric: measured[metric] for metric in metrics}
+
+
+async def load_metrics(session: AsyncSession, member_id: int, now: datetime) -> Metrics:
+    """Every tier metric of the member at `now`."""
+    return Metrics.of(await measure(session, member_id, tuple(Metric), now))

@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from bot.conversation import Button, Document, Incoming, Keyboard, split_command
+from bot.conversation import Button, Keyboard
 from bot.framework import Runtime
 from bot.i18n import Translator
-from core.config import Settings
+from bot.incoming import Document, Incoming, split_command
 from core.members import locale_for
 
 TAG = re.compile(r"<[^>]+>")
@@ -365,19 +365,3 @@ async def typed_lines(stdin: TextIO) -> AsyncIterator[str]:
     threading.Thread(target=read, name="terminal-input", daemon=True).start()
     while line := await queue.get():
         yield line
-
-
-def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool = False) -> int:
-    """`cardshop chat`; `admin` lets this user act as an admin (adds it to ADMIN_IDS)."""
-    from bot.app import running
-
-    if admin and user_id not in settings.admin_ids:
-        settings = settings.model_copy(update={"admin_ids": [*settings.admin_ids, user_id]})
-
-    async def run() -> None:
-        async with running(settings) as runtime:
-            await chat(runtime, user_id=user_id, lang=lang, with_background=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from bot.adapters.terminal import plain
+from bot.adapters.screen import plain
 from bot.errors import render_error
 from bot.i18n import Translator
 from core.clock import Clock

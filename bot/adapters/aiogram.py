@@ -20,7 +20,7 @@ from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.client.telegram import TelegramAPIServer
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.methods import Response, TelegramMethod
@@ -146,9 +146,8 @@ class Paced(BaseRequestMiddleware):
 
 def make_bot(settings: Settings, flood: FloodControl) -> Bot:
     assert settings.telegram_bot_token is not None
-    api_base = settings.telegram_api_base
-    api = TelegramAPIServer.from_base(api_base) if api_base else None
-    session = AiohttpSession(api=api) if api is not None else AiohttpSession()
+    base = settings.telegram_api_base
+    session = AiohttpSession(api=TelegramAPIServer.from_base(base) if base else PRODUCTION)
     session.middleware(Paced(flood))
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
@@ -172,19 +171,6 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
     bot = make_bot(settings, runtime.flood)
     transport = AiogramTransport(bot)
     dispatcher = build_dispatcher(runtime, transport)
-    in_flight: set[asyncio.Task[None]] = set()
-
-    async def feed(update: Update) -> None:
-        try:
-            await dispatcher.feed_update(bot, update)
-        except Exception:
-            log.exception("update %s failed", update.update_id)
-
-    async def accept(update: Update) -> None:
-        task = asyncio.create_task(feed(update))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-
     try:
         await publish_commands(runtime, transport)
         if settings.webhook_url is None:
@@ -194,14 +180,16 @@ async def serve(runtime: Runtime, settings: Settings) -> None:
             await serve_webhook(
                 settings,
                 lambda body: Update.model_validate(body, context={"bot": bot}),
-                accept,
+                lambda update: dispatcher.feed_update(bot, update),
                 lambda url, secret: bot.set_webhook(
                     url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
                 ),
             )
     finally:
-        in_flight.update(getattr(dispatcher, "_handle_update_tasks", ()))
-        if in_flight:  # let them answer before the session closes (it would reopen)
+        # Polled updates run as aiogram's tasks: let them answer before the session
+        # closes, or one still sending would open a new session that nobody closes.
+        in_flight = set(getattr(dispatcher, "_handle_update_tasks", ()))
+        if in_flight:
             await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
         await bot.session.close()
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot.conversation import CannotEditError, Document, Keyboard, UnreachableError
-from bot.framework import Runtime
+from bot.framework import STOP_GRACE_SECONDS, Runtime
 from bot.incoming import UPDATE_TYPES, BadUpdateError, update_json
 from core.config import Settings, SettingsError
 
@@ -156,14 +156,21 @@ def webhook_app(
     secret: str,
     path: str,
     parse: Callable[[dict[str, Any]], U],
-    accept: Callable[[U], Awaitable[None]],
+    accept: Callable[[U], Awaitable[object]],
+    in_flight: set[asyncio.Task[None]],
 ) -> web.Application:
     """The webhook: 403 without the secret, 400 for a body that is no update, else 200.
 
-    `parse` is the framework's reading of an update (any exception: not an update) and
-    `accept` takes it to be handled after the answer. A refused body is logged in one
-    line, never with a traceback: whoever sends it, it is not the bot's fault.
+    `parse` is the framework's reading of an update (any exception: not an update);
+    `accept` handles it in a task of its own, kept in `in_flight`, after the answer. A
+    refused body is logged in one line, never with a traceback: it is not the bot's fault.
     """
+
+    async def handle(update: U) -> None:
+        try:
+            await accept(update)
+        except Exception:
+            log.exception("webhook: an update failed")
 
     async def receive(request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "").encode()
@@ -176,7 +183,9 @@ def webhook_app(
         except Exception as exc:  # the framework raises whatever a wrong shape trips over
             reason = f"not an update: {type(exc).__name__}"
         else:
-            await accept(update)
+            task = asyncio.create_task(handle(update))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
             return web.Response(text="ok")
         log.warning("webhook: refused a body (%s)", reason)
         return web.Response(status=400, text="Bad Request")
@@ -189,14 +198,19 @@ def webhook_app(
 async def serve_webhook(
     settings: Settings,
     parse: Callable[[dict[str, Any]], U],
-    accept: Callable[[U], Awaitable[None]],
+    accept: Callable[[U], Awaitable[object]],
     set_webhook: Callable[[str, str], Awaitable[object]],
 ) -> None:
-    """Listen on WEBHOOK_LISTEN, then `set_webhook(url, secret)`, until cancelled."""
+    """Listen on WEBHOOK_LISTEN, then `set_webhook(url, secret)`, until cancelled.
+
+    Stopping, updates already accepted get `STOP_GRACE_SECONDS` to finish and answer
+    before the listener (and then the adapter's client) closes.
+    """
     assert settings.webhook_url is not None
     secret, host, port = webhook_address(settings)
     path = urlsplit(settings.webhook_url).path or "/"
-    runner = web.AppRunner(webhook_app(secret, path, parse, accept))
+    in_flight: set[asyncio.Task[None]] = set()
+    runner = web.AppRunner(webhook_app(secret, path, parse, accept, in_flight))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -204,4 +218,6 @@ async def serve_webhook(
         await set_webhook(settings.webhook_url, secret)
         await asyncio.Event().wait()
     finally:
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
         await runner.cleanup()

@@ -24,6 +24,7 @@ from typing import TextIO
 from bot.adapters.screen import TerminalTransport, chat_namer, who
 from bot.framework import Runtime
 from bot.incoming import Document, Incoming, split_command
+from bot.notifier import background
 from core.members import locale_for
 
 FILE_PREFIX = ":file "
@@ -184,8 +185,6 @@ async def chat(
 
     `with_background` also runs the scheduled jobs and broadcasts, printed here too.
     """
-    from bot.notifier import background
-
     session = await open_session(runtime, user_id=user_id, lang=lang, out=stdout)
     jobs = background(runtime.shop, session.transport) if with_background else None
     async with jobs or contextlib.nullcontext():

@@ -110,20 +110,26 @@ def telegram_adapter(settings: Settings) -> TelegramAdapter:
     return aiogram
 
 
+def own_transport(runtime: Runtime, settings: Settings) -> AbstractAsyncContextManager[Transport]:
+    """A client of the configured framework for what the bot sends unprompted.
+
+    Scheduled notices and resumed broadcasts start before any update arrives, so they
+    cannot borrow the transport an adapter hands its handlers.
+    """
+    return telegram_adapter(settings).own_transport(runtime, settings)
+
+
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     """Serve the bot, with its jobs and broadcasts next to it, until cancelled."""
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
             await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, with_background=True)
             return
-        adapter = telegram_adapter(settings)
-        # Scheduled notices and resumed broadcasts start before any update arrives, so
-        # they get a client of their own rather than the one the adapter hands handlers.
         async with (
-            adapter.own_transport(runtime, settings) as transport,
+            own_transport(runtime, settings) as transport,
             background(runtime.shop, runtime.shown.over(transport)),
         ):
-            await adapter.serve(runtime, settings)
+            await telegram_adapter(settings).serve(runtime, settings)
 
 
 async def until_terminated(serving: Coroutine[Any, Any, None]) -> None:

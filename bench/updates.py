@@ -59,7 +59,8 @@ from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, 
 from telegram.ext import filters as ptb_filters
 
 from bench.nullapi import DATE, TOKEN, NullApi, NullRequest, NullSession
-from bot import aiogram_app, ptb_app
+from bot.adapters import aiogram as aiogram_app
+from bot.adapters import ptb as ptb_app
 from bot.app import running
 from bot.flood import FloodControl
 from bot.framework import Runtime

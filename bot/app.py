@@ -1,21 +1,24 @@
-"""`cardshop run`: build the shop, pick the adapter, serve until stopped.
+"""`cardshop run` and `cardshop chat`: build the shop, pick the adapter, serve until stopped.
 
-BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot; without a
-TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. The tests run
-exactly this (`run`) against a Bot API stand-in.
+BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot (`bot.adapters`); without
+a TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. The tests run
+exactly this (`run`) against a Bot API stand-in. Dependencies go one way: this module
+picks an adapter, the adapters know only the runtime they feed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from bot.adapters.terminal import chat
 from bot.conversation import Transport
 from bot.dedupe import DbDeduper, Deduper, RedisDeduper
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
@@ -86,49 +89,47 @@ async def running(settings: Settings, *, clock: Clock | None = None) -> AsyncIte
         await shop.close()
 
 
-@asynccontextmanager
-async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[Transport]:
+class TelegramAdapter(Protocol):
+    """What `bot.adapters.aiogram` and `bot.adapters.ptb` each offer."""
+
+    def own_transport(
+        self, runtime: Runtime, settings: Settings
+    ) -> AbstractAsyncContextManager[Transport]: ...
+
+    async def serve(self, runtime: Runtime, settings: Settings) -> None: ...
+
+
+def telegram_adapter(settings: Settings) -> TelegramAdapter:
+    """The adapter BOT_FRAMEWORK names, imported only when chosen."""
+    if settings.bot_framework == "ptb":
+        from bot.adapters import ptb
+
+        return ptb
+    from bot.adapters import aiogram
+
+    return aiogram
+
+
+def own_transport(runtime: Runtime, settings: Settings) -> AbstractAsyncContextManager[Transport]:
     """A client of the configured framework for what the bot sends unprompted.
 
     Scheduled notices and resumed broadcasts start before any update arrives, so they
     cannot borrow the transport an adapter hands its handlers.
     """
-    if settings.bot_framework == "ptb":
-        from bot import ptb_app
-
-        bot = ptb_app.build_application(runtime, settings).bot
-        async with bot:
-            yield ptb_app.PtbTransport(bot)
-    else:
-        from bot import aiogram_app
-
-        client = aiogram_app.make_bot(settings, runtime.flood)
-        try:
-            yield aiogram_app.AiogramTransport(client)
-        finally:
-            await client.session.close()
+    return telegram_adapter(settings).own_transport(runtime, settings)
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     """Serve the bot, with its jobs and broadcasts next to it, until cancelled."""
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
-            from bot.terminal import chat
-
             await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, with_background=True)
             return
         async with (
             own_transport(runtime, settings) as transport,
             background(runtime.shop, runtime.shown.over(transport)),
         ):
-            if settings.bot_framework == "ptb":
-                from bot import ptb_app
-
-                await ptb_app.serve(runtime, settings)
-            else:
-                from bot import aiogram_app
-
-                await aiogram_app.serve(runtime, settings)
+            await telegram_adapter(settings).serve(runtime, settings)
 
 
 async def until_terminated(serving: Coroutine[Any, Any, None]) -> None:
@@ -162,6 +163,20 @@ async def until_terminated(serving: Coroutine[Any, Any, None]) -> None:
     finally:
         if not terminated:
             loop.remove_signal_handler(signal.SIGTERM)
+
+
+def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool = False) -> int:
+    """`cardshop chat`; `admin` lets this user act as an admin (adds it to ADMIN_IDS)."""
+    if admin and user_id not in settings.admin_ids:
+        settings = settings.model_copy(update={"admin_ids": [*settings.admin_ids, user_id]})
+
+    async def serve() -> None:
+        async with running(settings) as runtime:
+            await chat(runtime, user_id=user_id, lang=lang, with_background=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
 
 
 def main_run(settings: Settings) -> int:

@@ -20,9 +20,9 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from bot.adapters.screen import plain
 from bot.errors import render_error
 from bot.i18n import Translator
-from bot.terminal import plain
 from core.clock import Clock
 from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
@@ -314,7 +314,7 @@ def _run(settings: Settings, args: argparse.Namespace, t: Translator, clock: Clo
 
         return main_run(settings)
     if args.command == "chat":
-        from bot.terminal import main_chat
+        from bot.app import main_chat
 
         return main_chat(settings, user_id=args.user_id, lang=args.lang, admin=args.admin)
     return asyncio.run(_with_shop(settings, SHOP_COMMANDS[args.command], args, t, clock))

@@ -12,15 +12,16 @@ from __future__ import annotations
 import html
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bot.callbacks import Callback
 from bot.i18n import Translator
+from bot.incoming import Document, Incoming, split_command
 from core.members import MemberView
 from core.shop import Shop
 
 if TYPE_CHECKING:
-    from bot.framework import Registry
+    from bot.framework import Notice, Registry
 
 __all__ = [
     "Button",
@@ -34,6 +35,7 @@ __all__ = [
     "Transport",
     "UnreachableError",
     "escape",
+    "split_command",
 ]
 
 
@@ -60,51 +62,6 @@ class Button:
 
 #: Rows of buttons, top to bottom.
 Keyboard = Sequence[Sequence[Button]]
-
-IncomingKind = Literal["command", "text", "callback", "document"]
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A file the member sent; fetch its bytes with `ctx.download(document)`."""
-
-    file_id: str
-    filename: str | None
-    mime_type: str | None
-    size: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One thing a person did in a chat, whatever the framework that carried it."""
-
-    kind: IncomingKind
-    user_id: int
-    chat_id: int
-    chat_type: str = "private"
-    update_id: int | None = None
-    message_id: int | None = None
-    text: str = ""
-    #: For commands: the name without `/` or `@bot`, lower case, and the rest of the line.
-    command: str | None = None
-    args: str = ""
-    callback_id: str | None = None
-    callback_data: str | None = None
-    callback_message_id: int | None = None
-    reply_to_message_id: int | None = None
-    document: Document | None = None
-    language_code: str | None = None
-    username: str | None = None
-    full_name: str = ""
-
-
-def split_command(text: str) -> tuple[str, str] | None:
-    """`/Start@shop_bot ref_X` → ("start", "ref_X"); None when `text` is no command."""
-    if not text.startswith("/") or len(text) < 2:
-        return None
-    head, _, rest = text[1:].partition(" ")
-    name = head.split("@", 1)[0].lower()
-    return (name, rest.strip()) if name else None
 
 
 class UnreachableError(Exception):
@@ -288,6 +245,7 @@ class Conversation:
     menus: dict[str, Handler] = field(default_factory=dict)
     staff_replies: list[StaffReplyHandler] = field(default_factory=list)
     fallback_handler: Handler | None = None
+    notices: dict[Notice, Handler] = field(default_factory=dict)
     #: Asked before any of this conversation's buttons is parsed (the admin screens).
     button_guard: ButtonGuard | None = None
 
@@ -350,6 +308,15 @@ class Conversation:
 
         def register(handler: H) -> H:
             self.fallback_handler = handler
+            return handler
+
+        return register
+
+    def notice(self, name: Notice) -> Callable[[H], H]:
+        """What the member is told when the runtime reads no further (see `Runtime.dispatch`)."""
+
+        def register(handler: H) -> H:
+            self.notices[name] = handler
             return handler
 
         return register

@@ -11,7 +11,10 @@ broadcasts share the pace, because they share the bot's limit.
 
 Both adapters route every API request through `FloodControl.send` (aiogram as a
 session middleware, python-telegram-bot as its rate limiter); nothing above them
-retries a 429.
+retries a 429. Neither framework retries a request by itself: aiogram raises
+`TelegramRetryAfter`, and PTB's own retrying (`AIORateLimiter`) is not installed; their
+polling loops back off after a failed getUpdates, which only sees a 429 too long to
+wait out here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The per-update work every adapter shares, so all of them behave the same.
 
-An adapter turns its framework's update into an `Incoming`, calls `Runtime.begin`
-(de-duplication, member registration, locale, conversation state) under the chat's
-lock, routes with its own machinery, and runs the chosen handler through one of the
-`Runtime` entry points. Those decide everything that must not differ between
-adapters: a command abandons pending input, callback data is validated, a shop
-refusal is explained, a crash is logged and apologised for, state is saved only after
-success, and every callback query is answered exactly once.
+An adapter turns its framework's update into an `Incoming` and hands it to
+`Runtime.handle`, its one entry: the runtime de-duplicates, registers the member,
+loads their language and conversation state (`begin`) under the chat's lock, and
+routes (`dispatch`) to one of its entry points. Those decide everything that must not
+differ between adapters: a command abandons pending input, callback data is validated,
+a shop refusal is explained, a crash is logged and apologised for, state is saved only
+after success, and every callback query is answered exactly once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import (
@@ -40,7 +40,6 @@ from bot.errors import bad_button, render_error, something_went_wrong
 from bot.flood import FloodControl
 from bot.i18n import Translator
 from bot.state import StateStore, state_key
-from core.config import Settings, SettingsError
 from core.errors import ShopError
 from core.members import locale_for
 from core.shop import Shop
@@ -53,7 +52,12 @@ UPDATE_SOURCE = "telegram"
 #: allows between SIGTERM and SIGKILL.
 STOP_GRACE_SECONDS = 8.0
 
+K = TypeVar("K", bound=str)
 V = TypeVar("V")
+
+#: What the member is told when the runtime reads no further (see `Runtime.dispatch`),
+#: each said by the handler a conversation registers with `Conversation.notice`.
+Notice = Literal["edited", "media", "group_command"]
 
 
 class Registry:
@@ -66,6 +70,7 @@ class Registry:
         self.states: dict[str, Handler] = {}
         self.menus: dict[str, Handler] = {}
         self.staff_replies: list[StaffReplyHandler] = []
+        self.notices: dict[Notice, Handler] = {}
         self.fallback: Handler | None = None
         for conversation in self.conversations:
             for spec in conversation.commands:
@@ -78,6 +83,8 @@ class Registry:
                 self._claim(self.states, name, handler, conversation, "state")
             for item, handler in conversation.menus.items():
                 self._claim(self.menus, item, handler, conversation, "menu item")
+            for notice, handler in conversation.notices.items():
+                self._claim(self.notices, notice, handler, conversation, "notice")
             self.staff_replies.extend(conversation.staff_replies)
             if conversation.fallback_handler is not None:
                 if self.fallback is not None:
@@ -85,9 +92,7 @@ class Registry:
                 self.fallback = conversation.fallback_handler
 
     @staticmethod
-    def _claim(
-        table: dict[str, V], key: str, value: V, conversation: Conversation, what: str
-    ) -> None:
+    def _claim(table: dict[K, V], key: K, value: V, conversation: Conversation, what: str) -> None:
         if key in table:
             raise ValueError(f"{conversation.name}: {what} {key!r} is registered twice")
         table[key] = value
@@ -378,67 +383,97 @@ class Runtime:
 
         await self.run(ctx, work)
 
+    async def notice(self, ctx: Context, name: Notice) -> None:
+        notice = self.registry.notices.get(name)
+        if notice is not None:
+            await self.run(ctx, lambda: notice(ctx))
+
+    async def member_status(self, incoming: Incoming) -> None:
+        """The member blocked the bot ("kicked") or unblocked it ("member"): their flag.
+
+        Only the reachable flag is written, and only when it changes: no registration
+        (someone the shop does not know has no flag), no de-duplication (setting a flag
+        twice is harmless), no state, no reply (a blocked chat cannot receive one; an
+        unblocking member says /start). The bot added to or removed from a group is only
+        logged: the shop serves no group.
+        """
+        status = incoming.member_status
+        if incoming.chat_type != "private" or status not in ("kicked", "member"):
+            log.info("the bot is now %r in %s %s", status, incoming.chat_type, incoming.chat_id)
+            return
+        members = self.shop.members
+        try:
+            member = await members.by_telegram(incoming.user_id)
+            if member is not None and member.unreachable != (status == "kicked"):
+                await members.set_reachable(member.id, status != "kicked")
+        except Exception:
+            log.exception("could not record %r from chat %s", status, incoming.chat_id)
+
+    # --- routing --------------------------------------------------------------------------
+
     def is_staff_reply(self, incoming: Incoming) -> bool:
         return (
             self.staff_chat_id is not None
             and incoming.chat_id == self.staff_chat_id
             and incoming.reply_to_message_id is not None
-            and incoming.kind != "callback"
+            and incoming.kind in ("text", "command", "document", "media")
+        )
+
+    def unheard(self, incoming: Incoming) -> bool:
+        """Group chatter: dropped before any work, as nothing in a group is for the shop
+        but a command to the bot, a tapped button and the staff chat's replies."""
+        return (
+            incoming.chat_type != "private"
+            and incoming.kind not in ("command", "callback")
+            and not self.is_staff_reply(incoming)
         )
 
     def state_handler(self, ctx: Context) -> Handler | None:
-        """The handler for text or a document typed while in the chat's current state."""
-        if ctx.incoming.kind not in ("text", "document") or ctx.state.name is None:
-            return None
-        return self.registry.states.get(ctx.state.name)
+        """The handler for the input the chat's current state awaits, if it awaits any."""
+        return self.registry.states.get(ctx.state.name) if ctx.state.name is not None else None
 
     async def dispatch(self, ctx: Context) -> None:
-        """Route without a framework (the terminal chat): the same order the adapters use."""
-        incoming = ctx.incoming
+        """Route a prepared update to its entry point; the one router of every adapter.
+
+        Outside private chats only replies in the staff chat, buttons and commands to the
+        bot are heard, a command being told to come to the private chat. In a private
+        chat a command abandons pending input; text and files go to the state awaiting
+        them; an edit or a photo, sticker, voice… is told that it is not read when input
+        is awaited; an edit outside is dropped (it changes nothing already answered);
+        anything else gets the fallback's hint.
+        """
+        incoming, registry = ctx.incoming, self.registry
+        kind = incoming.kind
+        handler = self.state_handler(ctx)
         if self.is_staff_reply(incoming):
             await self.staff_reply(ctx)
-        elif incoming.kind == "callback":
-            await self.callback(
-                ctx, self.registry.callbacks.get(Callback.prefix_of(incoming.callback_data or ""))
-            )
+        elif kind == "callback":
+            prefix = Callback.prefix_of(incoming.callback_data or "")
+            await self.callback(ctx, registry.callbacks.get(prefix))
         elif incoming.chat_type != "private":
-            return
-        elif incoming.kind == "command" and incoming.command in self.registry.commands:
-            await self.command(ctx, self.registry.commands[incoming.command])
-        elif (handler := self.state_handler(ctx)) is not None:
+            if kind == "command":
+                await self.notice(ctx, "group_command")
+        elif kind == "command" and incoming.command in registry.commands:
+            await self.command(ctx, registry.commands[incoming.command])
+        elif kind in ("text", "document") and handler is not None:
             await self.state_input(ctx, handler)
+        elif kind in ("edited", "media") and handler is not None:
+            await self.notice(ctx, kind)
+        elif kind == "edited":
+            log.debug("edit of message %s in chat %s: not read", incoming.message_id, ctx.chat_id)
         else:
             await self.fallback(ctx)
 
     async def handle(self, incoming: Incoming, transport: Transport) -> None:
-        async with self.locks.hold(incoming.chat_id):
-            ctx = await self.begin(incoming, transport)
-            if ctx is not None:
-                await self.dispatch(ctx)
-
-
-#: Telegram command menus: the default one, then per client language.
-MENU_LANGUAGES: tuple[tuple[str | None, str | None], ...] = (
-    (None, None),
-    ("zh", "zh_CN"),
-    ("en", "en"),
-)
-
-
-async def publish_commands(
-    runtime: Runtime, set_commands: Callable[[list[tuple[str, str]], str | None], Awaitable[None]]
-) -> None:
-    """setMyCommands for the default menu (the shop's default locale) and for zh and en."""
-    for language_code, locale in MENU_LANGUAGES:
-        t = runtime.translator(locale or runtime.shop.settings.default_locale)
-        await set_commands(runtime.registry.command_menu(t), language_code)
-
-
-def webhook_address(settings: Settings) -> tuple[str, str, int]:
-    """(secret, host, port) for the webhook server; a webhook without a secret is refused."""
-    if settings.webhook_secret is None:
-        raise SettingsError("WEBHOOK_SECRET: required when WEBHOOK_URL is set")
-    host, _, port = settings.webhook_listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SettingsError("WEBHOOK_LISTEN: use host:port, e.g. 127.0.0.1:8080")
-    return settings.webhook_secret.get_secret_value(), host, int(port)
+        """One update, from any adapter: prepared under the chat's lock, then routed."""
+        if incoming.kind == "member_status":
+            await self.member_status(incoming)
+        elif self.unheard(incoming):
+            log.debug(
+                "%s in %s %s: not for the shop", incoming.kind, incoming.chat_type, incoming.chat_id
+            )
+        else:
+            async with self.locks.hold(incoming.chat_id):
+                ctx = await self.begin(incoming, transport)
+                if ctx is not None:
+                    await self.dispatch(ctx)

@@ -1,16 +1,110 @@
-"""Telegram updates to the neutral `Incoming`, for both frameworks at once.
+"""What a person did in a chat (`Incoming`), and how a Telegram update says it.
 
-aiogram and python-telegram-bot model the same Bot API objects with the same field
-names, so one reading of an update, typed by the protocols below, serves both adapters.
+This is the one place that knows the kinds of update the bot reads. aiogram and
+python-telegram-bot model the same Bot API objects with the same field names, so one
+reading of an update, typed by the protocols below, serves both adapters; the terminal
+builds `Incoming`s itself. A new kind of update is a new `IncomingKind`, a branch in
+`incoming_from`, its name in `UPDATE_TYPES`, and a route in the runtime
+(`bot.framework.Runtime.handle`): no adapter changes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, Protocol
 
-from bot.conversation import Document, Incoming, split_command
 from core.text import storable
+
+#: command, text, document: a message; media: a photo, sticker, voice… (no text to read);
+#: edited: a message changed after it was sent; callback: a tapped button;
+#: member_status: the member blocked or unblocked the bot (Telegram's my_chat_member).
+IncomingKind = Literal[
+    "command", "text", "callback", "document", "media", "edited", "member_status"
+]
+
+#: The Telegram update types `incoming_from` reads, and so what both adapters ask Telegram
+#: for (`allowed_updates`). Not asked for, so never sent: channel posts (a channel has no
+#: member to answer), inline queries, polls, reactions, `chat_member` (other people's
+#: membership, only sent to admins) and join requests: the shop has nothing to do with them.
+UPDATE_TYPES: tuple[str, ...] = ("message", "edited_message", "callback_query", "my_chat_member")
+
+#: Message fields that carry something other than text: read as `media`, to be told that
+#: text is expected. Looked up by name, as both frameworks name them as the Bot API does.
+MEDIA_FIELDS = (
+    "animation",
+    "audio",
+    "contact",
+    "dice",
+    "location",
+    "photo",
+    "poll",
+    "sticker",
+    "story",
+    "venue",
+    "video",
+    "video_note",
+    "voice",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A file the member sent; fetch its bytes with `ctx.download(document)`."""
+
+    file_id: str
+    filename: str | None
+    mime_type: str | None
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One thing a person did in a chat, whatever the framework that carried it."""
+
+    kind: IncomingKind
+    user_id: int
+    chat_id: int
+    chat_type: str = "private"
+    update_id: int | None = None
+    message_id: int | None = None
+    text: str = ""
+    #: For commands: the name without `/` or `@bot`, lower case, and the rest of the line.
+    command: str | None = None
+    args: str = ""
+    callback_id: str | None = None
+    callback_data: str | None = None
+    callback_message_id: int | None = None
+    reply_to_message_id: int | None = None
+    document: Document | None = None
+    #: For member_status: the bot's status in the chat now ("kicked": blocked, "member"…).
+    member_status: str | None = None
+    language_code: str | None = None
+    username: str | None = None
+    full_name: str = ""
+    #: The bot's own @username (without @), for links to its private chat; None when the
+    #: adapter has none (the terminal).
+    bot_username: str | None = None
+
+
+def split_command(text: str) -> tuple[str, str] | None:
+    """`/Start@shop_bot ref_X` → ("start", "ref_X"); None when `text` is no command."""
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    head, _, rest = text[1:].partition(" ")
+    name = head.split("@", 1)[0].lower()
+    return (name, rest.strip()) if name else None
+
+
+def addressed_elsewhere(text: str, bot_username: str | None) -> bool:
+    """True for `/cmd@other_bot`: in a group, a command meant for another bot."""
+    head = text[1:].partition(" ")[0]
+    _, at, mention = head.partition("@")
+    return bool(at) and bot_username is not None and mention.lower() != bot_username.lower()
+
+
+# --- Telegram updates, as both frameworks model them ---------------------------------------
 
 
 class _User(Protocol):
@@ -84,6 +178,35 @@ class _CallbackQuery(Protocol):
     def message(self) -> _CallbackMessage | None: ...
 
 
+class _ChatMember(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+class _ChatMemberUpdated(Protocol):
+    @property
+    def chat(self) -> _Chat: ...
+    @property
+    def from_user(self) -> _User: ...
+    @property
+    def new_chat_member(self) -> _ChatMember: ...
+
+
+class _Update(Protocol):
+    """The fields of `UPDATE_TYPES`, read by `incoming_from`."""
+
+    @property
+    def update_id(self) -> int: ...
+    @property
+    def message(self) -> _Message | None: ...
+    @property
+    def edited_message(self) -> _Message | None: ...
+    @property
+    def callback_query(self) -> _CallbackQuery | None: ...
+    @property
+    def my_chat_member(self) -> _ChatMemberUpdated | None: ...
+
+
 class BadUpdateError(ValueError):
     """A webhook body that is no Telegram update (not JSON, not an object, too deep)."""
 
@@ -104,29 +227,60 @@ def update_json(body: bytes) -> dict[str, Any]:
     return update
 
 
+def incoming_from(update: _Update, bot_username: str | None) -> Incoming | None:
+    """The neutral view of an update; None for what carries nothing to answer.
+
+    `bot_username` is the bot's own, to tell a command for it from one for another bot.
+    """
+    if update.message is not None:
+        return message_incoming(update.update_id, update.message, bot_username)
+    if update.edited_message is not None:
+        return message_incoming(update.update_id, update.edited_message, bot_username, edited=True)
+    if update.callback_query is not None:
+        return callback_incoming(update.update_id, update.callback_query, bot_username)
+    if update.my_chat_member is not None:
+        return status_incoming(update.update_id, update.my_chat_member, bot_username)
+    return None
+
+
 def _optional(text: str | None) -> str | None:
     return None if text is None else storable(text)
 
 
-def message_incoming(update_id: int, message: _Message) -> Incoming | None:
-    """A text, command or document message; None when it has no sender (channel posts)."""
+def _sender(user: _User, bot_username: str | None) -> dict[str, Any]:
+    return {
+        "user_id": user.id,
+        "language_code": _optional(user.language_code),
+        "username": _optional(user.username),
+        "full_name": storable(user.full_name),
+        "bot_username": bot_username,
+    }
+
+
+def message_incoming(
+    update_id: int, message: _Message, bot_username: str | None = None, *, edited: bool = False
+) -> Incoming | None:
+    """A message; None when it has no sender or says nothing a member said.
+
+    No sender: an anonymous channel's post in a group. Nothing said: service messages
+    (someone joined, a message was pinned…), which the shop does not answer.
+    """
     user = message.from_user
     if user is None:
         return None
     common: dict[str, Any] = {
         "update_id": update_id,
-        "user_id": user.id,
         "chat_id": message.chat.id,
         "chat_type": message.chat.type,
         "message_id": message.message_id,
         "reply_to_message_id": (
             message.reply_to_message.message_id if message.reply_to_message else None
         ),
-        "language_code": _optional(user.language_code),
-        "username": _optional(user.username),
-        "full_name": storable(user.full_name),
+        **_sender(user, bot_username),
     }
     text = storable(message.text or message.caption or "")
+    if edited:
+        return Incoming(kind="edited", text=text, **common)
     if message.document is not None:
         document = Document(
             file_id=message.document.file_id,
@@ -135,25 +289,46 @@ def message_incoming(update_id: int, message: _Message) -> Incoming | None:
             size=message.document.file_size,
         )
         return Incoming(kind="document", text=text, document=document, **common)
-    if (command := split_command(text)) is not None:
+    if message.text is None:
+        if any(getattr(message, name, None) for name in MEDIA_FIELDS):
+            return Incoming(kind="media", text=text, **common)
+        return None
+    command = split_command(text)
+    if command is not None and not addressed_elsewhere(text, bot_username):
         name, args = command
         return Incoming(kind="command", text=text, command=name, args=args, **common)
     return Incoming(kind="text", text=text, **common)
 
 
-def callback_incoming(update_id: int, query: _CallbackQuery) -> Incoming:
+def callback_incoming(
+    update_id: int, query: _CallbackQuery, bot_username: str | None = None
+) -> Incoming:
     """A tapped inline button."""
-    message, user = query.message, query.from_user
+    message = query.message
     return Incoming(
         kind="callback",
         update_id=update_id,
-        user_id=user.id,
-        chat_id=message.chat.id if message is not None else user.id,
+        chat_id=message.chat.id if message is not None else query.from_user.id,
         chat_type=message.chat.type if message is not None else "private",
         callback_id=query.id,
         callback_data=storable(query.data or ""),
         callback_message_id=message.message_id if message is not None else None,
-        language_code=_optional(user.language_code),
-        username=_optional(user.username),
-        full_name=storable(user.full_name),
+        **_sender(query.from_user, bot_username),
+    )
+
+
+def status_incoming(
+    update_id: int, change: _ChatMemberUpdated, bot_username: str | None = None
+) -> Incoming:
+    """The bot's own status changed in a chat: blocked or unblocked in a private chat,
+    added to or removed from a group."""
+    status = change.new_chat_member.status
+    return Incoming(
+        kind="member_status",
+        update_id=update_id,
+        chat_id=change.chat.id,
+        chat_type=change.chat.type,
+        # aiogram's statuses are a str Enum, whose str() is "ChatMemberStatus.KICKED".
+        member_status=status.value if isinstance(status, Enum) else status,
+        **_sender(change.from_user, bot_username),
     )

@@ -21,6 +21,7 @@ from babel.messages.pofile import read_po
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bot.adapters.terminal import chat as terminal_chat
 from bot.app import build_runtime, redis_client
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Document, Incoming, Keyboard
@@ -30,7 +31,6 @@ from bot.framework import Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
 from bot.i18n import LOCALES_DIR, Translator
 from bot.state import DbStateStore, RedisStateStore
-from bot.terminal import chat as terminal_chat
 from core.chat_state import ChatStates
 from core.errors import ErrorCode, ShopError
 from core.shop import Shop

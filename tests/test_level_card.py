@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from bot.adapters.terminal import chat as terminal_chat
 from bot.app import build_runtime
 from bot.handlers.level import CAPABILITY_LINES, benefits
 from bot.i18n import Translator
-from bot.terminal import chat as terminal_chat
 from core.config import DEFAULT_TIERS_FILE
 from core.ladder import SERVED_CAPABILITIES, Capabilities, Tier, load_ladder
 from core.models import Member

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.adapters.terminal import TerminalChat, open_session
 from bot.app import build_runtime
 from bot.framework import Runtime
-from bot.terminal import TerminalChat, open_session
 from core.config import Settings
 from core.demo import seed_demo
 from core.shop import Shop, build_shop

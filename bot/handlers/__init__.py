@@ -15,6 +15,7 @@ from bot.handlers import (
     browse,
     buy,
     checkin,
+    elsewhere,
     help,
     language,
     level,
@@ -42,5 +43,6 @@ ALL_CONVERSATIONS: tuple[Conversation, ...] = (
     admin_tickets.conversation,
     admin_broadcast.conversation,
     admin_stats.conversation,
+    elsewhere.conversation,
     help.conversation,
 )

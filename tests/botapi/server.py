@@ -459,6 +459,54 @@ class BotApiStub:
         stored = self._store(self._user_chat(user, chat_id), body, sender=user, file=file)
         return self._push_update({"message": copy.deepcopy(stored.message)})
 
+    def inject_edit(self, user: TgUser, message_id: int, text: str) -> dict[str, Any]:
+        """`user` edits their message `message_id` in their private chat to read `text`."""
+        stored = self._live(user.id, message_id)
+        if stored is None or stored.from_bot:
+            raise LookupError(f"{user.id} sent no message {message_id}")
+        stored.message["text"] = text
+        stored.message["edit_date"] = int(time.time())
+        return self._push_update({"edited_message": copy.deepcopy(stored.message)})
+
+    def inject_sticker(self, user: TgUser, *, chat_id: int | None = None) -> dict[str, Any]:
+        """`user` sends a sticker (no text, no caption)."""
+        sticker = {
+            "file_id": f"sticker-{next(self._file_numbers)}",
+            "file_unique_id": "sticker",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": "👍",
+        }
+        stored = self._store(self._user_chat(user, chat_id), {"sticker": sticker}, sender=user)
+        return self._push_update({"message": copy.deepcopy(stored.message)})
+
+    def inject_member_status(self, user: TgUser, status: str) -> dict[str, Any]:
+        """`user` blocks ("kicked") or unblocks ("member") the bot: Telegram's my_chat_member.
+
+        Sends to a blocked chat get 403 from then on, as after `block`.
+        """
+        old = "member" if status == "kicked" else "kicked"
+        if status == "kicked":
+            self.blocked.add(user.id)
+        else:
+            self.blocked.discard(user.id)
+
+        def member(state: str) -> dict[str, Any]:
+            entry: dict[str, Any] = {"user": self.bot.as_dict(), "status": state}
+            return {**entry, "until_date": 0} if state == "kicked" else entry
+
+        change = {
+            "chat": self._chat(self._user_chat(user, None)),
+            "from": user.as_dict(),
+            "date": int(time.time()),
+            "old_chat_member": member(old),
+            "new_chat_member": member(status),
+        }
+        return self._push_update({"my_chat_member": change})
+
     def inject_update_raw(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queues any update as given; an `update_id` is assigned when it has none."""
         return self._push_update(update)

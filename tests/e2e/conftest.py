@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from pydantic import SecretStr
 
-import bot.aiogram_app
-import bot.ptb_app
+import bot.adapters.aiogram
+import bot.adapters.ptb
 from core.clock import ManualClock
 from core.config import Settings
 from core.uow import Database

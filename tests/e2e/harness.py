@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,14 @@ class Chat:
 
     async def say(self, text: str, *, expect_reply: bool = True) -> list[StoredMessage]:
         """Send `text`; the bot's new or edited messages once it is done."""
+        return await self.act(lambda: self.api.inject_message(self.user, text), expect_reply)
+
+    async def act(
+        self, inject: Callable[[], object], expect_reply: bool = True
+    ) -> list[StoredMessage]:
+        """Do anything the stand-in can inject; the bot's new or edited messages after it."""
         before = self._snapshot()
-        self.api.inject_message(self.user, text)
+        inject()
         return await self._outcome(before, expect_reply)
 
     async def send_update(

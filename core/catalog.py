@@ -181,10 +181,13 @@ class Offer:
     #: Points the member could spend right now.
     points: int
 
+    def _refused(self, code: ErrorCode) -> bool:
+        return self.refusal is not None and self.refusal.code == code
+
     @property
     def locked(self) -> bool:
         """The member's tier may not buy this product (a higher tier opens it)."""
-        return self.refusal is not None and self.refusal.code == ErrorCode.NOT_ALLOWED_FOR_TIER
+        return self._refused(ErrorCode.NOT_ALLOWED_FOR_TIER)
 
     @property
     def opener(self) -> str | None:
@@ -196,7 +199,8 @@ class Offer:
 
     @property
     def sold_out(self) -> bool:
-        return self.quote is None and not self.locked and self.product.stock == 0
+        """No code left (not merely fewer than the quantity asked for)."""
+        return self._refused(ErrorCode.OUT_OF_STOCK) and self.product.stock == 0
 
     def quoted(self) -> Quote:
         """The quote, or the refusal raised."""

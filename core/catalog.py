@@ -246,7 +246,6 @@ class _Shelf:
 class _Facts:
     """What a member's screen reads fresh, in the statement that checks the revision."""
 
-    revision: int
     tier_key: str
     balance: int
     points: int
@@ -512,7 +511,6 @@ class Catalog:
             revision, tier_key, balance, points = rows[0][:4]
             if revision == shelf.revision:
                 return shelf, _Facts(
-                    revision=revision,
                     tier_key=tier_key,
                     balance=balance,
                     points=int(points),
@@ -526,7 +524,8 @@ class Catalog:
 
         The revision is read first: on PostgreSQL (READ COMMITTED) the rows that follow
         may be newer than it, never older, so a copy is never labelled newer than it is;
-        a copy labelled older only costs one more reload.
+        a copy labelled older only costs one more reload. Concurrent reloads may finish
+        out of order and leave the older copy kept; the next screen's check replaces it.
         """
         async with self._db.read() as session:
             revision = await session.scalar(select(_REVISION))
@@ -557,7 +556,7 @@ class Catalog:
         shelf = _Shelf(
             revision=revision or 0,
             categories=views,
-            children={parent: tuple(views) for parent, views in children.items()},
+            children={parent: tuple(kids) for parent, kids in children.items()},
             products={p.id: ProductView.of(p, 0, prices[p.id]) for p in products},
             on_sale={category: tuple(ids) for category, ids in on_sale.items()},
         )

@@ -9,6 +9,7 @@ copy of its own), or a statement typed into a database shell.
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 
+from bot.app import build_runtime
+from bot.handlers.browse import PAGE_SIZE
+from bot.terminal import TerminalChat, open_session
 from core.clock import ManualClock
 from core.config import Settings
 from core.errors import ErrorCode, ShopError
@@ -25,6 +29,7 @@ from core.uow import Database
 from tests.factories import make_member
 
 PAGE = 5
+BUYER = 770_001
 
 
 @contextmanager
@@ -227,3 +232,23 @@ async def test_a_page_past_the_end_is_the_last_page(shop: Shop) -> None:
     with pytest.raises(ShopError) as caught:
         await shop.catalog.browse(member, games, page=0, page_size=PAGE)
     assert caught.value.params["field"] == "page"
+
+
+async def _tap(chat: TerminalChat, label: str) -> None:
+    texts = [button.text for button in chat.transport.last_buttons]
+    await chat.send(f"/{next(n for n, text in enumerate(texts, 1) if label in text)}")
+
+
+async def test_the_bot_draws_a_short_and_a_full_page_with_the_same_statements(shop: Shop) -> None:
+    """Through the handlers: the page asks the catalog once, not once per product."""
+    await _category(shop, "few", 1)
+    await _category(shop, "full", PAGE_SIZE + 3)
+    chat = await open_session(build_runtime(shop), user_id=BUYER, lang="en", out=io.StringIO())
+    sent: dict[str, list[str]] = {}
+    for slug in ("few", "full", "few", "full"):  # the first round loads the catalog
+        await chat.send("/shop")
+        with _statements(shop.db) as sent[slug]:
+            await _tap(chat, f"Category {slug}")
+        shown = {button.text for button in chat.transport.last_buttons}
+        assert f"Product {slug}-0 · ¥9.50" in shown
+    assert len(sent["few"]) == len(sent["full"])

@@ -1,28 +1,51 @@
 """The catalog: categories two levels deep, products with their tier prices and live stock.
 
-Browsing is the busiest read of the shop, so a page of products comes back with its
-stock and its total in one statement (plus one for the tier prices). Stock is counted
-through the partial index on available codes (`order_id IS NULL`), so it stays cheap
-however many codes were sold.
+Buyers' screens (`browse`, `offer`, `quote`) are the busiest reads of the shop, so
+they are drawn from a copy of the definitions (categories, products, tier prices) kept
+in memory, plus ONE statement per screen for what must be read fresh: the member's tier,
+balance, points and per-account prices, the stock of the products shown, and the
+catalog's revision. Triggers bump that revision in the transaction of every change to
+the definitions, whoever makes it (this process, a `cardshop` command, another worker,
+a shell), so a screen whose statement reads the revision its copy was loaded at is
+drawn from current definitions; otherwise the copy is reloaded and the statement run
+again. A price change therefore shows on the very next screen and stock is never
+cached. The purchase itself (`Orders.place`) prices from its own transaction.
+
+The staff's reads and writes go to the database directly. Stock is counted through the
+partial index on available codes (`order_id IS NULL`), so it stays cheap however many
+codes were sold.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, get_args
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from core import pricing
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder, Pool
 from core.members import load_member
-from core.models import Category, Code, MemberPrice, Product, TierPrice
+from core.models import (
+    CatalogRevision,
+    Category,
+    Code,
+    Member,
+    MemberPrice,
+    Product,
+    TierPrice,
+)
+from core.points import available_points
+from core.pricing import PricingInput, Quote
 from core.sql import insert_ignoring_conflict
 from core.uow import Database
 
@@ -50,6 +73,10 @@ _CHILDREN = (
     .correlate(Category)
     .scalar_subquery()
 )
+
+
+#: The catalog's revision as the triggers keep it; no row yet reads as 0.
+_REVISION = select(func.coalesce(func.max(CatalogRevision.revision), 0)).scalar_subquery()
 
 
 def _localized(texts: dict[str, str], locale: str) -> str:
@@ -140,6 +167,120 @@ class ProductView:
             tier_prices=tier_prices,
             stock=stock,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A product as one member sees it now: their quote, or the refusal that stands instead."""
+
+    #: With the stock read for this screen.
+    product: ProductView
+    quote: Quote | None
+    #: Why there is no quote (the tier lock, no stock, the quantity...); None with a quote.
+    refusal: ShopError | None
+    #: Points the member could spend right now.
+    points: int
+
+    def _refused(self, code: ErrorCode) -> bool:
+        return self.refusal is not None and self.refusal.code == code
+
+    @property
+    def locked(self) -> bool:
+        """The member's tier may not buy this product (a higher tier opens it)."""
+        return self._refused(ErrorCode.NOT_ALLOWED_FOR_TIER)
+
+    @property
+    def opener(self) -> str | None:
+        """The key of the lowest tier that may buy a locked product, if any may."""
+        if self.refusal is None or not self.locked:
+            return None
+        required: str | None = self.refusal.params.get("required")
+        return required
+
+    @property
+    def sold_out(self) -> bool:
+        """No code left (not merely fewer than the quantity asked for)."""
+        return self._refused(ErrorCode.OUT_OF_STOCK) and self.product.stock == 0
+
+    def quoted(self) -> Quote:
+        """The quote, or the refusal raised."""
+        if self.quote is None:
+            assert self.refusal is not None
+            raise self.refusal
+        return self.quote
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPage:
+    """One catalog screen for one member: a category's children, or a page of its offers."""
+
+    #: None for the top level.
+    category: CategoryView | None
+    children: tuple[CategoryView, ...]
+    #: Empty for a category that has children (products live in leaf categories).
+    offers: Page[Offer]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shelf:
+    """The catalog's definitions as of `revision`: what buyers' screens are drawn from."""
+
+    revision: int
+    categories: dict[int, CategoryView]
+    #: The children of each category (None: the top level), in display order.
+    children: dict[int | None, tuple[CategoryView, ...]]
+    #: Every product, active or not. Their `stock` is 0: each screen reads its own.
+    products: dict[int, ProductView]
+    #: The active products of each category, in display order.
+    on_sale: dict[int, tuple[int, ...]]
+
+    def window(self, category_id: int, page: int, page_size: int) -> Page[int]:
+        """The ids of a category's products on `page`, or on the last page when past it."""
+        ids = self.on_sale.get(category_id, ())
+        page = min(page, max(1, -(-len(ids) // page_size)))
+        start = (page - 1) * page_size
+        return Page(ids[start : start + page_size], page=page, page_size=page_size, total=len(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What a member's screen reads fresh, in the statement that checks the revision."""
+
+    tier_key: str
+    balance: int
+    points: int
+    #: Available codes of each product on the screen.
+    stock: dict[int, int]
+    #: Per-account prices of the products on the screen that have one.
+    member_prices: dict[int, int]
+
+
+@functools.cache
+def _facts_query() -> Select[*tuple[Any, ...]]:
+    """The revision, the member, and each listed product's stock and per-account price.
+
+    Binds `member`, `at` (for the points spendable then) and `products` (a list, maybe
+    empty: the member's row still comes back, with NULL product columns). One row per
+    product; no row at all when the member does not exist.
+    """
+    return (
+        select(
+            _REVISION,
+            Member.tier_key,
+            Member.balance,
+            available_points(Member.id.expression, bindparam("at")),
+            Product.id,
+            _STOCK,
+            MemberPrice.price,
+        )
+        .select_from(Member)
+        .outerjoin(Product, Product.id.in_(bindparam("products", expanding=True)))
+        .outerjoin(
+            MemberPrice,
+            and_(MemberPrice.member_id == Member.id, MemberPrice.product_id == Product.id),
+        )
+        .where(Member.id == bindparam("member", type_=Integer))
+    )
 
 
 def _invalid(field: str, reason: str) -> ShopError:
@@ -248,16 +389,179 @@ async def _category_id(session: AsyncSession, slug: str, field: str) -> int:
     return category_id
 
 
+def _no_offers(page_size: int) -> Page[Offer]:
+    return Page((), page=1, page_size=page_size, total=0)
+
+
 class Catalog:
-    """Browsing for buyers and the product admin for the shop's staff.
+    """Browsing for buyers and the product admin for the shop's staff."""
 
-    `ladder`, when given, makes `set_tier_price` refuse tier keys the ladder lacks.
-    """
-
-    def __init__(self, db: Database, clock: Clock, *, ladder: Ladder | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock, *, ladder: Ladder) -> None:
         self._db = db
         self._clock = clock
         self._ladder = ladder
+        self._shelf: _Shelf | None = None
+
+    # --- buyers' screens: definitions from memory, one statement for the rest -----------
+
+    async def browse(
+        self, member_id: int, category_id: int | None, *, page: int = 1, page_size: int
+    ) -> CategoryPage:
+        """The top level (`category_id` None), a category's children, or a page of its
+        products as this member sees them (the last page when `page` is past it)."""
+        _int("page", page, minimum=1, reason="below_one")
+        _int("page_size", page_size, minimum=1, reason="below_one")
+        if category_id is None:
+            shelf = await self._current()
+            return CategoryPage(None, shelf.children.get(None, ()), _no_offers(page_size))
+
+        def shown(shelf: _Shelf) -> Sequence[int]:
+            if shelf.children.get(category_id):
+                return ()
+            return shelf.window(category_id, page, page_size).items
+
+        shelf, facts = await self._read(member_id, shown)
+        category = shelf.categories.get(category_id)
+        if category is None:
+            raise ShopError(ErrorCode.CATEGORY_NOT_FOUND, category=category_id)
+        children = shelf.children.get(category_id, ())
+        if children:
+            return CategoryPage(category, children, _no_offers(page_size))
+        window = shelf.window(category_id, page, page_size)
+        offers = tuple(self._offer(shelf, facts, product, 1) for product in window.items)
+        return CategoryPage(
+            category, (), Page(offers, page=window.page, page_size=page_size, total=window.total)
+        )
+
+    async def offer(
+        self, member_id: int, product_id: int, quantity: int = 1, *, use_points: bool = False
+    ) -> Offer:
+        """One product for this member: the quote for `quantity`, or why they cannot buy.
+
+        A product that is not active any more comes back with its refusal too; only an
+        unknown product or member raises.
+        """
+        shelf, facts = await self._read(
+            member_id, lambda shelf: (product_id,) if product_id in shelf.products else ()
+        )
+        if product_id not in shelf.products:
+            raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
+        return self._offer(shelf, facts, product_id, quantity, use_points=use_points)
+
+    async def quote(
+        self, member_id: int, product_id: int, quantity: int, *, use_points: bool = False
+    ) -> Quote:
+        """The breakdown the member is shown before paying; raises what refuses it."""
+        offer = await self.offer(member_id, product_id, quantity, use_points=use_points)
+        return offer.quoted()
+
+    def _offer(
+        self,
+        shelf: _Shelf,
+        facts: _Facts,
+        product_id: int,
+        quantity: int,
+        *,
+        use_points: bool = False,
+    ) -> Offer:
+        product = replace(shelf.products[product_id], stock=facts.stock[product_id])
+        inputs = PricingInput(
+            product_id=product.id,
+            sku=product.sku,
+            active=product.active,
+            pool=product.pool,
+            base_price=product.base_price,
+            max_per_order=product.max_per_order,
+            tier_key=facts.tier_key,
+            tier_prices=product.tier_prices,
+            member_price=facts.member_prices.get(product_id),
+            balance=facts.balance,
+            available_points=facts.points,
+        )
+        try:
+            quote = pricing.quote(
+                self._ladder, inputs, quantity, use_points=use_points, stock=product.stock
+            )
+        except ShopError as refusal:
+            return Offer(product, None, refusal, facts.points)
+        return Offer(product, quote, None, facts.points)
+
+    async def _current(self) -> _Shelf:
+        """The definitions, checked against the revision in one statement."""
+        shelf = self._shelf or await self._reload()
+        while True:
+            async with self._db.read() as session:
+                revision = await session.scalar(select(_REVISION))
+            if revision == shelf.revision:
+                return shelf
+            shelf = await self._reload()
+
+    async def _read(
+        self, member_id: int, shown: Callable[[_Shelf], Sequence[int]]
+    ) -> tuple[_Shelf, _Facts]:
+        """Current definitions and the member's fresh facts for the products `shown`
+        picks from them, in one statement whenever the definitions have not moved."""
+        shelf = self._shelf or await self._reload()
+        while True:
+            params = {"member": member_id, "at": self._clock.now(), "products": list(shown(shelf))}
+            async with self._db.read() as session:
+                rows = (await session.execute(_facts_query(), params)).all()
+            if not rows:
+                raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
+            revision, tier_key, balance, points = rows[0][:4]
+            if revision == shelf.revision:
+                return shelf, _Facts(
+                    tier_key=tier_key,
+                    balance=balance,
+                    points=int(points),
+                    stock={row[4]: row[5] for row in rows if row[4] is not None},
+                    member_prices={row[4]: row[6] for row in rows if row[6] is not None},
+                )
+            shelf = await self._reload()
+
+    async def _reload(self) -> _Shelf:
+        """Load every definition and keep it as the process's copy.
+
+        The revision is read first: on PostgreSQL (READ COMMITTED) the rows that follow
+        may be newer than it, never older, so a copy is never labelled newer than it is;
+        a copy labelled older only costs one more reload. Concurrent reloads may finish
+        out of order and leave the older copy kept; the next screen's check replaces it.
+        """
+        async with self._db.read() as session:
+            revision = await session.scalar(select(_REVISION))
+            categories = list(
+                await session.scalars(select(Category).order_by(Category.sort, Category.id))
+            )
+            products = list(
+                await session.scalars(select(Product).order_by(Product.sort, Product.id))
+            )
+            prices: dict[int, dict[str, int]] = defaultdict(dict)
+            for product_id, tier_key, price in await session.execute(
+                select(TierPrice.product_id, TierPrice.tier_key, TierPrice.price)
+            ):
+                prices[product_id][tier_key] = price
+        counts: dict[int | None, int] = defaultdict(int)
+        for category in categories:
+            counts[category.parent_id] += 1
+        views = {
+            category.id: CategoryView.of(category, counts[category.id]) for category in categories
+        }
+        children: dict[int | None, list[CategoryView]] = defaultdict(list)
+        for view in views.values():
+            children[view.parent_id].append(view)
+        on_sale: dict[int, list[int]] = defaultdict(list)
+        for product in products:
+            if product.active:
+                on_sale[product.category_id].append(product.id)
+        shelf = _Shelf(
+            revision=revision or 0,
+            categories=views,
+            children={parent: tuple(kids) for parent, kids in children.items()},
+            products={p.id: ProductView.of(p, 0, prices[p.id]) for p in products},
+            on_sale={category: tuple(ids) for category, ids in on_sale.items()},
+        )
+        self._shelf = shelf
+        return shelf
 
     # --- reads ------------------------------------------------------------------------
 
@@ -468,8 +772,7 @@ class Catalog:
 
     async def set_tier_price(self, sku: str, tier_key: str, price: int | None) -> ProductView:
         """Fix the price one tier pays for a product, or (None) go back to its discount."""
-        if self._ladder is not None:
-            self._ladder.tier(tier_key)
+        self._ladder.tier(tier_key)
         async with self._db.transaction() as session:
             product_id = await _product_id(session, sku)
             if price is None:

@@ -191,6 +191,22 @@ class Product(Base):
     created_at: Mapped[datetime] = mapped_column()
 
 
+class CatalogRevision(Base):
+    """One row counting the changes to the catalog, for the caches of every process.
+
+    Database triggers (migration 0008) bump it in the transaction of every insert,
+    update or delete on `categories`, `products` and `tier_prices`, whoever writes them
+    (the bot, a `cardshop` command, another worker, a shell): a process that read the
+    same revision in the same statement as its stock counts knows its copy of the
+    catalog is current (`core.catalog`). No row yet means revision 0.
+    """
+
+    __tablename__ = "catalog_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+
+
 class TierPrice(Base):
     """A fixed price for one tier on one product, instead of the tier's discount."""
 

@@ -1,4 +1,7 @@
-"""Orders: quote, place (pay from the wallet, claim codes), reveal, refund.
+"""Orders: place (pay from the wallet, claim codes), reveal, refund.
+
+What a member is shown before paying comes from `Catalog.quote`; the price charged is
+worked out again here, from the purchase's own reads.
 
 `place` is the hot path and the one that must never go wrong, so it is one short
 transaction of Core statements, written once as a plain function over a sync
@@ -34,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Row, Select, and_, bindparam, func, literal, select, update
+from sqlalchemy import Integer, Row, Select, and_, bindparam, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -300,24 +303,6 @@ class Orders:
         self._on_paid = on_paid
 
     # --- reading -------------------------------------------------------------------------
-
-    async def quote(
-        self, member_id: int, product_id: int, quantity: int, *, use_points: bool = False
-    ) -> Quote:
-        """The breakdown the member is shown before paying, with stock taken into account."""
-        points_at = self._clock.now() if use_points else None
-        async with self._db.read() as session:
-            row = await session.execute(
-                _facts_query(with_points=use_points, tiers=self._tiers),
-                _facts_params(member_id, product_id, points_at),
-            )
-            facts = _facts(row.one_or_none(), member_id, product_id, self._tiers)
-            stock = await session.scalar(
-                select(func.count())
-                .select_from(Code)
-                .where(Code.product_id == product_id, Code.order_id.is_(None))
-            )
-            return quote(self._ladder, facts, quantity, use_points=use_points, stock=stock or 0)
 
     async def get(self, member_id: int, order_id: int) -> OrderView:
         """One of the member's own orders; someone else's reads as not found."""

@@ -1,8 +1,11 @@
 """What a member pays: the one function every price shown or charged comes from.
 
-Pure on purpose: the orders service loads the inputs inside its transaction and calls
-`quote`, so the price charged is recomputed from the database at the moment of sale and
-never taken from a button or a caller.
+Pure on purpose: the catalog quotes buyers' screens with it (`Catalog.offer`, from its
+copy of the definitions and the member's fresh facts), and the orders service loads the
+inputs inside the purchase's transaction and calls it again, so the price charged is
+recomputed from the database at the moment of sale and never taken from a button or a
+caller. Both see the same facts, so what the confirmation showed is what is charged,
+unless something changed in between (then the purchase refuses with PRICE_CHANGED).
 """
 
 from __future__ import annotations

@@ -310,7 +310,7 @@ async def test_a_higher_tier_never_pays_more_than_a_lower_one(
         member = await shop.members.register(6100 + len(paid))
         await shop.tiers.set_tier(member.id, tier, actor="test", reason="scenario")
         await shop.operations.admin.top_up("test", member.id, 50_000, reason="paid in")
-        shown = await shop.orders.quote(member.id, product.id, 1)
+        shown = await shop.catalog.quote(member.id, product.id, 1)
         bought = await shop.orders.place(
             member.id, product.id, 1, idempotency_key="k", expected_total=shown.total
         )

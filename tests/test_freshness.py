@@ -101,7 +101,7 @@ async def test_a_top_up_from_another_process_is_seen_by_the_next_read(
         await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{next(taps)}")
 
     async def browse(buyer: int) -> None:
-        await shop.orders.quote(buyer, product, 1)
+        await shop.catalog.quote(buyer, product, 1)
         await shop.members.register(MEMBER_TELEGRAM_ID, display_name="payer")
 
     load: list[Callable[[], Awaitable[object]]] = [lambda b=b: buy(b) for b in buyers]
@@ -110,7 +110,7 @@ async def test_a_top_up_from_another_process_is_seen_by_the_next_read(
         for _ in range(ROUNDS):
             printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
             quotes = await asyncio.gather(
-                *(shop.orders.quote(member, product, 1) for _ in range(READERS))
+                *(shop.catalog.quote(member, product, 1) for _ in range(READERS))
             )
             wallets = await asyncio.gather(*(shop.wallet.balance(member) for _ in range(READERS)))
             assert {quote.balance for quote in quotes} == {printed}
@@ -127,7 +127,7 @@ async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> 
         await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{next(taps)}")
 
     async def browse() -> None:
-        await shop.orders.quote(others[0], product, 1)
+        await shop.catalog.quote(others[0], product, 1)
 
     load: list[Callable[[], Awaitable[object]]] = [lambda b=b: buy(b) for b in others[1:]]
     load += [browse, browse]
@@ -139,7 +139,7 @@ async def test_the_writer_and_the_readers_see_each_other_at_once(shop: Shop) -> 
             after = purchase.balance_after
             # Spent through the writer; every pooled reader's very next read sees it.
             quotes = await asyncio.gather(
-                *(shop.orders.quote(member, product, 1) for _ in range(READERS))
+                *(shop.catalog.quote(member, product, 1) for _ in range(READERS))
             )
             assert {quote.balance for quote in quotes} == {after}
 
@@ -167,7 +167,7 @@ async def test_a_read_left_half_done_on_a_pooled_connection_hides_no_top_up(
         left_open = await connection.driver_connection.execute("SELECT balance FROM members")
         assert await left_open.fetchone() is not None
     printed = await top_up_from_the_shell(shop, MEMBER_TELEGRAM_ID, "5")
-    quotes = await asyncio.gather(*(shop.orders.quote(member, product, 1) for _ in range(READERS)))
+    quotes = await asyncio.gather(*(shop.catalog.quote(member, product, 1) for _ in range(READERS)))
     assert {quote.balance for quote in quotes} == {printed}
     assert "Open: SELECT balance FROM members" in caplog.text  # logged, naming it
     del left_open  # held open until here, as a forgotten cursor would be

@@ -47,10 +47,10 @@ async def test_quote_applies_the_tier_rate_rounding_half_up(shop: Shop) -> None:
     member = await make_member(shop.db, shop.clock, balance=10_000)
     gold = await make_member(shop.db, shop.clock, balance=10_000, tier="gold")
 
-    q = await shop.orders.quote(member, product, 1)
+    q = await shop.catalog.quote(member, product, 1)
     # 1050 × 95% = 997.5 → 998 (half up)
     assert (q.unit_price, q.discount, q.total, q.price_source) == (998, 52, 998, "tier_rate")
-    q = await shop.orders.quote(gold, product, 3)
+    q = await shop.catalog.quote(gold, product, 3)
     # 1050 × 85% = 892.5 → 893, three of them
     assert (q.unit_price, q.subtotal, q.discount, q.balance_after) == (893, 2679, 471, 7321)
 
@@ -63,9 +63,9 @@ async def test_tier_price_beats_the_rate_but_never_exceeds_base(shop: Shop) -> N
         session.add(TierPrice(product_id=product, tier_key="member", price=5000))
     member = await make_member(shop.db, shop.clock)
 
-    assert (await shop.orders.quote(gold, product, 1)).unit_price == 700
+    assert (await shop.catalog.quote(gold, product, 1)).unit_price == 700
     # A tier price above the tier's own rate (95折 = 950) is not charged.
-    assert (await shop.orders.quote(member, product, 1)).unit_price == 950
+    assert (await shop.catalog.quote(member, product, 1)).unit_price == 950
 
 
 async def test_a_purchase_delivers_exactly_the_claimed_codes(shop: Shop) -> None:
@@ -145,7 +145,7 @@ async def test_a_locked_pool_names_the_tier_that_opens_it(shop: Shop) -> None:
 async def test_a_changed_price_is_quoted_again_not_charged(shop: Shop) -> None:
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
     member = await make_member(shop.db, shop.clock, balance=10_000)
-    shown = await shop.orders.quote(member, product, 1)
+    shown = await shop.catalog.quote(member, product, 1)
     async with shop.db.transaction() as session:
         session.add(TierPrice(product_id=product, tier_key="member", price=800))
 
@@ -184,7 +184,7 @@ async def test_points_pay_part_of_an_order(shop: Shop) -> None:
             at=shop.clock.now(),
         )
 
-    q = await shop.orders.quote(member, product, 1, use_points=True)
+    q = await shop.catalog.quote(member, product, 1, use_points=True)
     assert (q.points_used, q.points_value, q.total) == (300, 300, 650)
     purchase = await shop.orders.place(member, product, 1, idempotency_key="p", use_points=True)
     assert purchase.order.points_used == 300

@@ -15,7 +15,9 @@ from sqlalchemy.engine.url import make_url
 from bot import cli
 from core.catalog import Catalog
 from core.clock import ManualClock
+from core.config import DEFAULT_TIERS_FILE
 from core.errors import ErrorCode, ShopError
+from core.ladder import load_ladder
 from core.migrate import upgrade
 from core.models import AuditEntry, Category, Code, Member, Product
 from core.shop import Shop
@@ -26,9 +28,13 @@ from tests.conftest import PG_URL, START, TEST_KEY
 from tests.factories import make_order
 
 
+def _catalog(db: Database, clock: ManualClock) -> Catalog:
+    return Catalog(db, clock, ladder=load_ladder(DEFAULT_TIERS_FILE))
+
+
 @pytest.fixture
 async def product_id(db: Database, clock: ManualClock) -> int:
-    catalog = Catalog(db, clock)
+    catalog = _catalog(db, clock)
     await catalog.upsert_category("games", "游戏点卡", "Game cards")
     product = await catalog.create_product("QB-10", "games", "Q币 10元", "Q-Coins ¥10", 990)
     return product.id
@@ -181,7 +187,7 @@ async def test_a_code_in_stock_for_one_product_is_a_duplicate_for_any_other(
     db: Database, clock: ManualClock, product_id: int
 ) -> None:
     """A code is one thing that can be sold once: QB-100 refuses what QB-10 holds."""
-    catalog = Catalog(db, clock)
+    catalog = _catalog(db, clock)
     await catalog.create_product("QB-100", "games", "Q币 100元", "Q-Coins ¥100", 9800)
     vault = CodeVault([Fernet.generate_key()])
     stock = StockService(db, vault, clock)
@@ -207,7 +213,7 @@ async def test_a_code_in_stock_for_one_product_is_a_duplicate_for_any_other(
 async def test_racing_imports_to_two_products_store_a_code_once(
     db: Database, clock: ManualClock, product_id: int
 ) -> None:
-    catalog = Catalog(db, clock)
+    catalog = _catalog(db, clock)
     await catalog.create_product("QB-100", "games", "Q币 100元", "Q-Coins ¥100", 9800)
     vault = CodeVault([Fernet.generate_key()])
     lines = _codes(200)

@@ -1,22 +1,18 @@
 """/shop: the catalog, two levels of categories and then a page of products.
 
-Every product line shows what *this* member pays next to the base price, which the
-shop quotes per product (`shop.orders.quote`): the handler never works a price out.
-A product the member's tier may not buy carries a 🔒 and the tier that opens it, so
-the catalog also tells them what climbing the ladder is worth.
+Every product line shows what *this* member pays next to the base price, as the shop
+quotes it: each screen is one call (`shop.catalog.browse`), and the handler never works
+a price out. A product the member's tier may not buy carries a 🔒 and the tier that
+opens it, so the catalog also tells them what climbing the ladder is worth.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.start import menu_button
 from bot.i18n import N_
-from core.catalog import CategoryView, ProductView
-from core.errors import ErrorCode, ShopError
-from core.pricing import Quote
+from core.catalog import CategoryPage, CategoryView, Offer
 
 conversation = Conversation("browse")
 
@@ -40,30 +36,10 @@ class ProductCallback(Callback):
     page: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """A product as this member sees it: their quote, or why they cannot buy it."""
-
-    product: ProductView
-    quote: Quote | None
-    #: Name of the tier that opens a product the member's tier may not buy.
-    locked_until: str | None
-    sold_out: bool
-
-
-async def offer(ctx: Context, product: ProductView) -> Offer:
-    """Quote one unit for the member; a tier lock or an empty stock is shown, not raised."""
-    try:
-        quote = await ctx.shop.orders.quote(ctx.member.id, product.id, 1)
-    except ShopError as refusal:
-        if refusal.code == ErrorCode.NOT_ALLOWED_FOR_TIER:
-            opener = ctx.shop.ladder.lowest_with(product.pool)
-            name = opener.name(ctx.locale) if opener else ctx._("a higher level")
-            return Offer(product, None, locked_until=name, sold_out=False)
-        if refusal.code == ErrorCode.OUT_OF_STOCK:
-            return Offer(product, None, locked_until=None, sold_out=True)
-        raise
-    return Offer(product, quote, locked_until=None, sold_out=False)
+def locked_until(ctx: Context, offer: Offer) -> str:
+    """The name of the tier that opens a locked product, in the member's language."""
+    opener = offer.opener
+    return ctx.shop.ladder.tier(opener).name(ctx.locale) if opener else ctx._("a higher level")
 
 
 def price_text(ctx: Context, offer: Offer) -> str:
@@ -76,9 +52,9 @@ def price_text(ctx: Context, offer: Offer) -> str:
 
 def offer_line(ctx: Context, number: int, offer: Offer) -> str:
     head = f"{number}. <b>{escape(offer.product.name(ctx.locale))}</b>"
-    if offer.locked_until is not None:
+    if offer.locked:
         detail = ctx._("🔒 {price} · from {tier} up").format(
-            price=price_text(ctx, offer), tier=escape(offer.locked_until)
+            price=price_text(ctx, offer), tier=escape(locked_until(ctx, offer))
         )
     elif offer.sold_out:
         detail = ctx._("{price} · sold out").format(price=price_text(ctx, offer))
@@ -91,7 +67,7 @@ def offer_line(ctx: Context, number: int, offer: Offer) -> str:
 
 def offer_button(ctx: Context, offer: Offer, page: int) -> Button:
     name = offer.product.name(ctx.locale)
-    if offer.locked_until is not None:
+    if offer.locked:
         label = f"🔒 {name}"
     elif offer.quote is not None:
         label = f"{name} · {ctx.money(offer.quote.unit_price)}"
@@ -115,15 +91,15 @@ async def shop_command(ctx: Context) -> None:
 @conversation.menu("shop")
 async def top_level(ctx: Context) -> None:
     ctx.state.clear()
-    categories = await ctx.shop.catalog.categories()
-    if not categories:
+    shown = await ctx.shop.catalog.browse(ctx.member.id, None, page_size=PAGE_SIZE)
+    if not shown.children:
         text = ctx._("The shop has nothing on sale yet. Please come back soon.")
         await ctx.reply(text, [[menu_button(ctx)]])
         return
     text = "{title}\n{hint}".format(title=ctx._(CATALOG_TITLE), hint=ctx._("Choose a category:"))
     keyboard: list[list[Button]] = [
         [Button(category.name(ctx.locale), ShopCallback(category=category.id))]
-        for category in categories
+        for category in shown.children
     ]
     keyboard.append([menu_button(ctx)])
     await ctx.reply(text, keyboard)
@@ -135,15 +111,19 @@ async def open_category(ctx: Context, data: ShopCallback) -> None:
         await top_level(ctx)
         return
     ctx.state.clear()
-    category = await ctx.shop.catalog.category(data.category)
-    if category.children:
-        await subcategories(ctx, category)
+    shown = await ctx.shop.catalog.browse(
+        ctx.member.id, data.category, page=data.page, page_size=PAGE_SIZE
+    )
+    assert shown.category is not None
+    if shown.children:
+        await subcategories(ctx, shown.category, shown.children)
     else:
-        await products(ctx, category, data.page)
+        await products(ctx, shown.category, shown)
 
 
-async def subcategories(ctx: Context, category: CategoryView) -> None:
-    children = await ctx.shop.catalog.categories(category.id)
+async def subcategories(
+    ctx: Context, category: CategoryView, children: tuple[CategoryView, ...]
+) -> None:
     text = "{title}\n<b>{name}</b>\n{hint}".format(
         title=ctx._(CATALOG_TITLE),
         name=escape(category.name(ctx.locale)),
@@ -156,11 +136,10 @@ async def subcategories(ctx: Context, category: CategoryView) -> None:
     await ctx.reply(text, keyboard)
 
 
-async def products(ctx: Context, category: CategoryView, page: int) -> None:
-    found = await ctx.shop.catalog.products(category.id, page=page, page_size=PAGE_SIZE)
-    if page > found.pages:
-        # A stale page button after products were removed: show the last page instead.
-        found = await ctx.shop.catalog.products(category.id, page=found.pages, page_size=PAGE_SIZE)
+async def products(ctx: Context, category: CategoryView, shown: CategoryPage) -> None:
+    """A page of the category's offers; a page past the end (products were removed since
+    its button was drawn) comes back as the last page."""
+    found = shown.offers
     lines = [ctx._(CATALOG_TITLE), f"<b>{escape(category.name(ctx.locale))}</b>"]
     keyboard: list[list[Button]] = []
     if not found.items:
@@ -174,10 +153,9 @@ async def products(ctx: Context, category: CategoryView, page: int) -> None:
             )
         lines.append("")
         first = (found.page - 1) * found.page_size + 1
-        for number, product in enumerate(found.items, start=first):
-            shown = await offer(ctx, product)
-            lines.append(offer_line(ctx, number, shown))
-            keyboard.append([offer_button(ctx, shown, found.page)])
+        for number, offer in enumerate(found.items, start=first):
+            lines.append(offer_line(ctx, number, offer))
+            keyboard.append([offer_button(ctx, offer, found.page)])
         lines += ["", ctx._("Tap a product to buy it.")]
     keyboard += paging(ctx, category, found.page, found.has_next)
     keyboard.append([Button(ctx._("« Back"), back_from(category)), menu_button(ctx)])

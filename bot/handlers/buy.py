@@ -5,8 +5,8 @@ a fresh nonce, carried by its buttons and kept in the chat state together with t
 idempotency key `chat:message:nonce`. A double tap or a redelivered update presents the
 same key, and the shop hands back the first order instead of charging again; a button
 from an older confirmation (or a forged one) no longer matches and is refused. The
-price shown is what the shop charges: `place` gets `expected_total` and refuses with the
-new quote when the price moved, which is shown for the member to confirm again.
+price shown is what the shop charges: `place` gets `expected_total` and refuses when
+the price moved, and the confirmation is drawn again at the new price to confirm.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.errors import render_error
-from bot.handlers.browse import ProductCallback, ShopCallback, offer, price_text
+from bot.handlers.browse import ProductCallback, ShopCallback, locked_until, price_text
 from bot.handlers.level import reward_lines
 from bot.handlers.start import MenuCallback, menu_button
 from core.catalog import ProductView
@@ -69,8 +69,8 @@ async def show_product(
     ctx: Context, product_id: int, page: int, *, notice: str | None = None
 ) -> None:
     """The product with the member's price and the quantity choice (or why they cannot buy)."""
-    product = await ctx.shop.catalog.product(product_id)
-    shown = await offer(ctx, product)
+    shown = await ctx.shop.catalog.offer(ctx.member.id, product_id)
+    product = shown.product
     lines = [notice, ""] if notice else []
     lines.append(f"<b>{escape(product.name(ctx.locale))}</b>")
     description = product.description(ctx.locale)
@@ -81,10 +81,10 @@ async def show_product(
         Button(ctx._("« Back"), ShopCallback(category=product.category_id, page=page)),
         menu_button(ctx),
     ]
-    if shown.locked_until is not None:
+    if shown.locked:
         lines += [
             ctx._("Price: {price}").format(price=price_text(ctx, shown)),
-            ctx._("🔒 Available from {tier} up.").format(tier=escape(shown.locked_until)),
+            ctx._("🔒 Available from {tier} up.").format(tier=escape(locked_until(ctx, shown))),
             ctx._("See ⭐ My level for what is left to get there."),
         ]
         ctx.state.clear()
@@ -92,7 +92,7 @@ async def show_product(
             "\n".join(lines), [[Button(ctx._("⭐ My level"), MenuCallback(item="level"))], back]
         )
         return
-    if shown.quote is None:
+    if shown.sold_out:
         lines += [
             ctx._("Price: {price}").format(price=price_text(ctx, shown)),
             ctx._("Sold out for now. Please check back later."),
@@ -100,7 +100,7 @@ async def show_product(
         ctx.state.clear()
         await ctx.reply("\n".join(lines), [back])
         return
-    quote = shown.quote
+    quote = shown.quoted()  # raises a refusal the card has no words for (a withdrawn product)
     tier = ctx.shop.ladder.tier(quote.tier_key).name(ctx.locale)
     lines += [
         ctx._("Your price ({tier}): {price}").format(
@@ -152,16 +152,11 @@ async def confirm(
     page: int,
     *,
     use_points: bool,
-    quote: Quote | None = None,
     notice: str | None = None,
 ) -> None:
     """Draw the breakdown with a fresh nonce; the shop's quote refuses a bad quantity."""
-    product = await ctx.shop.catalog.product(product_id)
-    if quote is None:
-        quote = await ctx.shop.orders.quote(
-            ctx.member.id, product_id, quantity, use_points=use_points
-        )
-    points = await ctx.shop.points.balance(ctx.member.id)
+    shown = await ctx.shop.catalog.offer(ctx.member.id, product_id, quantity, use_points=use_points)
+    product, quote = shown.product, shown.quoted()
     nonce = secrets.token_urlsafe(6)
     lines = [notice, ""] if notice else []
     lines += breakdown(ctx, product, quote)
@@ -186,10 +181,8 @@ async def confirm(
         keyboard.append([Button(ctx._("💬 Top up via support"), MenuCallback(item="ticket"))])
     if use_points:
         keyboard.append([Button(ctx._("Don't use points"), PointsCallback(nonce=nonce, use=False))])
-    elif points.available > 0:
-        label = ctx._("🎁 Use points ({points} available)").format(
-            points=ctx.number(points.available)
-        )
+    elif shown.points > 0:
+        label = ctx._("🎁 Use points ({points} available)").format(points=ctx.number(shown.points))
         keyboard.append([Button(label, PointsCallback(nonce=nonce, use=True))])
     keyboard.append(
         [Button(ctx._("« Back"), ProductCallback(product=product_id, page=page)), menu_button(ctx)]
@@ -289,15 +282,8 @@ async def refused(ctx: Context, refusal: ShopError, drawn: dict[str, Any]) -> No
     reason = render_error(refusal, ctx, ctx.shop.ladder)
     if refusal.code == ErrorCode.PRICE_CHANGED:
         await ctx.answer(reason, alert=True)
-        new = refusal.params.get("quote")
         await confirm(
-            ctx,
-            product_id,
-            quantity,
-            page,
-            use_points=drawn["use_points"],
-            quote=new if isinstance(new, Quote) else None,
-            notice=f"⚠️ {reason}",
+            ctx, product_id, quantity, page, use_points=drawn["use_points"], notice=f"⚠️ {reason}"
         )
     elif refusal.code in (ErrorCode.OUT_OF_STOCK, ErrorCode.QUANTITY_OUT_OF_RANGE):
         await ctx.answer(reason, alert=True)

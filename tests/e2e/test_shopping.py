@@ -152,7 +152,7 @@ async def test_new_buyer_browses_buys_two_codes_and_gets_exactly_them(
     quick = [b["text"] for b in product.buttons if b["callback_data"].startswith("buyq:")]
     assert quick == ["1", "2"]  # silver may buy 10, but four codes are in stock
 
-    quote = await shop.orders.quote(member_id, ids["steam"], 2)
+    quote = await shop.catalog.quote(member_id, ids["steam"], 2)
     confirm = await press(member, product, "2")
     assert money(locale, quote.total) in (confirm.text or "")
     assert money(locale, quote.discount) in (confirm.text or "")
@@ -188,7 +188,7 @@ async def test_double_tap_and_redelivery_on_pay_charge_once(
     await member.press(confirm.message_id, pay)  # the second tap of a double tap
     await member.send_update(update, expect_reply=False)  # Telegram delivers it again
 
-    quote = await shop.orders.quote(member_id, ids["steam"], 1)
+    quote = await shop.catalog.quote(member_id, ids["steam"], 1)
     assert await count(shop, Order, Order.member_id == member_id) == 1
     assert await count(shop, WalletEntry, WalletEntry.kind == "purchase") == 1
     assert await shop.wallet.balance(member_id) == TOP_UP - quote.total
@@ -244,7 +244,7 @@ async def test_text_where_a_quantity_is_expected(
     allowed = text(locale, "Please choose a quantity from {min} to {max}.")
     assert refused.text == allowed.format(min="1", max="10")
     [confirm] = await member.say("3")  # still asked for a quantity: the state was kept
-    quote = await shop.orders.quote(member_id, ids["steam"], 3)
+    quote = await shop.catalog.quote(member_id, ids["steam"], 3)
     assert money(locale, quote.total) in (confirm.text or "")
     assert await count(shop, Order) == 0
 
@@ -261,7 +261,7 @@ async def test_price_change_between_confirm_and_pay_shows_the_new_quote(
     assert member.answer() == text(
         "en", "The price has just changed. Please check the new price and confirm again."
     )
-    new = await shop.orders.quote(member_id, ids["steam"], 1)
+    new = await shop.catalog.quote(member_id, ids["steam"], 1)
     assert money("en", new.total) in (again.text or "")
     assert await count(shop, Order) == 0
     assert await shop.wallet.balance(member_id) == TOP_UP
@@ -378,7 +378,7 @@ async def test_points_toggle_takes_points_off_the_total(
     confirm = await confirmation(member, "en", "1")
     stale = button(confirm, "✅ Pay")  # drawn before the toggle
     with_points = await press(member, confirm, "🎁 Use points")
-    quote = await shop.orders.quote(member_id, ids["steam"], 1, use_points=True)
+    quote = await shop.catalog.quote(member_id, ids["steam"], 1, use_points=True)
     assert quote.points_used == 500
     assert f"To pay: {money('en', quote.total)}" in (with_points.text or "")
     assert await member.press(confirm.message_id, stale) == []
@@ -462,7 +462,7 @@ async def test_short_balance_says_how_much_is_missing(
         "test", member_id, -(TOP_UP - 5_000), reason="spent elsewhere"
     )
     confirm = await confirmation(member, locale, "2")
-    quote = await shop.orders.quote(member_id, ids["steam"], 2)
+    quote = await shop.catalog.quote(member_id, ids["steam"], 2)
     shown = confirm.text or ""
     # The balance, the total and the shortfall; no "balance → ¥0.00" as if it were charged.
     assert text(locale, "Balance: {balance}").format(balance=money(locale, 5_000)) in shown

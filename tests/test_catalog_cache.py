@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from bot.terminal import TerminalChat, open_session
 from sqlalchemy import event, update
 
+from bot.adapters.terminal import TerminalChat, open_session
 from bot.app import build_runtime
 from bot.handlers.browse import PAGE_SIZE
 from core.clock import ManualClock

@@ -179,15 +179,19 @@ class Database:
         return await self._sqlite_writer.run(work)
 
     async def run_read(self, work: Callable[[Connection], T]) -> T:
-        """`work(conn)` in one read-only transaction, in a single hop like `run`.
+        """`work(conn)` reading in a single hop like `run`: for one statement, or a few
+        that need no common snapshot.
 
-        `work` must only read, and only through `conn` (it may run in another thread).
+        On PostgreSQL each statement is its own snapshot (autocommit: no BEGIN and
+        COMMIT round trips around a single read); on SQLite `work` runs in one deferred
+        transaction in a reader thread. `work` must only read, and only through `conn`.
         """
         if self._sqlite_url is None:
             async with self.engine.connect() as conn:
-                conn = await conn.execution_options(**{READ_ONLY: True})
-                async with conn.begin():
-                    return await conn.run_sync(work)
+                conn = await conn.execution_options(
+                    isolation_level="AUTOCOMMIT", **{READ_ONLY: True}
+                )
+                return await conn.run_sync(work)
         if self._sqlite_readers is None:
             engine = create_sync_engine(self._sqlite_url).execution_options(**{READ_ONLY: True})
             self._sqlite_readers = _SqliteThreads(

@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+import core.db
 from bot.conversation import Context, Incoming
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
@@ -28,6 +29,7 @@ from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.models import CheckIn, Member
 from core.shop import Shop
+from core.uow import Database
 from tests.sql_counter import SqlCount, counting_sql
 from tests.test_bot_framework import RecordingTransport
 
@@ -256,3 +258,22 @@ async def test_a_new_members_first_update_twice_registers_once(
             select(func.count()).select_from(Member).where(Member.telegram_id == MEMBER)
         )
     assert members == 1
+
+
+async def test_a_dead_idle_postgres_connection_is_replaced_before_use(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections are pinged only after sitting idle; a dead one is replaced."""
+    if not db.is_postgres:
+        pytest.skip("PostgreSQL's pool")
+    async with db.read() as session:
+        pid = await session.scalar(text("SELECT pg_backend_pid()"))
+    other = Database.from_url(db.engine.url.render_as_string(hide_password=False))
+    try:
+        async with other.transaction() as session:
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await other.dispose()
+    monkeypatch.setattr(core.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    async with db.read() as session:
+        assert await session.scalar(text("SELECT pg_backend_pid()")) != pid

@@ -348,14 +348,15 @@ class Runtime:
 
     async def run(self, ctx: Context, work: Callable[[], Awaitable[object]]) -> None:
         """Run a handler with the house rules around it (see the module docstring)."""
-        succeeded = False
+        settled = False
         try:
             await self._riding(ctx, work)
             await self._settle(ctx, with_state=True)
-            succeeded = True
+            settled = True
         except AlreadyHandledError:
+            # Another worker took this update first and wrote what it needs; it answers too.
             log.info("update %s was handled by another worker; undone here", ctx.incoming.update_id)
-            ctx.answered = succeeded = True  # that worker answers the button
+            ctx.answered = settled = True
         except BadCallbackError as exc:
             log.info("bad callback %r from %s: %s", ctx.incoming.callback_data, ctx.chat_id, exc)
             await self._tell(ctx, bad_button(ctx))
@@ -370,7 +371,7 @@ class Runtime:
             log.exception("handler failed on update %s", ctx.incoming.update_id)
             await self._tell(ctx, something_went_wrong(ctx))
         finally:
-            if not succeeded:
+            if not settled:
                 await self._settle_quietly(ctx)
             await self._quietly(ctx.answer())
 

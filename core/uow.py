@@ -73,7 +73,8 @@ class Rider:
 
     `done` turns True once that transaction committed with it; a transaction that
     rolls back takes it along, and the next one carries it again. Set it going with
-    `Database.riding`.
+    `Database.riding`; once that block is left, it rides nowhere (not even in a task
+    started inside the block, whose context kept a copy).
     """
 
     def __init__(self, db: Database, work: Callable[[Connection], None]) -> None:
@@ -82,6 +83,7 @@ class Rider:
         self.done = False
         #: Inside a transaction right now: a transaction nested in it does not take it twice.
         self.aboard = False
+        self.expired = False
 
 
 _RIDER: ContextVar[Rider | None] = ContextVar("cardshop_rider", default=None)
@@ -113,11 +115,12 @@ class Database:
         try:
             yield rider
         finally:
+            rider.expired = True
             _RIDER.reset(token)
 
     def _boarding(self) -> Rider | None:
         rider = _RIDER.get()
-        if rider is None or rider.db is not self or rider.done or rider.aboard:
+        if rider is None or rider.db is not self or rider.done or rider.aboard or rider.expired:
             return None
         return rider
 

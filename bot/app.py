@@ -20,11 +20,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.adapters.terminal import chat
 from bot.conversation import Transport
-from bot.dedupe import DbDeduper, Deduper, RedisDeduper
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
 from bot.notifier import background
-from bot.state import DbStateStore, RedisStateStore, StateStore
+from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
 from core.config import Settings
@@ -63,14 +62,11 @@ def redis_client(
 
 def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
     """Every conversation over the shop; state and de-duplication in Redis when given."""
-    states: StateStore
-    deduper: Deduper
-    if redis is not None:
-        states, deduper = RedisStateStore(redis), RedisDeduper(redis, UPDATE_SOURCE)
-    else:
-        chat_states = ChatStates(shop.db, shop.clock)
-        states, deduper = DbStateStore(chat_states), DbDeduper(chat_states, UPDATE_SOURCE)
-    return Runtime(shop, Registry(ALL_CONVERSATIONS), states, deduper)
+    records = ChatStates(shop.db, shop.clock, UPDATE_SOURCE)
+    store: ChatStore = (
+        RedisChatStore(records, redis, UPDATE_SOURCE) if redis is not None else DbChatStore(records)
+    )
+    return Runtime(shop, Registry(ALL_CONVERSATIONS), store)
 
 
 @asynccontextmanager

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from bot.callbacks import Callback
 from bot.i18n import Translator
 from bot.incoming import Document, Incoming, split_command
+from core.chat_state import UpdateWrites
 from core.members import MemberView
 from core.shop import Shop
 
@@ -107,13 +108,18 @@ class ChatState:
     """Where this member is in a conversation in this chat, plus its scratch data.
 
     Changes are kept aside and saved only when the handler finishes without an error,
-    so a handler that fails half-way leaves the member where they were.
+    so a handler that fails half-way leaves the member where they were; a state that
+    ends as it began is not written at all.
     """
 
     def __init__(self, name: str | None, data: Mapping[str, Any]) -> None:
         self._name = name
         self._data = dict(data)
-        self.changed = False
+        self._loaded = (name, dict(data))
+
+    @property
+    def changed(self) -> bool:
+        return (self._name, self._data) != self._loaded
 
     @property
     def name(self) -> str | None:
@@ -128,16 +134,14 @@ class ChatState:
 
     def set(self, name: str, **data: Any) -> None:
         """Enter state `name` with exactly this data (JSON-serialisable values)."""
-        self._name, self._data, self.changed = name, dict(data), True
+        self._name, self._data = name, dict(data)
 
     def update(self, **data: Any) -> None:
         """Add to the data, staying in the same state."""
         self._data.update(data)
-        self.changed = True
 
     def clear(self) -> None:
-        if self._name is not None or self._data:
-            self._name, self._data, self.changed = None, {}, True
+        self._name, self._data = None, {}
 
 
 class Context(Translator):
@@ -153,6 +157,7 @@ class Context(Translator):
         transport: Transport,
         state: ChatState,
         registry: Registry,
+        pending: UpdateWrites | None = None,
     ) -> None:
         super().__init__(locale, currency=shop.settings.shop_currency, zone=shop.settings.zone)
         self.shop = shop
@@ -162,6 +167,8 @@ class Context(Translator):
         self.state = state
         self.registry = registry
         self.answered = False
+        #: What the runtime still has to write for this update (handlers leave it alone).
+        self.pending = pending or UpdateWrites()
 
     @property
     def chat_id(self) -> int:

@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import (
@@ -35,13 +35,13 @@ from bot.conversation import (
     Transport,
     UnreachableError,
 )
-from bot.dedupe import Deduper
 from bot.errors import bad_button, render_error, something_went_wrong
 from bot.flood import FloodControl
 from bot.i18n import Translator
-from bot.state import StateStore, state_key
+from bot.state import ChatStore, state_key
+from core.chat_state import AlreadyHandledError, ChatStateView, UpdateWrites
 from core.errors import ShopError
-from core.members import locale_for
+from core.members import MemberView, locale_for, profile_changes
 from core.shop import Shop
 
 log = logging.getLogger(__name__)
@@ -216,18 +216,38 @@ class _SkipUnchanged:
         return await self._inner.download(document)
 
 
+#: Update ids this process remembers having taken, so a redelivery that reaches the same
+#: process (while the first is still being handled, even) costs no database read.
+RECENT_UPDATES = 10_000
+
+
+class RecentUpdates:
+    """The update ids this process took most recently, the newest kept."""
+
+    def __init__(self, capacity: int = RECENT_UPDATES) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def take(self, update_id: int) -> bool:
+        """Remember `update_id`; False when it was already taken here."""
+        if update_id in self._ids:
+            return False
+        self._ids[update_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return True
+
+    def forget(self, update_id: int) -> None:
+        self._ids.pop(update_id, None)
+
+
 class Runtime:
-    def __init__(
-        self,
-        shop: Shop,
-        registry: Registry,
-        states: StateStore,
-        deduper: Deduper,
-    ) -> None:
+    def __init__(self, shop: Shop, registry: Registry, store: ChatStore) -> None:
         self.shop = shop
         self.registry = registry
-        self.states = states
-        self.deduper = deduper
+        #: Chat state and handled update ids (database or Redis), read once per update.
+        self.store = store
+        self.recent = RecentUpdates()
         self.locks = ChatLocks()
         #: The one pace and 429 handling for every client of this process (see bot.flood).
         self.flood = FloodControl()
@@ -240,64 +260,108 @@ class Runtime:
         return Translator(locale, currency=settings.shop_currency, zone=settings.zone)
 
     # --- per update ---------------------------------------------------------------------
+    #
+    # A known member's update costs one read on arrival (`ChatStore.arrive`: member,
+    # state, whether the id was handled) and at most one write besides its own effect
+    # (the claim, a changed name or reachable flag, a changed state), which rides in the
+    # handler's first write transaction when there is one (see core.chat_state) and is
+    # otherwise written when the handler is done. A new member's registration is the
+    # one write on arrival, and the claim rides in it.
 
     async def begin(self, incoming: Incoming, transport: Transport) -> Context | None:
-        """Claim the update, register the member, load their state; None: skip it.
+        """Read the member and their state, register a new one; None: skip the update.
 
         Skipped are redeliveries and updates the shop could not prepare (its database
         is down, say); the latter are logged, and a tapped button still gets an answer.
         """
+        update_id = incoming.update_id
+        if update_id is not None and not self.recent.take(update_id):
+            log.info("update %s taken before in this process; skipped", update_id)
+            return None
         try:
-            return await self._begin(incoming, transport)
+            ctx = await self._begin(incoming, transport)
+        except AlreadyHandledError:
+            ctx = None
         except Exception:
-            log.exception("could not prepare update %s", incoming.update_id)
+            log.exception("could not prepare update %s", update_id)
+            if update_id is not None:
+                self.recent.forget(update_id)
             if incoming.callback_id is not None:
                 t = self.translator(locale_for(incoming.language_code))
                 await self._quietly(
                     transport.answer_callback(incoming.callback_id, something_went_wrong(t), True)
                 )
             return None
+        if ctx is None:
+            log.info("update %s seen before; skipped", update_id)
+        return ctx
 
     async def _begin(self, incoming: Incoming, transport: Transport) -> Context | None:
-        if incoming.update_id is not None and not await self.deduper.first_time(incoming.update_id):
-            log.info("update %s seen before; skipped", incoming.update_id)
+        key = state_key(incoming.chat_id, incoming.user_id)
+        arrival = await self.store.arrive(incoming.user_id, key, incoming.update_id)
+        if arrival.seen:
             return None
-        referral = None
-        if incoming.command == "start" and incoming.args.startswith("ref_"):
-            referral = incoming.args.removeprefix("ref_")
-        members = self.shop.members
-        member = await members.register(
-            incoming.user_id,
-            username=incoming.username,
-            display_name=incoming.full_name,
-            language_code=incoming.language_code,
-            referral_code=referral,
-        )
+        claim = None if self.store.claims_on_arrival else incoming.update_id
+        member = arrival.member
+        profile: dict[str, Any] = {}
+        if member is None:
+            member = await self._register(incoming, claim)
+            claim = None
+        else:
+            profile = profile_changes(
+                member, username=incoming.username, display_name=incoming.full_name
+            )
         if member.unreachable and incoming.chat_type == "private":
-            await members.set_reachable(member.id, True)
-            member = replace(member, unreachable=False)
+            profile["unreachable"] = False
+        if profile:
+            member = replace(member, **profile)
         if member.locale:
             locale = member.locale
         elif incoming.language_code:
             locale = locale_for(incoming.language_code)
         else:
             locale = self.shop.settings.default_locale
-        stored = await self.states.get(state_key(incoming.chat_id, incoming.user_id))
         return Context(
             shop=self.shop,
             member=member,
             locale=locale,
             incoming=incoming,
             transport=self.shown.over(transport),
-            state=ChatState(stored.state, stored.data),
+            state=ChatState(arrival.state.state, arrival.state.data),
             registry=self.registry,
+            pending=UpdateWrites(claim=claim, member_id=member.id, profile=profile),
         )
+
+    async def _register(self, incoming: Incoming, claim: int | None) -> MemberView:
+        """A member's first update: register them, the update's claim riding along."""
+        referral = None
+        if incoming.command == "start" and incoming.args.startswith("ref_"):
+            referral = incoming.args.removeprefix("ref_")
+        claiming = (
+            nullcontext()
+            if claim is None
+            else self.shop.db.riding(self.store.records.rider(UpdateWrites(claim=claim)))
+        )
+        with claiming:
+            return await self.shop.members.register(
+                incoming.user_id,
+                username=incoming.username,
+                display_name=incoming.full_name,
+                language_code=incoming.language_code,
+                referral_code=referral,
+            )
 
     async def run(self, ctx: Context, work: Callable[[], Awaitable[object]]) -> None:
         """Run a handler with the house rules around it (see the module docstring)."""
+        settled = False
         try:
-            await work()
-            await self._save_state(ctx)
+            await self._riding(ctx, work)
+            await self._settle(ctx, with_state=True)
+            settled = True
+        except AlreadyHandledError:
+            # Another worker took this update first and wrote what it needs; it answers too.
+            log.info("update %s was handled by another worker; undone here", ctx.incoming.update_id)
+            ctx.answered = settled = True
         except BadCallbackError as exc:
             log.info("bad callback %r from %s: %s", ctx.incoming.callback_data, ctx.chat_id, exc)
             await self._tell(ctx, bad_button(ctx))
@@ -305,23 +369,48 @@ class Runtime:
             await self._tell(ctx, render_error(exc, ctx, self.shop.ladder))
         except UnreachableError as exc:
             log.warning("chat %s blocked the bot", exc.chat_id)
-            await self._mark_unreachable(exc.chat_id)
+            await self._mark_unreachable(ctx, exc.chat_id)
             if exc.chat_id != ctx.chat_id:
                 await self._tell(ctx, something_went_wrong(ctx))
         except Exception:
             log.exception("handler failed on update %s", ctx.incoming.update_id)
             await self._tell(ctx, something_went_wrong(ctx))
         finally:
+            if not settled:
+                await self._settle_quietly(ctx)
             await self._quietly(ctx.answer())
 
-    async def _save_state(self, ctx: Context) -> None:
-        if not ctx.state.changed:
+    async def _riding(self, ctx: Context, work: Callable[[], Awaitable[object]]) -> None:
+        """`work`, the update's pending writes riding in its first write transaction."""
+        if not ctx.pending:
+            await work()
             return
-        key = state_key(ctx.chat_id, ctx.incoming.user_id)
-        if ctx.state.name is None:
-            await self.states.clear(key)
-        else:
-            await self.states.set(key, ctx.state.name, dict(ctx.state.data))
+        with self.shop.db.riding(self.store.records.rider(ctx.pending)) as rider:
+            try:
+                await work()
+            finally:
+                if rider.done:
+                    ctx.pending = UpdateWrites()
+
+    async def _settle(self, ctx: Context, *, with_state: bool) -> None:
+        """Write what the update left: the claim, a profile change, a changed state.
+
+        The state only after the handler succeeded (`with_state`), and only when it
+        ended somewhere else than it began.
+        """
+        writes = ctx.pending
+        if with_state and ctx.state.changed:
+            view = ChatStateView(ctx.state.name, dict(ctx.state.data))
+            writes = replace(writes, state=(state_key(ctx.chat_id, ctx.incoming.user_id), view))
+        await self.store.settle(writes)
+        ctx.pending = UpdateWrites()
+
+    async def _settle_quietly(self, ctx: Context) -> None:
+        """After a failed handler: the claim and profile, never its state; errors logged."""
+        try:
+            await self._settle(ctx, with_state=False)
+        except Exception:
+            log.exception("could not record update %s", ctx.incoming.update_id)
 
     async def _tell(self, ctx: Context, text: str) -> None:
         """A refusal or apology: an alert on a tapped button, else a message."""
@@ -330,7 +419,12 @@ class Runtime:
         else:
             await self._quietly(ctx.transport.send(ctx.chat_id, text))
 
-    async def _mark_unreachable(self, chat_id: int) -> None:
+    async def _mark_unreachable(self, ctx: Context, chat_id: int) -> None:
+        """Record a 403: with this update's writes when it is this member's own chat."""
+        if chat_id == ctx.member.telegram_id:
+            profile = {**ctx.pending.profile, "unreachable": True}
+            ctx.pending = replace(ctx.pending, member_id=ctx.member.id, profile=profile)
+            return
         member = await self.shop.members.by_telegram(chat_id)
         if member is not None:
             await self.shop.members.set_reachable(member.id, False)

@@ -1,17 +1,37 @@
-"""Where each chat's conversation state is kept: the database, or Redis when configured.
+"""Where chat state and handled update ids are kept: the database, or Redis when configured.
 
 Never only in process memory: a restart, a second worker or a switch of adapter must
-find the member exactly where they were (in the middle of typing a quantity, say).
+find the member exactly where they were (in the middle of typing a quantity, say), and
+a redelivered update must be known as one wherever it lands.
+
+Per update a store costs one read on arrival and at most one write when the update is
+done (see `bot.framework.Runtime.begin` and `run`):
+
+- `DbChatStore`: one statement reads the member, the state and whether the update id
+  was handled (`ChatStates.arrive`). The id is claimed together with the update's own
+  first write transaction, or at the end with the state; a claim found taken by then
+  rolls that effect back. A crash between a handler's effect and the claim therefore
+  cannot happen when the effect is a database write; a handler that only sends
+  messages (a menu) may send them again if the process dies before its claim is
+  written and Telegram redelivers.
+- `RedisChatStore`: one pipelined round trip claims the id (`SET NX`, so two workers
+  never both take it) and reads the state, beside the member read in the database. A
+  crash after the claim loses the update, as a claim-first store does: no double
+  effect, at the price of an update dropped in that rare case.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 
-from core.chat_state import ChatStates, ChatStateView
+from core.chat_state import Arrival, ChatStates, ChatStateView, UpdateWrites
+
+#: Telegram keeps an unconfirmed update for at most 24 hours; remember ids twice as long.
+REDIS_TTL_SECONDS = 2 * 24 * 3600
 
 
 def state_key(chat_id: int, user_id: int) -> str:
@@ -19,49 +39,74 @@ def state_key(chat_id: int, user_id: int) -> str:
     return f"{chat_id}:{user_id}"
 
 
-class StateStore(Protocol):
-    async def get(self, key: str) -> ChatStateView: ...
+class ChatStore(Protocol):
+    #: The database part (members, and claims and state unless Redis keeps them).
+    records: ChatStates
+    #: True when `arrive` already claimed the update; else the claim is part of the writes.
+    claims_on_arrival: bool
 
-    async def set(self, key: str, state: str | None, data: dict[str, Any]) -> None: ...
+    async def arrive(self, telegram_id: int, key: str, update_id: int | None) -> Arrival:
+        """The member, the state under `key`, and whether the update was handled before."""
 
-    async def clear(self, key: str) -> None: ...
-
-
-class DbStateStore:
-    """State in the `conversation_states` table (the default)."""
-
-    def __init__(self, states: ChatStates) -> None:
-        self._states = states
-
-    async def get(self, key: str) -> ChatStateView:
-        return await self._states.get(key)
-
-    async def set(self, key: str, state: str | None, data: dict[str, Any]) -> None:
-        await self._states.set(key, state, data)
-
-    async def clear(self, key: str) -> None:
-        await self._states.clear(key)
+    async def settle(self, writes: UpdateWrites) -> None:
+        """Write what the update has left to write (nothing when `writes` is empty)."""
 
 
-class RedisStateStore:
-    """State as one JSON value per chat in Redis (REDIS_URL set)."""
+class DbChatStore:
+    """State in `conversation_states`, claims in `processed_updates` (the default)."""
 
-    def __init__(self, redis: Redis, namespace: str = "cardshop") -> None:
+    claims_on_arrival = False
+
+    def __init__(self, records: ChatStates) -> None:
+        self.records = records
+
+    async def arrive(self, telegram_id: int, key: str, update_id: int | None) -> Arrival:
+        return await self.records.arrive(telegram_id, key, update_id)
+
+    async def settle(self, writes: UpdateWrites) -> None:
+        await self.records.settle(writes)
+
+
+class RedisChatStore:
+    """State as one JSON value per chat and claims as `SET NX` keys in Redis (REDIS_URL)."""
+
+    claims_on_arrival = True
+
+    def __init__(
+        self, records: ChatStates, redis: Redis, source: str, namespace: str = "cardshop"
+    ) -> None:
+        self.records = records
         self._redis = redis
-        self._namespace = namespace
+        self._states = f"{namespace}:state:"
+        self._updates = f"{namespace}:update:{source}:"
 
-    def _key(self, key: str) -> str:
-        return f"{self._namespace}:state:{key}"
+    async def arrive(self, telegram_id: int, key: str, update_id: int | None) -> Arrival:
+        (first, state), arrival = await asyncio.gather(
+            self._claim_and_read(key, update_id),
+            self.records.arrive(telegram_id, None, None),
+        )
+        return Arrival(member=arrival.member, state=state, seen=not first)
 
-    async def get(self, key: str) -> ChatStateView:
-        raw = await self._redis.get(self._key(key))
+    async def _claim_and_read(self, key: str, update_id: int | None) -> tuple[bool, ChatStateView]:
+        """Claim `update_id` and read the state in one round trip; (claimed, state)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if update_id is not None:
+                pipe.set(f"{self._updates}{update_id}", b"1", nx=True, ex=REDIS_TTL_SECONDS)
+            pipe.get(self._states + key)
+            replies = await pipe.execute()
+        raw = replies[-1]
+        claimed = update_id is None or bool(replies[0])
         if raw is None:
-            return ChatStateView()
+            return claimed, ChatStateView()
         stored = json.loads(raw)
-        return ChatStateView(stored["state"], stored["data"])
+        return claimed, ChatStateView(stored["state"], stored["data"])
 
-    async def set(self, key: str, state: str | None, data: dict[str, Any]) -> None:
-        await self._redis.set(self._key(key), json.dumps({"state": state, "data": data}))
-
-    async def clear(self, key: str) -> None:
-        await self._redis.delete(self._key(key))
+    async def settle(self, writes: UpdateWrites) -> None:
+        if writes.state is not None:
+            key, view = writes.state
+            if view.state is None:
+                await self._redis.delete(self._states + key)
+            else:
+                value = json.dumps({"state": view.state, "data": view.data})
+                await self._redis.set(self._states + key, value)
+        await self.records.settle(writes.without_state())

@@ -11,7 +11,14 @@ The purchase path also gets a plain synchronous engine on the same SQLite file
 (`create_sync_engine`): a whole purchase then costs one hop to a thread instead of
 several hops per statement through aiosqlite.
 
-Both engines pool their connections, and in WAL mode a statement left half-read on a
+PostgreSQL connections are pinged before use only when they sat idle in the pool for a
+while (`PING_AFTER_IDLE_SECONDS`): SQLAlchemy's `pool_pre_ping` pings on every
+checkout, which over asyncpg is three round trips (BEGIN, `;`, ROLLBACK), more than the
+one statement most of the bot's reads are. A connection used a moment ago is alive but
+for a server restart in between, which costs the one update that meets it an apology
+and replaces the pool.
+
+Both SQLite engines pool their connections, and in WAL mode a statement left half-read on a
 connection (not stepped to its end, not reset) keeps that connection's snapshot after
 its transaction has ended: COMMIT and ROLLBACK do not reset it, so every later
 transaction on the connection would read the database as it was then, and a writing
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +49,9 @@ log = logging.getLogger(__name__)
 READ_ONLY = "cardshop_read_only"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 10.0
 
 #: The connection's statements that have started and not finished, this one among them
 #: (SQLite's `sqlite_stmt` table, present when built with SQLITE_ENABLE_STMTVTAB).
@@ -110,10 +121,30 @@ def open_statements(connection: sqlite3.Connection) -> list[str]:
     return [sql for (sql,) in rows if sql != _BUSY_STATEMENTS]
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle for a while."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection failed its ping") from exc
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """Create the engine for `url`; SQLite gets WAL, immediate writes and a busy timeout."""
     if not url.startswith("sqlite"):
-        return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+        engine = create_async_engine(url, echo=echo, pool_size=10)
+        _ping_when_idle(engine.sync_engine)
+        return engine
 
     _prepare_sqlite_file(url)
     # aiosqlite opens its connection in its own thread; the pool's checkout check reads it

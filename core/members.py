@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,29 +44,40 @@ class MemberView:
 
     @classmethod
     def of(cls, row: Member) -> MemberView:
-        return cls(
-            id=row.id,
-            telegram_id=row.telegram_id,
-            username=row.username,
-            display_name=row.display_name,
-            locale=row.locale,
-            referral_code=row.referral_code,
-            referrer_id=row.referrer_id,
-            balance=row.balance,
-            total_spent=row.total_spent,
-            growth_points=row.growth_points,
-            tier_key=row.tier_key,
-            tier_source=row.tier_source,
-            trial_until=row.trial_until,
-            protected_until=row.protected_until,
-            unreachable=row.unreachable,
-            created_at=row.created_at,
-        )
+        return cls(**{name: getattr(row, name) for name in MEMBER_COLUMNS})
+
+
+#: The `members` columns a `MemberView` carries, by name.
+MEMBER_COLUMNS = tuple(f.name for f in fields(MemberView))
 
 
 def locale_for(language_code: str | None) -> str:
     """Telegram's `language_code` to a shop locale: any `zh*` is zh_CN, the rest en."""
     return "zh_CN" if (language_code or "").lower().startswith("zh") else "en"
+
+
+def names_from_telegram(username: str | None, display_name: str) -> tuple[str | None, str]:
+    """A Telegram account's names made storable and cut to their columns."""
+    if username is not None:
+        username = clip(storable(username), USERNAME_MAX)
+    return username, clip(storable(display_name), DISPLAY_NAME_MAX)
+
+
+def profile_changes(
+    member: MemberView, *, username: str | None, display_name: str
+) -> dict[str, Any]:
+    """The name columns that differ from what Telegram says now; {} for most updates.
+
+    An empty display name (Telegram always sends a first name; a stand-in may not)
+    keeps the one on record.
+    """
+    username, display_name = names_from_telegram(username, display_name)
+    changes: dict[str, Any] = {}
+    if username != member.username:
+        changes["username"] = username
+    if display_name and display_name != member.display_name:
+        changes["display_name"] = display_name
+    return changes
 
 
 def new_referral_code() -> str:
@@ -103,9 +115,7 @@ class Members:
         A referral code counts only when the account is new, and never for oneself. Names
         come from outside: they are made storable and cut to their columns.
         """
-        if username is not None:
-            username = clip(storable(username), USERNAME_MAX)
-        display_name = clip(storable(display_name), DISPLAY_NAME_MAX)
+        username, display_name = names_from_telegram(username, display_name)
         async with self._db.transaction() as session:
             member = await session.scalar(select(Member).where(Member.telegram_id == telegram_id))
             if member is None:

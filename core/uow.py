@@ -10,14 +10,22 @@ greenlet (`run_sync`), on a SQLite file in a dedicated writer thread that owns a
 engine on the same file. SQLite lets one writer in at a time anyway, so one thread
 serialising those transactions loses nothing and spares them the lock waits. Helpers
 written over a `Connection` serve async callers too, through `run_on(session, ...)`.
+`db.run_read(work)` is the same single hop for a read (on SQLite in reader threads of
+their own, which WAL lets run beside the writer).
+
+A `Rider` is work that joins the first write transaction a task opens: the chat
+runtime records an update as handled in the same transaction as the update's own
+effect (a purchase, a check-in), so a crash cannot keep one without the other and a
+second worker handling the same update at once rolls its effect back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
@@ -30,13 +38,21 @@ from core.db import READ_ONLY, create_engine, create_sync_engine, is_postgres, s
 T = TypeVar("T")
 P = ParamSpec("P")
 
+#: Threads that read a SQLite file beside its writer (WAL readers never wait for it).
+SQLITE_READERS = 2
 
-class _SqliteWriter:
-    """One thread with a sync engine on the SQLite file; each `run` is one transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+class _SqliteThreads:
+    """Threads with a sync engine on the SQLite file; each `run` is one transaction.
+
+    One thread writes (SQLite lets one writer in at a time anyway); readers get their
+    own threads and a read-only engine (a deferred BEGIN), so a read never queues
+    behind a purchase.
+    """
+
+    def __init__(self, engine: Engine, *, threads: int, name: str) -> None:
         self._engine = engine
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._thread = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     def _transact(self, work: Callable[[Connection], T]) -> T:
         with self._engine.begin() as conn:
@@ -52,6 +68,27 @@ class _SqliteWriter:
         self._thread.shutdown(wait=True)
 
 
+class Rider:
+    """Work that joins the first write transaction its task opens on one database.
+
+    `done` turns True once that transaction committed with it; a transaction that
+    rolls back takes it along, and the next one carries it again. Set it going with
+    `Database.riding`; once that block is left, it rides nowhere (not even in a task
+    started inside the block, whose context kept a copy).
+    """
+
+    def __init__(self, db: Database, work: Callable[[Connection], None]) -> None:
+        self.db = db
+        self.work = work
+        self.done = False
+        #: Inside a transaction right now: a transaction nested in it does not take it twice.
+        self.aboard = False
+        self.expired = False
+
+
+_RIDER: ContextVar[Rider | None] = ContextVar("cardshop_rider", default=None)
+
+
 class Database:
     """An engine plus the ways to use it: a write transaction, a read snapshot, `run`."""
 
@@ -63,17 +100,46 @@ class Database:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._sqlite_url = sqlite_file_url(engine)
-        self._sqlite_writer: _SqliteWriter | None = None
+        self._sqlite_writer: _SqliteThreads | None = None
+        self._sqlite_readers: _SqliteThreads | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Database:
         return cls(create_engine(url))
 
+    @contextmanager
+    def riding(self, work: Callable[[Connection], None]) -> Iterator[Rider]:
+        """Run `work` inside the first write transaction this task opens in the block."""
+        rider = Rider(self, work)
+        token = _RIDER.set(rider)
+        try:
+            yield rider
+        finally:
+            rider.expired = True
+            _RIDER.reset(token)
+
+    def _boarding(self) -> Rider | None:
+        rider = _RIDER.get()
+        if rider is None or rider.db is not self or rider.done or rider.aboard or rider.expired:
+            return None
+        return rider
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
+        rider = self._boarding()
         async with self._writer() as session, session.begin():
-            yield session
+            if rider is None:
+                yield session
+            else:
+                rider.aboard = True
+                try:
+                    await run_on(session, rider.work)
+                    yield session
+                finally:
+                    rider.aboard = False
+        if rider is not None:
+            rider.done = True
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -88,17 +154,59 @@ class Database:
         thread). If the awaiting task is cancelled on SQLite, the transaction still
         finishes in the writer thread; callers make such work idempotent.
         """
+        rider = self._boarding()
+        if rider is None:
+            return await self._run(work)
+        carried = rider.work
+
+        def work_with_rider(conn: Connection) -> T:
+            carried(conn)
+            return work(conn)
+
+        rider.aboard = True
+        try:
+            result = await self._run(work_with_rider)
+        finally:
+            rider.aboard = False
+        rider.done = True
+        return result
+
+    async def _run(self, work: Callable[[Connection], T]) -> T:
         if self._sqlite_url is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
         if self._sqlite_writer is None:
-            self._sqlite_writer = _SqliteWriter(create_sync_engine(self._sqlite_url))
+            self._sqlite_writer = _SqliteThreads(
+                create_sync_engine(self._sqlite_url), threads=1, name="sqlite-writer"
+            )
         return await self._sqlite_writer.run(work)
 
+    async def run_read(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` reading in a single hop like `run`: for one statement, or a few
+        that need no common snapshot.
+
+        On PostgreSQL each statement is its own snapshot (autocommit: no BEGIN and
+        COMMIT round trips around a single read); on SQLite `work` runs in one deferred
+        transaction in a reader thread. `work` must only read, and only through `conn`.
+        """
+        if self._sqlite_url is None:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(
+                    isolation_level="AUTOCOMMIT", **{READ_ONLY: True}
+                )
+                return await conn.run_sync(work)
+        if self._sqlite_readers is None:
+            engine = create_sync_engine(self._sqlite_url).execution_options(**{READ_ONLY: True})
+            self._sqlite_readers = _SqliteThreads(
+                engine, threads=SQLITE_READERS, name="sqlite-reader"
+            )
+        return await self._sqlite_readers.run(work)
+
     async def dispose(self) -> None:
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.close()
-            self._sqlite_writer = None
+        for threads in (self._sqlite_writer, self._sqlite_readers):
+            if threads is not None:
+                await threads.close()
+        self._sqlite_writer = self._sqlite_readers = None
         await self.engine.dispose()
 
 

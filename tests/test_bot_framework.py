@@ -25,13 +25,12 @@ from bot.adapters.terminal import chat as terminal_chat
 from bot.app import build_runtime, redis_client
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, Document, Incoming, Keyboard
-from bot.dedupe import DbDeduper, RedisDeduper
 from bot.errors import render_error
 from bot.framework import Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
 from bot.i18n import LOCALES_DIR, Translator
-from bot.state import DbStateStore, RedisStateStore
-from core.chat_state import ChatStates
+from bot.state import ChatStore, DbChatStore, RedisChatStore
+from core.chat_state import AlreadyHandledError, ChatStates, ChatStateView, UpdateWrites
 from core.errors import ErrorCode, ShopError
 from core.shop import Shop
 
@@ -213,40 +212,60 @@ async def redis() -> Any:
     await client.aclose()
 
 
+async def _stored(store: ChatStore, key: str) -> ChatStateView:
+    """The state under `key` (chat:user), read the way an update reads it."""
+    return (await store.arrive(int(key.split(":")[1]), key, None)).state
+
+
+async def _round_trip(store: ChatStore) -> None:
+    assert (await _stored(store, "1:1")).state is None
+    buying = ChatStateView("buy:quantity", {"product": 7, "name": "点卡"})
+    await store.settle(UpdateWrites(state=("1:1", buying)))
+    confirming = ChatStateView("buy:confirm", {"product": 7, "quantity": 2})
+    await store.settle(UpdateWrites(state=("1:1", confirming)))
+    assert await _stored(store, "1:1") == confirming
+    assert (await _stored(store, "2:2")).state is None
+    await store.settle(UpdateWrites(state=("1:1", ChatStateView())))
+    assert (await _stored(store, "1:1")).state is None
+
+
 async def test_db_state_store_round_trip(shop: Shop) -> None:
-    store = DbStateStore(ChatStates(shop.db, shop.clock))
-    assert (await store.get("1:1")).state is None
-    await store.set("1:1", "buy:quantity", {"product": 7, "name": "点卡"})
-    await store.set("1:1", "buy:confirm", {"product": 7, "quantity": 2})
-    stored = await store.get("1:1")
-    assert stored.state == "buy:confirm"
-    assert stored.data == {"product": 7, "quantity": 2}
-    assert (await store.get("2:2")).state is None
-    await store.clear("1:1")
-    assert (await store.get("1:1")).state is None
+    await _round_trip(DbChatStore(ChatStates(shop.db, shop.clock, "telegram")))
 
 
-async def test_redis_state_store_round_trip(redis: Redis) -> None:
-    store = RedisStateStore(redis, namespace=f"test-{secrets.token_hex(4)}")
-    await store.set("1:1", "ticket:text", {"category": "code"})
-    assert (await store.get("1:1")).data == {"category": "code"}
-    await store.clear("1:1")
-    assert (await store.get("1:1")).state is None
+async def test_redis_state_store_round_trip(shop: Shop, redis: Redis) -> None:
+    records = ChatStates(shop.db, shop.clock, "telegram")
+    await _round_trip(
+        RedisChatStore(records, redis, "telegram", namespace=f"test-{secrets.token_hex(4)}")
+    )
 
 
-async def test_db_dedupe_claims_each_update_once(shop: Shop) -> None:
-    deduper = DbDeduper(ChatStates(shop.db, shop.clock), "telegram")
-    claims = await asyncio.gather(*(deduper.first_time(77) for _ in range(8)))
-    assert sorted(claims) == [False] * 7 + [True]
-    assert await deduper.first_time(78)
-    other_source = DbDeduper(ChatStates(shop.db, shop.clock), "other")
-    assert await other_source.first_time(77)
+async def test_db_claims_each_update_once(shop: Shop) -> None:
+    """A claim riding an effect rolls it back when the update was claimed already."""
+    records = ChatStates(shop.db, shop.clock, "telegram")
+    assert not (await records.arrive(1, None, 77)).seen
+    await records.settle(UpdateWrites(claim=77))
+    await records.settle(UpdateWrites(claim=77))  # at the end: a taken claim is no error
+    assert (await records.arrive(1, None, 77)).seen
+    assert not (await records.arrive(1, None, 78)).seen
+    assert not (await ChatStates(shop.db, shop.clock, "other").arrive(1, None, 77)).seen
+    with (
+        pytest.raises(AlreadyHandledError),
+        shop.db.riding(records.rider(UpdateWrites(claim=77))),
+    ):
+        await shop.members.register(42, display_name="rolled back")
+    assert await shop.members.by_telegram(42) is None
 
 
-async def test_redis_dedupe_claims_each_update_once(redis: Redis) -> None:
-    deduper = RedisDeduper(redis, "telegram", namespace=f"test-{secrets.token_hex(4)}")
-    claims = await asyncio.gather(*(deduper.first_time(77) for _ in range(8)))
-    assert sorted(claims) == [False] * 7 + [True]
+async def test_redis_claims_each_update_once(shop: Shop, redis: Redis) -> None:
+    store = RedisChatStore(
+        ChatStates(shop.db, shop.clock, "telegram"),
+        redis,
+        "telegram",
+        namespace=f"test-{secrets.token_hex(4)}",
+    )
+    arrivals = await asyncio.gather(*(store.arrive(1, "1:1", 77) for _ in range(8)))
+    assert sorted(arrival.seen for arrival in arrivals) == [False] + [True] * 7
 
 
 async def test_a_burst_beyond_the_redis_pool_waits_instead_of_dropping_updates(
@@ -345,7 +364,7 @@ def _runtime(shop: Shop) -> Runtime:
         await ctx.reply(f"poked {data.n}")
 
     base = build_runtime(shop)
-    return Runtime(shop, Registry([probe, *ALL_CONVERSATIONS]), base.states, base.deduper)
+    return Runtime(shop, Registry([probe, *ALL_CONVERSATIONS]), base.store)
 
 
 def _message(text: str, update_id: int, user_id: int = 501) -> Incoming:
@@ -393,20 +412,20 @@ async def test_state_is_saved_only_when_the_handler_succeeds(shop: Shop) -> None
     )
     await runtime.handle(_message("/crash", 2), transport)
     assert "something went wrong" in transport.sent[-1][1]
-    assert (await runtime.states.get("501:501")).state is None
+    assert (await _stored(runtime.store, "501:501")).state is None
 
     await runtime.handle(_message("/ask", 3), transport)
-    assert (await runtime.states.get("501:501")).state == "probe:typing"
+    assert (await _stored(runtime.store, "501:501")).state == "probe:typing"
     await runtime.handle(_message("7", 4), transport)
     assert transport.sent[-1][1] == "got 7 at step none"
-    assert (await runtime.states.get("501:501")).state is None
+    assert (await _stored(runtime.store, "501:501")).state is None
 
 
 async def test_a_command_abandons_pending_input(shop: Shop) -> None:
     runtime, transport = _runtime(shop), RecordingTransport()
     await runtime.handle(_message("/ask", 1), transport)
     await runtime.handle(_message("/help", 2), transport)
-    assert (await runtime.states.get("501:501")).state is None
+    assert (await _stored(runtime.store, "501:501")).state is None
     await runtime.handle(_message("7", 3), transport)
     assert "send /help" in transport.sent[-1][1]
 

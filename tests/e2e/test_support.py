@@ -327,11 +327,14 @@ async def test_ticket_screens_agree_on_the_state_after_a_reply_and_a_resolve(
 
     await admin.tap(tr._("✍️ Take and reply"))
     await incoming(bot, member_chat.chat_id, lambda: bot.inject_message(admin.user, "已补发"))
-    card = admin.last_keyboard()
-    shown = plain(card.text)
-    assert tr._("Status: {status}").format(status=tr._("answered, waiting for the member")) in (
-        shown
-    )
+    answered = tr._("Status: {status}").format(status=tr._("answered, waiting for the member"))
+
+    async def card_answered() -> bool:
+        # The member gets the reply before the staff card is redrawn: wait for the card.
+        return answered in plain(admin.last_keyboard().text)
+
+    await eventually(card_answered, "the staff card redrawn after the reply")
+    shown = plain(admin.last_keyboard().text)
     assert tr._("waiting for support") not in shown
     assert not {"⏳", "⛔"} & set(shown)
     [listing] = await member_chat.say("/ticket")

@@ -265,13 +265,13 @@ def _facts_query() -> Select[*tuple[Any, ...]]:
     """
     return (
         select(
-            _REVISION,
+            _REVISION.label("revision"),
             Member.tier_key,
             Member.balance,
-            available_points(Member.id.expression, bindparam("at")),
-            Product.id,
-            _STOCK,
-            MemberPrice.price,
+            available_points(Member.id.expression, bindparam("at")).label("points"),
+            Product.id.label("product_id"),
+            _STOCK.label("stock"),
+            MemberPrice.price.label("member_price"),
         )
         .select_from(Member)
         .outerjoin(Product, Product.id.in_(bindparam("products", expanding=True)))
@@ -508,14 +508,18 @@ class Catalog:
                 rows = (await session.execute(_facts_query(), params)).all()
             if not rows:
                 raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
-            revision, tier_key, balance, points = rows[0][:4]
-            if revision == shelf.revision:
+            first = rows[0]
+            if first.revision == shelf.revision:
                 return shelf, _Facts(
-                    tier_key=tier_key,
-                    balance=balance,
-                    points=int(points),
-                    stock={row[4]: row[5] for row in rows if row[4] is not None},
-                    member_prices={row[4]: row[6] for row in rows if row[6] is not None},
+                    tier_key=first.tier_key,
+                    balance=first.balance,
+                    points=int(first.points),
+                    stock={row.product_id: row.stock for row in rows if row.product_id is not None},
+                    member_prices={
+                        row.product_id: row.member_price
+                        for row in rows
+                        if row.member_price is not None
+                    },
                 )
             shelf = await self._reload()
 
@@ -607,7 +611,7 @@ class Catalog:
         if not include_inactive:
             conditions.append(Product.active.is_(True))
         query = (
-            select(Product, _STOCK, func.count().over())
+            select(Product, _STOCK, func.count().over().label("total"))
             .where(*conditions)
             .order_by(Product.sort, Product.id)
             .limit(page_size)
@@ -616,7 +620,7 @@ class Catalog:
         async with self._db.read() as session:
             rows = (await session.execute(query)).all()
             if rows:
-                total = rows[0][2]
+                total = rows[0].total
             else:
                 count = select(func.count()).select_from(Product).where(*conditions)
                 total = await session.scalar(count) or 0

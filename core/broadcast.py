@@ -60,8 +60,6 @@ class Outcome(StrEnum):
     SENT = "sent"
     #: The member blocked the bot (403): marked unreachable, never retried.
     BLOCKED = "blocked"
-    #: Flood control (429): wait `retry_after` seconds, then the same member again.
-    RETRY_AFTER = "retry_after"
     FAILED = "failed"
 
 
@@ -70,7 +68,6 @@ class SendOutcome:
     """What the bot's send function reports for one message."""
 
     kind: Outcome
-    retry_after: float = 0.0
     error: str = ""
 
     @classmethod
@@ -80,10 +77,6 @@ class SendOutcome:
     @classmethod
     def blocked(cls) -> SendOutcome:
         return cls(Outcome.BLOCKED)
-
-    @classmethod
-    def retry(cls, seconds: float) -> SendOutcome:
-        return cls(Outcome.RETRY_AFTER, retry_after=seconds)
 
     @classmethod
     def failed(cls, error: str) -> SendOutcome:
@@ -173,11 +166,6 @@ class TokenBucket:
                 await asyncio.sleep(wait)
             self._last = loop.time()
 
-    def pause(self, seconds: float) -> None:
-        """No token for `seconds` from now."""
-        resume = asyncio.get_running_loop().time() + seconds
-        self._last = max(self._last, resume - self._interval)
-
 
 @dataclass(frozen=True, slots=True)
 class _Claim:
@@ -216,17 +204,15 @@ class Broadcasts:
         *,
         rate: float = TELEGRAM_RATE,
         concurrency: int = 5,
-        max_attempts: int = 5,
         progress_every: int = 25,
     ) -> None:
-        if concurrency < 1 or max_attempts < 1 or progress_every < 1:
-            raise ValueError("concurrency, max_attempts and progress_every must be positive")
+        if concurrency < 1 or progress_every < 1:
+            raise ValueError("concurrency and progress_every must be positive")
         self._db = db
         self._ladder = ladder
         self._clock = clock
         self._bucket = TokenBucket(rate)
         self._concurrency = concurrency
-        self._max_attempts = max_attempts
         self._progress_every = progress_every
 
     # --- creating -----------------------------------------------------------------------
@@ -426,41 +412,32 @@ class Broadcasts:
         return _Claim(delivery_id, member_id, cast(int, telegram_id), locale)
 
     async def _deliver(self, broadcast: BroadcastView, claim: _Claim, send: SendFn) -> None:
-        attempts = 0
-        while True:
-            # Right before the send, so the pace holds at the API, not at the claim.
-            try:
-                await self._bucket.acquire()
-            except asyncio.CancelledError:
-                if attempts == 0:
-                    # Stopped before the first send: nothing can have reached Telegram,
-                    # so the member goes back to the queue instead of being lost.
-                    await self._unclaim(claim.delivery_id)
-                raise
-            attempts += 1
-            try:
-                outcome = await send(
-                    claim.telegram_id, claim.locale, broadcast.text, broadcast.button
-                )
-            except Exception as exc:
-                log.exception("broadcast %s: send to member %s", broadcast.id, claim.member_id)
-                outcome = SendOutcome.failed(type(exc).__name__)
-            if outcome.kind is Outcome.RETRY_AFTER and attempts < self._max_attempts:
-                self._bucket.pause(outcome.retry_after)
-                continue
-            break
+        # Right before the send, so the pace holds at the API, not at the claim. A 429 is
+        # waited out inside `send` (the bot's one FloodControl), never retried here.
+        try:
+            await self._bucket.acquire()
+        except asyncio.CancelledError:
+            # Stopped before the send: nothing can have reached Telegram, so the member
+            # goes back to the queue instead of being lost.
+            await self._unclaim(claim.delivery_id)
+            raise
+        try:
+            outcome = await send(claim.telegram_id, claim.locale, broadcast.text, broadcast.button)
+        except Exception as exc:
+            log.exception("broadcast %s: send to member %s", broadcast.id, claim.member_id)
+            outcome = SendOutcome.failed(type(exc).__name__)
         status = {
             Outcome.SENT: Delivery.SENT,
             Outcome.BLOCKED: Delivery.BLOCKED,
         }.get(outcome.kind, Delivery.FAILED)
-        error = outcome.error or ("retry_limit" if outcome.kind is Outcome.RETRY_AFTER else None)
+        error = outcome.error or None
         async with self._db.transaction() as session:
             await session.execute(
                 update(BroadcastDelivery)
                 .where(BroadcastDelivery.id == claim.delivery_id)
                 .values(
                     status=status.value,
-                    attempts=BroadcastDelivery.attempts + attempts,
+                    attempts=BroadcastDelivery.attempts + 1,
                     error=error[:64] if error else None,
                     sent_at=self._clock.now() if status is Delivery.SENT else None,
                 )

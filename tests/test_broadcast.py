@@ -77,46 +77,6 @@ async def test_sends_at_most_rate_per_second(shop: Shop) -> None:
     }
 
 
-async def test_retry_after_waits_and_retries_the_same_member(shop: Shop) -> None:
-    members = await _members(shop, 4)
-    slow = (await _telegram_ids(shop, members[1:2]))[0]
-    service = _service(shop, concurrency=2)
-    broadcast, _ = await service.create("tg:1", "all", "news")
-    loop = asyncio.get_running_loop()
-    calls: list[tuple[int, float]] = []
-
-    async def send(telegram_id: int, *_: object) -> SendOutcome:
-        calls.append((telegram_id, loop.time()))
-        if telegram_id == slow and sum(1 for t, _ in calls if t == slow) == 1:
-            return SendOutcome.retry(0.3)
-        return SendOutcome.sent()
-
-    report = await service.run(broadcast.id, send)
-
-    assert (report.sent, report.failed) == (4, 0)
-    slow_calls = [at for t, at in calls if t == slow]
-    assert len(slow_calls) == 2
-    assert slow_calls[1] - slow_calls[0] >= 0.3 - 0.01
-    statuses = await _statuses(shop, broadcast.id)
-    assert statuses[members[1]] == ("sent", 2, None)
-    assert Counter(t for t, _ in calls) == Counter(
-        {t: (2 if t == slow else 1) for t in await _telegram_ids(shop, members)}
-    )
-
-
-async def test_endless_429_gives_up_after_max_attempts(shop: Shop) -> None:
-    members = await _members(shop, 1)
-    service = Broadcasts(shop.db, shop.ladder, shop.clock, rate=1000, max_attempts=3)
-    broadcast, _ = await service.create("tg:1", "all", "news")
-
-    async def send(*_: object) -> SendOutcome:
-        return SendOutcome.retry(0.01)
-
-    report = await service.run(broadcast.id, send)
-    assert (report.sent, report.failed) == (0, 1)
-    assert (await _statuses(shop, broadcast.id))[members[0]] == ("failed", 3, "retry_limit")
-
-
 async def test_blocked_members_are_marked_and_reported(shop: Shop) -> None:
     members = await _members(shop, 6)
     telegram = await _telegram_ids(shop, members)

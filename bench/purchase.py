@@ -6,8 +6,9 @@ names. Run: `make bench` (or `python -m bench.purchase --n 2000`); set
 BENCH_DATABASE_URL=postgresql+asyncpg://... to also measure PostgreSQL.
 
 Each database gets two rows per concurrency: `Orders.place` as the shop wires it, and
-the same purchase without the after-purchase tier hook (fast track and promotion, two
-more transactions), which is the purchase transaction alone plus decrypting the codes.
+the same purchase without the after-purchase tier hook (`core.tiers.moves.Promotions`:
+it measures only what could still move the buyer, often nothing), which is the purchase
+transaction alone plus decrypting the codes.
 """
 
 from __future__ import annotations

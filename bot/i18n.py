@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, get_currency_symbol
@@ -60,6 +61,18 @@ def translations(locale: str) -> NullTranslations:
     return Translations(compiled, domain=DOMAIN)
 
 
+@cache
+def babel_locale(locale: str) -> Locale:
+    """The parsed Babel locale, once per locale: Babel re-parses a locale name (scanning
+    its list of locales) on every call given a string, a measured ~0.5 ms per price."""
+    return Locale.parse(locale)
+
+
+@cache
+def _cldr_symbol(currency: str, locale: str) -> str:
+    return get_currency_symbol(currency, locale=babel_locale(locale))
+
+
 class Translator:
     """Text and numbers in one locale: what every message to a member goes through."""
 
@@ -77,11 +90,11 @@ class Translator:
 
     def money(self, fen: int) -> str:
         """An amount in 分 in the shop currency, e.g. ¥1,234.56 (¥ for yuan in every locale)."""
-        text = format_currency(Decimal(fen) / 100, self.currency, locale=self.locale)
+        text = format_currency(Decimal(fen) / 100, self.currency, locale=babel_locale(self.locale))
         symbol = SHOP_SYMBOLS.get(self.currency)
         if symbol is None:
             return text
-        return text.replace(get_currency_symbol(self.currency, locale=self.locale), symbol, 1)
+        return text.replace(_cldr_symbol(self.currency, self.locale), symbol, 1)
 
     def duration(self, minutes: int) -> str:
         """A support window as a person says it: "4 hours", "15 minutes"."""
@@ -96,7 +109,7 @@ class Translator:
         return self._("Q{number} {year}").format(number=number, year=year)
 
     def number(self, value: int | Decimal) -> str:
-        return format_decimal(value, locale=self.locale)
+        return format_decimal(value, locale=babel_locale(self.locale))
 
     def datetime(self, moment: dt.datetime) -> str:
         """A moment in the shop's time zone, e.g. 2026-11-22 18:00."""

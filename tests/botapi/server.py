@@ -266,6 +266,7 @@ class BotApiStub:
         username: str = "cardshop_test_bot",
         first_name: str = "Card Shop",
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token or f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(26)}"
         self.bot = TgUser(
@@ -287,6 +288,9 @@ class BotApiStub:
         self.dropped_updates: list[dict[str, Any]] = []
         self.webhook_attempts: list[WebhookAttempt] = []
         self._limiter = RateLimiter(self.limits, clock)
+        #: Unix time for the dates Telegram stamps (messages, edits, calls): a test hands
+        #: in its shop's clock so no update carries the day the suite happens to run.
+        self._wall_clock = wall_clock
         self._chats: dict[int, dict[str, Any]] = {}
         self._messages: dict[tuple[int, int], StoredMessage] = {}
         self._chat_log: dict[int, list[StoredMessage]] = {}
@@ -465,7 +469,7 @@ class BotApiStub:
         if stored is None or stored.from_bot:
             raise LookupError(f"{user.id} sent no message {message_id}")
         stored.message["text"] = text
-        stored.message["edit_date"] = int(time.time())
+        stored.message["edit_date"] = int(self._wall_clock())
         return self._push_update({"edited_message": copy.deepcopy(stored.message)})
 
     def inject_sticker(self, user: TgUser, *, chat_id: int | None = None) -> dict[str, Any]:
@@ -501,7 +505,7 @@ class BotApiStub:
         change = {
             "chat": self._chat(self._user_chat(user, None)),
             "from": user.as_dict(),
-            "date": int(time.time()),
+            "date": int(self._wall_clock()),
             "old_chat_member": member(old),
             "new_chat_member": member(status),
         }
@@ -674,7 +678,7 @@ class BotApiStub:
         except ApiError as exc:
             status, body = exc.code, exc.body()
         body = copy.deepcopy(body)
-        self.calls.append(ApiCall(name, params.values, time.time(), status, body))
+        self.calls.append(ApiCall(name, params.values, self._wall_clock(), status, body))
         self._touch()
         return status, body
 
@@ -943,7 +947,7 @@ class BotApiStub:
             show_alert=params.flag("show_alert"),
             url=params.string("url"),
             cache_time=params.integer("cache_time", 0),
-            time=time.time(),
+            time=self._wall_clock(),
         )
         return True
 
@@ -1155,7 +1159,7 @@ class BotApiStub:
             k: v for k, v in stored.message.items() if k != "edit_date"
         }:
             raise bad_request(_NOT_MODIFIED)
-        edited["edit_date"] = int(time.time())
+        edited["edit_date"] = int(self._wall_clock())
         stored.versions.append(stored.message)
         stored.message = edited
         stored.reply_markup = markup
@@ -1196,7 +1200,7 @@ class BotApiStub:
             "message_id": message_id,
             "from": (sender or self.bot).as_dict(),
             "chat": self._chat(chat_id),
-            "date": int(time.time()),
+            "date": int(self._wall_clock()),
             **content,
         }
         if reply_to is not None:
@@ -1276,7 +1280,7 @@ class BotApiStub:
             WebhookAttempt(int(update["update_id"]), status, None if delivered else error)
         )
         if not delivered:
-            self._webhook_error = (int(time.time()), error)
+            self._webhook_error = (int(self._wall_clock()), error)
             self._touch()
             return False
         if reply is not None:

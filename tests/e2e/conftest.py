@@ -27,8 +27,9 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[BotApiStub]:
-    async with BotApiStub() as stub:
+async def api(clock: ManualClock) -> AsyncIterator[BotApiStub]:
+    # Telegram dates its updates by the shop's clock, as it would on the day the test plays.
+    async with BotApiStub(wall_clock=lambda: clock.now().timestamp()) as stub:
         yield stub
 
 

@@ -427,34 +427,25 @@ class Tiers:
     ) -> TierChangeView:
         """An admin puts a member on a tier; it is kept until an admin or the rules move it up."""
         tier = self._ladder.tier(tier_key)
-        async with self._db.transaction() as session:
-            member = await load_member(session, member_id, for_update=True)
-            return await move(
-                session,
-                member,
-                tier.key,
-                source=TierSource.ADMIN,
-                reason=reason,
-                actor=actor,
-                now=self._clock.now(),
-            )
+        return await self._move_now(member_id, tier.key, TierSource.ADMIN, reason, actor)
 
     async def invite_partner(self, member_id: int, *, actor: str) -> TierChangeView:
         """The invitation-only tier (战略伙伴), which no rule reaches."""
         invited = next((t for t in self._ladder.tiers if t.invite_only), None)
         if invited is None:
             raise ShopError(ErrorCode.UNKNOWN_TIER, tier="invite_only")
+        return await self._move_now(member_id, invited.key, TierSource.INVITE, "invite", actor)
+
+    async def _move_now(
+        self, member_id: int, tier_key: str, source: TierSource, reason: str, actor: str
+    ) -> TierChangeView:
+        """One admin move in its own transaction, the member's row locked."""
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await move(
-                session,
-                member,
-                invited.key,
-                source=TierSource.INVITE,
-                reason="invite",
-                actor=actor,
+                session, member, tier_key, source=source, reason=reason, actor=actor,
                 now=self._clock.now(),
-            )
+            )  # fmt: skip
 
     async def grant_trial(
         self, member_id: int, *, actor: str, days: int | None = None

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import DEFAULT_TIERS_FILE
+from core.ladder import Ladder
 from core.models import (
     PAID_STATUSES,
     Category,
@@ -21,7 +22,8 @@ from core.models import (
     Product,
     WalletEntry,
 )
-from core.uow import Database
+from core.points import award_points_on
+from core.uow import Database, run_on
 from core.vault import CodeVault
 
 _ids = itertools.count(1)
@@ -141,6 +143,24 @@ async def make_order(
     session.add(order)
     await session.flush()
     return order.id
+
+
+async def give_points(
+    db: Database,
+    ladder: Ladder,
+    member_id: int,
+    amount: int,
+    *,
+    at: datetime,
+    source: str = "reward",
+    key: str = "gift",
+) -> bool:
+    """Points earned at `at` through the real award path; False when `key` was used."""
+    async with db.transaction() as session:
+        return await run_on(
+            session, award_points_on, ladder, member_id, source=source, source_key=key,
+            amount=amount, at=at,
+        )  # fmt: skip
 
 
 def tiers_file_with(folder: Path, **numbers: int) -> Path:

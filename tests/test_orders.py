@@ -17,11 +17,9 @@ from core.models import (
     TierPrice,
     WalletEntry,
 )
-from core.points import award_points_on
 from core.shop import Shop
-from core.uow import run_on
 from core.wallet import post_entry_on
-from tests.factories import make_member, make_product
+from tests.factories import give_points, make_member, make_product
 
 
 async def _count(shop: Shop, query) -> int:  # type: ignore[no-untyped-def]
@@ -172,17 +170,9 @@ async def test_the_same_key_returns_the_first_order_and_charges_once(shop: Shop)
 async def test_points_pay_part_of_an_order(shop: Shop) -> None:
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
     member = await make_member(shop.db, shop.clock, balance=10_000)
-    async with shop.db.transaction() as session:
-        await run_on(
-            session,
-            award_points_on,
-            shop.ladder,
-            member,
-            source="reward",
-            source_key="gift",
-            amount=300,
-            at=shop.clock.now(),
-        )
+    await give_points(
+        shop.db, shop.ladder, member, 300, at=shop.clock.now(), source="reward", key="gift"
+    )
 
     q = await shop.catalog.quote(member, product, 1, use_points=True)
     assert (q.points_used, q.points_value, q.total) == (300, 300, 650)
@@ -267,17 +257,9 @@ async def test_an_unknown_member_or_product_is_refused_by_name(shop: Shop) -> No
 async def test_points_redeemed_at_purchase_come_back_on_refund(shop: Shop) -> None:
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000)
     member = await make_member(shop.db, shop.clock, balance=10_000)
-    async with shop.db.transaction() as session:
-        await run_on(
-            session,
-            award_points_on,
-            shop.ladder,
-            member,
-            source="reward",
-            source_key="gift",
-            amount=300,
-            at=shop.clock.now(),
-        )
+    await give_points(
+        shop.db, shop.ladder, member, 300, at=shop.clock.now(), source="reward", key="gift"
+    )
     purchase = await shop.orders.place(member, product, 1, idempotency_key="p", use_points=True)
     assert (await shop.points.balance(member)).available == 6  # earned on ¥6.50 paid
 

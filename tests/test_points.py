@@ -25,7 +25,7 @@ from core.models import (
 )
 from core.uow import Database, run_on
 from tests.conftest import SHOP_ZONE, START
-from tests.factories import make_order
+from tests.factories import give_points, make_order
 
 LADDER = load_ladder(DEFAULT_TIERS_FILE)
 _ids = itertools.count(1)
@@ -79,17 +79,7 @@ async def make_orders(db: Database, member_id: int, count: int = 1) -> list[int]
 
 
 async def award(db: Database, member_id: int, key: str, amount: int, earned: datetime) -> None:
-    async with db.transaction() as session:
-        assert await run_on(
-            session,
-            points.award_points_on,
-            LADDER,
-            member_id,
-            source="test",
-            source_key=key,
-            amount=amount,
-            at=earned,
-        )
+    assert await give_points(db, LADDER, member_id, amount, at=earned, source="test", key=key)
 
 
 async def remaining(db: Database, member_id: int) -> dict[str, int]:
@@ -128,17 +118,7 @@ async def four_lots(db: Database, member_id: int) -> None:
 async def test_award_is_once_per_key(db: Database) -> None:
     member = await make_member(db)
     await award(db, member, "k", 10, START)
-    async with db.transaction() as session:
-        again = await run_on(
-            session,
-            points.award_points_on,
-            LADDER,
-            member,
-            source="test",
-            source_key="k",
-            amount=10,
-            at=START,
-        )
+    again = await give_points(db, LADDER, member, 10, at=START, source="test", key="k")
     assert again is False
     assert await remaining(db, member) == {"k": 10}
 

@@ -16,10 +16,8 @@ from core.config import Settings
 from core.errors import ErrorCode, ShopError
 from core.models import Code, Order, PointSpend, WalletEntry
 from core.orders import Purchase
-from core.points import award_points_on
 from core.shop import Shop
-from core.uow import run_on
-from tests.factories import make_member, make_product, tiers_file_with
+from tests.factories import give_points, make_member, make_product, tiers_file_with
 
 
 @pytest.fixture
@@ -165,17 +163,9 @@ async def test_30_purchases_at_once_by_one_member_all_go_through(shop: Shop) -> 
 async def test_one_key_at_once_with_points_redeems_once(shop: Shop) -> None:
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
     member = await make_member(shop.db, shop.clock, balance=10_000)
-    async with shop.db.transaction() as session:
-        await run_on(
-            session,
-            award_points_on,
-            shop.ladder,
-            member,
-            source="reward",
-            source_key="gift",
-            amount=300,
-            at=shop.clock.now(),
-        )
+    await give_points(
+        shop.db, shop.ladder, member, 300, at=shop.clock.now(), source="reward", key="gift"
+    )
 
     done, refused = await _settle(
         [

@@ -15,12 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.i18n import Translator
-from core import points
 from core.models import Code, Order, PointLot, WalletEntry
 from core.shop import Shop
-from core.uow import run_on
 from tests.botapi import BotApiStub, StoredMessage
 from tests.e2e.harness import Chat
+from tests.factories import give_points
 
 LOCALES = {"zh_CN": "zh-hans", "en": "en"}
 STEAM_PRICE = 10_000
@@ -312,17 +311,7 @@ async def test_orders_reveal_codes_and_balance_shows_the_ledger(
     assert codes_in(detail) == await order_codes(shop, order.id)
 
     soon = shop.clock.now() - timedelta(days=350)  # a lot expiring within the warning window
-    async with shop.db.transaction() as session:
-        await run_on(
-            session,
-            points.award_points_on,
-            shop.ladder,
-            member_id,
-            source="checkin",
-            source_key="old",
-            amount=40,
-            at=soon,
-        )
+    await give_points(shop.db, shop.ladder, member_id, 40, at=soon, source="checkin", key="old")
     [wallet] = await member.say("/balance")
     shown = wallet.text or ""
     assert money(locale, TOP_UP - order.total) in shown
@@ -364,17 +353,9 @@ async def test_points_toggle_takes_points_off_the_total(
 ) -> None:
     ids = await seed(shop)
     member, member_id = await buyer(chat, shop, 2010, "en")
-    async with shop.db.transaction() as session:
-        await run_on(
-            session,
-            points.award_points_on,
-            shop.ladder,
-            member_id,
-            source="checkin",
-            source_key="day-1",
-            amount=500,
-            at=shop.clock.now(),
-        )
+    await give_points(
+        shop.db, shop.ladder, member_id, 500, at=shop.clock.now(), source="checkin", key="day-1"
+    )
     confirm = await confirmation(member, "en", "1")
     stale = button(confirm, "✅ Pay")  # drawn before the toggle
     with_points = await press(member, confirm, "🎁 Use points")

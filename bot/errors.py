@@ -139,6 +139,35 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
                     wait,
                 ).format(seconds=t.number(wait))
             return t._("Too many requests. Please wait a moment and try again.")
+        case ErrorCode.TOPUP_AMOUNT_OUT_OF_RANGE:
+            low, high = _money(error, "min", t), _money(error, "max", t)
+            if low and high:
+                return t._("A top-up can be from {min} to {max}.").format(min=low, max=high)
+            return t._("That top-up amount is not allowed.")
+        case ErrorCode.TOPUP_DAILY_LIMIT:
+            left, most = _money(error, "left", t), _money(error, "max", t)
+            if most and error.params.get("left") == 0:
+                return t._(
+                    "You have reached today's top-up limit of {max}. Please try again tomorrow."
+                ).format(max=most)
+            if left and most:
+                return t._(
+                    "Top-ups are limited to {max} a day: you can top up {left} more today."
+                ).format(max=most, left=left)
+            return t._("You have reached today's top-up limit. Please try again tomorrow.")
+        case ErrorCode.PAYMENT_METHOD_UNAVAILABLE:
+            return t._("This payment method is not available right now. Please choose another.")
+        case ErrorCode.PAYMENT_NOT_FOUND:
+            return t._("No such payment.")
+        case ErrorCode.PAYMENT_NOT_REFUNDABLE:
+            return t._("This payment cannot be refunded.")
+        case ErrorCode.PAYMENT_REFUND_REFUSED:
+            reason = error.params.get("reason")
+            if isinstance(reason, str) and reason:
+                return t._(
+                    "The payment provider refused the refund ({reason}). The balance is unchanged."
+                ).format(reason=escape(reason))
+            return t._("The payment provider refused the refund. The balance is unchanged.")
         case _:
             assert_never(code)
 

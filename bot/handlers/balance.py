@@ -29,6 +29,7 @@ KIND_NAMES = {
     "purchase": N_("Purchase"),
     "refund": N_("Refund"),
     "adjustment": N_("Adjustment"),
+    "topup_refund": N_("Top-up refunded"),
 }
 
 
@@ -121,10 +122,9 @@ async def show_balance(ctx: Context) -> None:
         lines += [ledger_line(ctx, entry) for entry in entries]
     else:
         lines.append(ctx._("No transactions yet."))
-    lines += ["", ctx._("To top up, contact support.")]
     keyboard = [
         [
-            Button(ctx._("💬 Top up via support"), MenuCallback(item="ticket")),
+            Button(ctx._("💰 Top up"), MenuCallback(item="topup")),
             Button(ctx._("🛒 Shop"), MenuCallback(item="shop")),
         ],
         [menu_button(ctx)],

@@ -16,14 +16,15 @@ import secrets
 from typing import Any
 
 from bot.callbacks import BadCallbackError, Callback
-from bot.conversation import Button, Context, Conversation, Keyboard, escape
+from bot.conversation import Button, Context, Conversation, escape
 from bot.errors import render_error
 from bot.handlers.browse import ProductCallback, ShopCallback, locked_until, price_text
-from bot.handlers.level import reward_lines
+from bot.handlers.delivery import deliver
 from bot.handlers.start import MenuCallback, menu_button
+from bot.handlers.topup import TopUpCallback, choose_method, missing_amount
 from core.catalog import ProductView
 from core.errors import ErrorCode, ShopError
-from core.orders import Purchase
+from core.payments import BuyIntent
 from core.pricing import Quote
 
 conversation = Conversation("buy")
@@ -36,8 +37,6 @@ CONFIRM = "buy:confirm"
 QUICK_QUANTITIES = (1, 2, 5, 10)
 #: Digits only (any script's digits), short enough that no one can type a huge number.
 QUANTITY_TEXT = re.compile(r"\d{1,7}")
-#: Telegram's message limit; codes that would not fit come as one text file instead.
-MESSAGE_LIMIT = 4096
 
 
 class QuantityCallback(Callback):
@@ -57,6 +56,13 @@ class PointsCallback(Callback):
 
 class PayCallback(Callback):
     prefix = "buypay"
+    nonce: str
+
+
+class PayMissingCallback(Callback):
+    """Top up what the confirmation with this nonce is short, and buy it once it lands."""
+
+    prefix = "buytop"
     nonce: str
 
 
@@ -171,6 +177,14 @@ async def confirm(
                 )
             ]
         )
+    elif ctx.shop.payments.methods():
+        lines += [
+            "",
+            ctx._("⚠️ Your balance is {missing} short.").format(
+                missing=ctx.money(-quote.balance_after)
+            ),
+        ]
+        keyboard += top_up_buttons(ctx, -quote.balance_after, nonce)
     else:
         lines += [
             "",
@@ -198,6 +212,26 @@ async def confirm(
         nonce=nonce,
         key=f"{ctx.chat_id}:{message_id}:{nonce}",
     )
+
+
+def top_up_buttons(ctx: Context, missing: int, nonce: str) -> list[list[Button]]:
+    """ "💰 Top up ¥X" (the shortfall rounded up to a preset) and, when one top-up can
+    cover it, "⚡ Pay the missing ¥Y", which tops up and buys this confirmation."""
+    rules = ctx.shop.payments.rules
+    suggested = rules.preset_for(missing)
+    buttons = [
+        [
+            Button(
+                ctx._("💰 Top up {amount}").format(amount=ctx.money(suggested)),
+                TopUpCallback(amount=suggested),
+            )
+        ]
+    ]
+    exact = missing_amount(missing, rules)
+    if exact is not None:
+        label = ctx._("⚡ Pay the missing {amount}").format(amount=ctx.money(exact))
+        buttons.append([Button(label, PayMissingCallback(nonce=nonce))])
+    return buttons
 
 
 def breakdown(ctx: Context, product: ProductView, quote: Quote) -> list[str]:
@@ -273,7 +307,36 @@ async def pay(ctx: Context, data: PayCallback) -> None:
         await refused(ctx, refusal, drawn)
         return
     await deliver(ctx, purchase)
+    await ctx.answer(ctx._("Paid. Enjoy!") if purchase.created else None)
     ctx.state.update(order=purchase.order.id)
+
+
+@conversation.callback(PayMissingCallback)
+async def pay_missing(ctx: Context, data: PayMissingCallback) -> None:
+    """Buy in one step: a top-up of the shortfall carrying this confirmation's order.
+
+    The intent takes the confirmation's idempotency key and total, so the order placed
+    when the money lands is this one, at this price, once. Money that came in meanwhile
+    shows the confirmation again, now with "Pay".
+    """
+    drawn = confirmation(ctx, data.nonce)
+    if drawn.get("order") is not None:
+        raise BadCallbackError("this confirmation is already paid")
+    product_id, quantity, page = drawn["product"], drawn["quantity"], drawn["page"]
+    balance = await ctx.shop.wallet.balance(ctx.member.id)
+    amount = missing_amount(drawn["total"] - balance, ctx.shop.payments.rules)
+    if balance >= drawn["total"] or amount is None:
+        await confirm(ctx, product_id, quantity, page, use_points=drawn["use_points"])
+        return
+    intent = BuyIntent(
+        product_id=product_id,
+        quantity=quantity,
+        use_points=drawn["use_points"],
+        idempotency_key=drawn["key"],
+        expected_total=drawn["total"],
+    )
+    back = ProductCallback(product=product_id, page=page)
+    await choose_method(ctx, amount, intent=intent, back=back)
 
 
 async def refused(ctx: Context, refusal: ShopError, drawn: dict[str, Any]) -> None:
@@ -300,59 +363,3 @@ async def refused(ctx: Context, refusal: ShopError, drawn: dict[str, Any]) -> No
         )
     else:
         raise refusal
-
-
-async def deliver(ctx: Context, purchase: Purchase) -> None:
-    """The codes in one message, each in <code> so a tap copies it; then mark delivered."""
-    order = purchase.order
-    head = [
-        ctx._("✅ <b>Payment successful</b>")
-        if purchase.created
-        else ctx._("✅ <b>Already paid</b> — here are your codes again."),
-        ctx._("Order #{order}: {name} × {quantity}").format(
-            order=order.id,
-            name=escape(order.product_name(ctx.locale)),
-            quantity=ctx.number(order.quantity),
-        ),
-        ctx._("Paid {total} · balance {balance}").format(
-            total=ctx.money(order.total), balance=ctx.money(purchase.balance_after)
-        ),
-    ]
-    if purchase.new_tier is not None:
-        tier = ctx.shop.ladder.tier(purchase.new_tier).name(ctx.locale)
-        head.append(
-            ctx._("🎉 Congratulations! Your level is now {tier}.").format(tier=escape(tier))
-        )
-    head += reward_lines(ctx, purchase.rewards)
-    keyboard: Keyboard = [
-        [
-            Button(ctx._("📦 My orders"), MenuCallback(item="orders")),
-            Button(ctx._("🛒 Keep shopping"), MenuCallback(item="shop")),
-        ],
-        [menu_button(ctx)],
-    ]
-    await show_codes(ctx, order.id, head, purchase.codes, keyboard)
-    await ctx.shop.orders.mark_delivered(order.id)
-    await ctx.answer(ctx._("Paid. Enjoy!") if purchase.created else None)
-
-
-async def show_codes(
-    ctx: Context, order_id: int, head: list[str], codes: list[str], keyboard: Keyboard
-) -> None:
-    """`head` and the codes in one message, each in <code> so a tap copies it.
-
-    Codes too many for one message (Telegram's 4096 characters) come as one text file
-    after the head instead, so a big batch still arrives whole.
-    """
-    tagged = [f"<code>{escape(code)}</code>" for code in codes]
-    text = "\n".join([*head, "", ctx._("Your codes (tap to copy):"), *tagged])
-    if len(text) <= MESSAGE_LIMIT:
-        await ctx.reply(text, keyboard)
-        return
-    await ctx.reply("\n".join([*head, "", ctx._("Your codes are in the file below.")]), keyboard)
-    await ctx.transport.send_document(
-        ctx.chat_id,
-        f"order-{order_id}.txt",
-        "\n".join(codes).encode(),
-        caption=ctx._("Codes of order #{order}").format(order=order_id),
-    )

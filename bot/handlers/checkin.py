@@ -66,7 +66,7 @@ async def check_in(ctx: Context) -> None:
             lines.append(ctx._("🎉 Congratulations! Your level is now {tier}.").format(tier=name))
         else:
             lines.append(ctx._("Your level is now {tier}.").format(tier=name))
-    lines += reward_lines(ctx, result.rewards)
+    lines += reward_lines(ctx, ctx.shop.ladder, result.rewards)
     await ctx.reply("\n".join(lines), checkin_keyboard(ctx))
 
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.handlers.start import MenuCallback, menu_button
-from bot.i18n import N_
-from core.ladder import SERVED_CAPABILITIES, Capabilities, Metric, Tier
+from bot.i18n import N_, Translator
+from core.ladder import SERVED_CAPABILITIES, Capabilities, Ladder, Metric, Tier
 from core.tiers.metrics import VIOLATION_WINDOW
 from core.tiers.moves import Evaluation, ProgressReward
 from core.tiers.rules import ConditionProgress, TierSource
@@ -123,17 +123,18 @@ def benefits(ctx: Context, tier: Tier) -> list[str]:
     return lines
 
 
-def reward_lines(ctx: Context, rewards: tuple[ProgressReward, ...]) -> list[str]:
-    """One line per progress reward just paid, for the reply to what earned it."""
+def reward_lines(t: Translator, ladder: Ladder, rewards: tuple[ProgressReward, ...]) -> list[str]:
+    """One line per progress reward just paid, for the reply to what earned it (which may
+    be no update at all: a top-up that landed and bought)."""
     return [
-        ctx.ngettext(
+        t.ngettext(
             "🎁 +{points} point: your progress to {tier} reached {percent}%!",
             "🎁 +{points} points: your progress to {tier} reached {percent}%!",
             reward.points,
         ).format(
-            points=ctx.number(reward.points),
+            points=t.number(reward.points),
             percent=reward.percent,
-            tier=tier_name(ctx, reward.tier),
+            tier=escape(ladder.tier(reward.tier).name(t.locale)),
         )
         for reward in rewards
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.errors import render_error
-from bot.handlers.buy import show_codes
+from bot.handlers.delivery import show_codes
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
 from core.clock import local_day

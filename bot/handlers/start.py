@@ -11,12 +11,21 @@ from typing import Literal
 
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
-from bot.i18n import N_
+from bot.i18n import N_, Translator
 
 conversation = Conversation("start")
 
 MenuItem = Literal[
-    "home", "shop", "orders", "balance", "level", "checkin", "ticket", "manager", "language"
+    "home",
+    "shop",
+    "orders",
+    "topup",
+    "balance",
+    "level",
+    "checkin",
+    "ticket",
+    "manager",
+    "language",
 ]
 
 
@@ -25,12 +34,14 @@ class MenuCallback(Callback):
     item: MenuItem
 
 
-#: Main menu buttons, two per row.
+#: Main menu buttons, two per row: shopping, then money, then the member's own pages;
+#: the language, set once, alone at the bottom.
 MENU_ROWS: tuple[tuple[tuple[MenuItem, str], ...], ...] = (
     (("shop", N_("🛒 Shop")), ("orders", N_("📦 My orders"))),
-    (("balance", N_("💰 Balance")), ("level", N_("⭐ My level"))),
-    (("checkin", N_("📅 Check in")), ("ticket", N_("💬 Support"))),
-    (("manager", N_("👤 My manager")), ("language", N_("🌐 Language"))),
+    (("topup", N_("💰 Top up")), ("balance", N_("👛 Balance"))),
+    (("level", N_("⭐ My level")), ("checkin", N_("📅 Check in"))),
+    (("ticket", N_("💬 Support")), ("manager", N_("👤 My manager"))),
+    (("language", N_("🌐 Language")),),
 )
 
 
@@ -40,9 +51,9 @@ def main_menu(ctx: Context) -> Keyboard:
     ]
 
 
-def menu_button(ctx: Context) -> Button:
+def menu_button(t: Translator) -> Button:
     """A "back to the main menu" button for other conversations' keyboards."""
-    return Button(ctx._("« Main menu"), MenuCallback(item="home"))
+    return Button(t._("« Main menu"), MenuCallback(item="home"))
 
 
 def greeting(ctx: Context) -> str:

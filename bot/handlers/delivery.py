@@ -1,0 +1,117 @@
+"""Handing over the codes of a paid order, wherever the payment happened.
+
+A purchase is shown after "Pay" (in the confirmation, edited in place), after a top-up
+that buys in one step (as a new message, maybe with no update to answer: the money can
+land by an HTTP callback from the payment gateway), and again from "My orders". All of
+them write through a `Screen`: an update's `Context` is one, and `MemberChat` is the
+member's chat written to unprompted, so the codes read the same every way they arrive.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol
+
+from bot.conversation import Button, Keyboard, Transport, escape
+from bot.handlers.level import reward_lines
+from bot.handlers.start import MenuCallback, menu_button
+from bot.i18n import Translator
+from core.orders import Purchase
+from core.shop import Shop
+
+#: Telegram's message limit; codes that would not fit come as one text file instead.
+MESSAGE_LIMIT = 4096
+
+
+class Screen(Protocol):
+    """A member's chat in their language, with the shop: what delivering codes needs."""
+
+    @property
+    def shop(self) -> Shop: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def chat_id(self) -> int: ...
+    @property
+    def locale(self) -> str: ...
+    def _(self, message: str) -> str: ...
+    def ngettext(self, singular: str, plural: str, n: int) -> str: ...
+    def money(self, fen: int) -> str: ...
+    def number(self, value: int | Decimal) -> str: ...
+    async def reply(self, text: str, keyboard: Keyboard | None = None) -> int:
+        """Show `text` in the chat: edit the tapped message, or send a new one."""
+
+
+class MemberChat(Translator):
+    """A member's chat the bot writes to on its own (money landed by a gateway's callback,
+    a scheduled job): every `reply` is a new message, as there is no tap to answer."""
+
+    def __init__(self, shop: Shop, transport: Transport, chat_id: int, locale: str | None):
+        settings = shop.settings
+        super().__init__(
+            locale or settings.default_locale, currency=settings.shop_currency, zone=settings.zone
+        )
+        self.shop = shop
+        self.transport = transport
+        self.chat_id = chat_id
+
+    async def reply(self, text: str, keyboard: Keyboard | None = None) -> int:
+        return await self.transport.send(self.chat_id, text, keyboard)
+
+
+async def deliver(screen: Screen, purchase: Purchase) -> None:
+    """The codes in one message, each in <code> so a tap copies it; then mark delivered."""
+    order = purchase.order
+    head = [
+        screen._("✅ <b>Payment successful</b>")
+        if purchase.created
+        else screen._("✅ <b>Already paid</b> — here are your codes again."),
+        screen._("Order #{order}: {name} × {quantity}").format(
+            order=order.id,
+            name=escape(order.product_name(screen.locale)),
+            quantity=screen.number(order.quantity),
+        ),
+        screen._("Paid {total} · balance {balance}").format(
+            total=screen.money(order.total), balance=screen.money(purchase.balance_after)
+        ),
+    ]
+    ladder = screen.shop.ladder
+    if purchase.new_tier is not None:
+        tier = ladder.tier(purchase.new_tier).name(screen.locale)
+        head.append(
+            screen._("🎉 Congratulations! Your level is now {tier}.").format(tier=escape(tier))
+        )
+    head += reward_lines(screen, ladder, purchase.rewards)
+    keyboard: Keyboard = [
+        [
+            Button(screen._("📦 My orders"), MenuCallback(item="orders")),
+            Button(screen._("🛒 Keep shopping"), MenuCallback(item="shop")),
+        ],
+        [menu_button(screen)],
+    ]
+    await show_codes(screen, order.id, head, purchase.codes, keyboard)
+    await screen.shop.orders.mark_delivered(order.id)
+
+
+async def show_codes(
+    screen: Screen, order_id: int, head: list[str], codes: list[str], keyboard: Keyboard
+) -> None:
+    """`head` and the codes in one message, each in <code> so a tap copies it.
+
+    Codes too many for one message (Telegram's 4096 characters) come as one text file
+    after the head instead, so a big batch still arrives whole.
+    """
+    tagged = [f"<code>{escape(code)}</code>" for code in codes]
+    text = "\n".join([*head, "", screen._("Your codes (tap to copy):"), *tagged])
+    if len(text) <= MESSAGE_LIMIT:
+        await screen.reply(text, keyboard)
+        return
+    await screen.reply(
+        "\n".join([*head, "", screen._("Your codes are in the file below.")]), keyboard
+    )
+    await screen.transport.send_document(
+        screen.chat_id,
+        f"order-{order_id}.txt",
+        "\n".join(codes).encode(),
+        caption=screen._("Codes of order #{order}").format(order=order_id),
+    )

@@ -23,6 +23,7 @@ from bot.handlers import (
     orders,
     start,
     ticket,
+    topup,
 )
 
 ALL_CONVERSATIONS: tuple[Conversation, ...] = (
@@ -32,6 +33,7 @@ ALL_CONVERSATIONS: tuple[Conversation, ...] = (
     buy.conversation,
     orders.conversation,
     balance.conversation,
+    topup.conversation,
     level.conversation,
     checkin.conversation,
     ticket.conversation,

@@ -360,8 +360,9 @@ class Payment(Base):
     charge_currency: Mapped[str] = mapped_column(String(8))  # XTR, CNY
     #: A `PaymentState`.
     state: Mapped[str] = mapped_column(String(16), default=PaymentState.PENDING.value)
-    #: telegram_payment_charge_id or 易支付's trade_no, once the money came.
-    provider_charge_id: Mapped[str | None] = mapped_column(String(128))
+    #: telegram_payment_charge_id or 易支付's trade_no, once the money came (live Stars
+    #: charge ids run past 128 characters).
+    provider_charge_id: Mapped[str | None] = mapped_column(String(255))
     #: Buy in one step: the order to place once the money lands (`core.payments.BuyIntent`).
     then_buy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: Why money came but was not credited, why a refund was refused, a shortfall.

@@ -596,3 +596,14 @@ async def test_the_ledger_check_sees_a_balance_moved_without_its_ledger(shop: Sh
         await session.execute(
             update(WalletEntry).where(WalletEntry.member_id == member).values(balance_after=1000)
         )
+
+
+async def test_a_long_stars_charge_id_is_kept_whole(shop: Shop) -> None:
+    member = await _member(shop)
+    payload, stars = await _stars_topup(shop, member)
+    charge_id = "stxhi4w_" + "x" * 200
+
+    credit = await shop.payments.credit_stars(TELEGRAM_ID, payload, "XTR", stars, charge_id)
+
+    assert credit.created
+    assert credit.payment.provider_charge_id == charge_id

@@ -40,7 +40,7 @@ def upgrade() -> None:
         sa.Column("charge_amount", sa.Integer(), nullable=False),
         sa.Column("charge_currency", sa.String(length=8), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("provider_charge_id", sa.String(length=128), nullable=True),
+        sa.Column("provider_charge_id", sa.String(length=255), nullable=True),
         sa.Column("then_buy", sa.JSON(), nullable=True),
         sa.Column("note", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -137,7 +137,7 @@ def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
     return Jobs(
         shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers,
         review=shop.quarterly_review, points=shop.points,
-        tickets=shop.tickets, catalog=shop.catalog,
+        tickets=shop.tickets, catalog=shop.catalog, payments=shop.payments,
     )  # fmt: skip
 
 

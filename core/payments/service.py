@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import Audit
 from core.clock import Clock, local_day
@@ -46,9 +47,10 @@ from core.payments.views import (
     ForgedNotificationError,
     PaymentView,
     PreCheckoutRefusal,
+    ReconcileReport,
     StarsInvoice,
 )
-from core.uow import Database
+from core.uow import Database, run_on
 from core.wallet import post_entry_on
 
 log = logging.getLogger(__name__)
@@ -307,15 +309,7 @@ class Payments:
             if provider is None:
                 raise ForgedNotificationError("易支付 is not configured")
             notice = provider.verify(params)
-
-            def check(row: Any, notice: Notification) -> str | None:
-                if notice.amount != row.charge_amount or notice.currency != row.charge_currency:
-                    raise ForgedNotificationError(
-                        f"money {notice.amount} 分 for an order of {row.charge_amount} 分"
-                    )
-                return None
-
-            credit = await self._settle(EPAY, notice, check)
+            credit = await self._settle(EPAY, notice, _exactly)
             if credit is None:
                 raise ForgedNotificationError(f"unknown order {notice.reference!r}")
         except ForgedNotificationError as refusal:
@@ -475,3 +469,215 @@ class Payments:
             query = query.where(_P.member_id == member_id)
         rows = await self._db.run_read(lambda conn: conn.execute(query).all())
         return [_view(row) for row in rows]
+
+    # --- refunds ----------------------------------------------------------------------
+
+    async def refund(self, actor: str, payment_id: int, refunder: Refunder) -> PaymentView:
+        """Give a credited top-up back to its payer: debit first, then the provider.
+
+        The wallet is debited (`topup_refund`) and the payment marked `refunding` in one
+        transaction, refused with INSUFFICIENT_BALANCE when the wallet no longer holds
+        the amount, so money spent can never also be refunded. Then `refunder` asks the
+        provider (the bot's refundStarPayment); if it raises, the debit is restored (an
+        `adjustment` with the payment id) and PAYMENT_REFUND_REFUSED raised. Each step
+        is audited in its own transaction.
+        """
+        target = f"payment:{payment_id}"
+        async with self._db.transaction() as session:
+            row = await run_on(session, _lock_on, _P.id == payment_id)
+            if row is None:
+                raise ShopError(ErrorCode.PAYMENT_NOT_FOUND, payment=payment_id)
+            provider = self._providers.get(row.provider)
+            if row.state != PaymentState.CREDITED.value or provider is None or not provider.refunds:
+                raise ShopError(
+                    ErrorCode.PAYMENT_NOT_REFUNDABLE, payment=payment_id, state=row.state
+                )
+            balance = await run_on(
+                session, post_entry_on, row.member_id, -row.amount, kind="topup_refund",
+                at=self._clock.now(), payment_id=payment_id, reason=f"refund {row.reference}",
+                actor=actor,
+            )  # fmt: skip
+            refunding = await self._move(session, payment_id, PaymentState.CREDITED, {
+                "state": PaymentState.REFUNDING.value,
+            })  # fmt: skip
+            assert refunding is not None  # the row is locked and was credited
+            await self._audit.record(
+                session, actor, "refund_payment", target,
+                {"state": row.state, "balance": row.balance},
+                {"state": refunding.state, "balance": balance, "amount": row.amount},
+            )  # fmt: skip
+        try:
+            await refunder(refunding)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning("refund of payment %s refused by the provider: %s", payment_id, reason)
+            await self._restore(actor, refunding, reason)
+            raise ShopError(
+                ErrorCode.PAYMENT_REFUND_REFUSED, payment=payment_id, reason=reason
+            ) from exc
+        async with self._db.transaction() as session:
+            done = await self._move(session, payment_id, PaymentState.REFUNDING, {
+                "state": PaymentState.REFUNDED.value, "refunded_at": self._clock.now(),
+            })  # fmt: skip
+            # None: Telegram's refunded_payment got here first and marked it refunded.
+            payment = done or await self._read(session, payment_id)
+            await self._audit.record(
+                session, actor, "refund_payment", target,
+                {"state": PaymentState.REFUNDING.value}, {"state": payment.state},
+            )  # fmt: skip
+        return payment
+
+    async def _restore(self, actor: str, refunding: PaymentView, reason: str) -> None:
+        """Put a refused refund's money back, unless the provider refunded it after all."""
+        async with self._db.transaction() as session:
+            back = await self._move(session, refunding.id, PaymentState.REFUNDING, {
+                "state": PaymentState.CREDITED.value, "note": f"refund refused: {reason}",
+            })  # fmt: skip
+            if back is None:
+                return
+            balance = await run_on(
+                session, post_entry_on, refunding.member_id, refunding.amount,
+                kind="adjustment", at=self._clock.now(), payment_id=refunding.id,
+                reason=f"refund of {refunding.reference} refused: {reason}", actor=actor,
+            )  # fmt: skip
+            await self._audit.record(
+                session, actor, "refund_payment", f"payment:{refunding.id}",
+                {"state": PaymentState.REFUNDING.value},
+                {"state": back.state, "balance": balance, "refused": reason},
+            )  # fmt: skip
+
+    async def refunded_by_provider(self, provider: str, charge_id: str) -> PaymentView | None:
+        """The provider says it gave a payment back (Telegram's `refunded_payment`).
+
+        One refunded through `refund` changes no further. One refunded elsewhere (an
+        admin in Telegram, a dispute) is debited from the wallet as far as the balance
+        goes, never below zero, the shortfall kept in the note. None: not our payment.
+        """
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            row = await run_on(
+                session,
+                _lock_on,
+                _P.provider == provider,
+                _P.provider_charge_id == charge_id,
+            )
+            if row is None:
+                log.warning(
+                    "%s refunded charge %s, which is no payment of ours", provider, charge_id
+                )
+                return None
+            state = PaymentState(row.state)
+            if state is PaymentState.REFUNDED:
+                return _view(row)
+            changes: dict[str, Any] = {"state": PaymentState.REFUNDED.value, "refunded_at": now}
+            if state is PaymentState.CREDITED:
+                balance = (
+                    await session.execute(
+                        select(_M.balance).where(_M.id == row.member_id).with_for_update()
+                    )
+                ).scalar_one()
+                taken = min(row.amount, balance)
+                if taken:
+                    await run_on(
+                        session, post_entry_on, row.member_id, -taken, kind="topup_refund",
+                        at=now, payment_id=row.id, reason=f"refunded by {provider}",
+                        actor=f"payment:{provider}",
+                    )  # fmt: skip
+                if taken < row.amount:
+                    changes["note"] = (
+                        f"refunded by {provider}: {row.amount - taken} 分 already spent"
+                    )
+            moved = await self._move(session, row.id, state, changes)
+            assert moved is not None  # the row is locked
+            return moved
+
+    async def _move(
+        self,
+        session: AsyncSession,
+        payment_id: int,
+        state: PaymentState,
+        changes: Mapping[str, Any],
+    ) -> PaymentView | None:
+        """Change a payment that is in `state`; None when it no longer is."""
+        row = (
+            await session.execute(
+                update(_payments)
+                .where(_P.id == payment_id, _P.state == state.value)
+                .values(**changes)
+                .returning(*_P)
+            )
+        ).one_or_none()
+        return None if row is None else _view(row)
+
+    async def _read(self, session: AsyncSession, payment_id: int) -> PaymentView:
+        return _view((await session.execute(select(*_P).where(_P.id == payment_id))).one())
+
+    # --- reconciliation (the `payments` job) ----------------------------------------------
+
+    async def reconcile(self, *, batch: int = RECONCILE_BATCH) -> ReconcileReport:
+        """Ask the providers about pending top-ups, credit the paid ones whose
+        notification never came, then expire the ones past their time.
+
+        The oldest `batch` pending top-ups are asked about, those due included (money may
+        have come in the last minute). A failed query is logged and counted; the next run
+        asks again. Credits go through the same path as a notification, so one that
+        arrives at the same time is credited once.
+        """
+        now = self._clock.now()
+        pending = await self._db.run_read(
+            lambda conn: conn.execute(
+                select(*_P)
+                .where(
+                    _P.state == PaymentState.PENDING.value,
+                    _P.provider.in_(tuple(self._providers)),
+                )
+                .order_by(_P.id)
+                .limit(batch)
+            ).all()
+        )
+        queried = failed = 0
+        credits: list[Credit] = []
+        for row in pending:
+            payment = _view(row)
+            provider = self._providers[payment.provider]
+            try:
+                notice = await provider.query(payment)
+            except Exception:
+                log.exception("asking %s about payment %s failed", provider.name, payment.id)
+                failed += 1
+                continue
+            queried += 1
+            if notice is None:
+                continue
+            try:
+                credit = await self._settle(provider.name, notice, _exactly)
+            except ForgedNotificationError as refusal:
+                log.error("%s answered for payment %s: %s", provider.name, payment.id, refusal)
+                failed += 1
+                continue
+            if credit is not None and credit.created:
+                credits.append(credit)
+
+        def expire_on(conn: Connection) -> int:
+            expired = conn.execute(
+                update(_payments)
+                .where(_P.state == PaymentState.PENDING.value, _P.expires_at <= now)
+                .values(state=PaymentState.EXPIRED.value)
+                .returning(_P.id)
+            )
+            return len(expired.all())
+
+        expired = await self._db.run(expire_on)
+        return ReconcileReport(
+            queried=queried, credits=tuple(credits), failed=failed, expired=expired
+        )
+
+
+def _exactly(row: Any, notice: Notification) -> str | None:
+    """A gateway's money is credited only when it is exactly what was asked."""
+    if notice.amount != row.charge_amount or notice.currency != row.charge_currency:
+        raise ForgedNotificationError(
+            f"money {notice.amount} {notice.currency} for an order of"
+            f" {row.charge_amount} {row.charge_currency}"
+        )
+    return None

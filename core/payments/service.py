@@ -65,6 +65,8 @@ _HELD = (PaymentState.PAID.value, PaymentState.CREDITED.value, PaymentState.REFU
 _CREDITABLE = (PaymentState.PENDING.value, PaymentState.EXPIRED.value)
 #: Pending top-ups asked about per reconciliation run, oldest first.
 RECONCILE_BATCH = 100
+#: The most top-ups `recent` lists at once.
+MAX_LISTED = 500
 
 _WITH_MEMBER = select(*_P, _M.telegram_id, _M.locale, _M.balance).join(
     table_of(Member), _M.id == _P.member_id
@@ -462,6 +464,8 @@ class Payments:
         member_id: int | None = None,
     ) -> list[PaymentView]:
         """The newest top-ups first, optionally in one state or of one member."""
+        if not 1 <= limit <= MAX_LISTED:
+            raise ShopError(ErrorCode.INVALID_INPUT, field="limit", max=MAX_LISTED)
         query = select(*_P).order_by(_P.id.desc()).limit(limit)
         if state is not None:
             query = query.where(_P.state == state.value)

@@ -20,6 +20,7 @@ from typing import assert_never
 
 from bot.conversation import Button, CannotEditError, Transport, UnreachableError, escape
 from bot.framework import STOP_GRACE_SECONDS
+from bot.handlers.topup import tell
 from bot.i18n import Translator
 from bot.names import category_name, telegram_id_of
 from core.broadcast import BroadcastReport, Broadcasts, SendFn, SendOutcome
@@ -129,9 +130,9 @@ class TransportNotifier:
                     except UnreachableError:
                         log.warning("admin %s has blocked the bot", admin_id)
             case TopUpCredited():
-                # The member is told by the top-up conversation, which renders money
-                # landing from a notification and from this job alike.
-                log.info("top-up %s credited by the payments job", event.credit.payment.id)
+                # Told as money landing from a notification is: the same words, and a
+                # buy-in-one-step order placed.
+                await tell(self._shop, self._transport, event.credit)
             case _:
                 assert_never(event)
 

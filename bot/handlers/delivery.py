@@ -9,10 +9,7 @@ member's chat written to unprompted, so the codes read the same every way they a
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Protocol
-
-from bot.conversation import Button, Keyboard, Transport, escape
+from bot.conversation import Button, Context, Keyboard, Transport, escape
 from bot.handlers.level import reward_lines
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import Translator
@@ -21,25 +18,6 @@ from core.shop import Shop
 
 #: Telegram's message limit; codes that would not fit come as one text file instead.
 MESSAGE_LIMIT = 4096
-
-
-class Screen(Protocol):
-    """A member's chat in their language, with the shop: what delivering codes needs."""
-
-    @property
-    def shop(self) -> Shop: ...
-    @property
-    def transport(self) -> Transport: ...
-    @property
-    def chat_id(self) -> int: ...
-    @property
-    def locale(self) -> str: ...
-    def _(self, message: str) -> str: ...
-    def ngettext(self, singular: str, plural: str, n: int) -> str: ...
-    def money(self, fen: int) -> str: ...
-    def number(self, value: int | Decimal) -> str: ...
-    async def reply(self, text: str, keyboard: Keyboard | None = None) -> int:
-        """Show `text` in the chat: edit the tapped message, or send a new one."""
 
 
 class MemberChat(Translator):
@@ -57,6 +35,10 @@ class MemberChat(Translator):
 
     async def reply(self, text: str, keyboard: Keyboard | None = None) -> int:
         return await self.transport.send(self.chat_id, text, keyboard)
+
+
+#: A member's chat in their language, with the shop: an update's own, or one written to.
+Screen = Context | MemberChat
 
 
 async def deliver(screen: Screen, purchase: Purchase) -> None:

@@ -33,6 +33,8 @@ from core.ladder import SPEND_METRICS, Ladder, load_ladder
 from core.members import SUPPORTED_LOCALES
 from core.migrate import upgrade
 from core.money import format_plain, parse_yuan
+from core.payments import PaymentState
+from core.payments.stars import XTR
 from core.shop import Shop, build_shop
 from core.tiers.rules import ReviewResult
 
@@ -137,10 +139,12 @@ async def _review_tiers(shop: Shop, args: argparse.Namespace, t: Translator) -> 
 
 async def _export(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     operations = shop.operations
-    export = (
-        operations.exports.orders_csv if args.kind == "orders" else operations.exports.ledger_csv
-    )
-    data = await export(args.date_from, args.date_to)
+    exports = {
+        "orders": operations.exports.orders_csv,
+        "ledger": operations.exports.ledger_csv,
+        "payments": operations.exports.payments_csv,
+    }
+    data = await exports[args.kind](args.date_from, args.date_to)
     await operations.audit.log(
         _actor(), "export", args.kind, None,
         {"from": args.date_from, "to": args.date_to, "bytes": len(data)},
@@ -201,9 +205,36 @@ async def _stats(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     print(f"revenue {format_plain(summary.revenue)}, orders {summary.orders}, "
           f"codes sold {summary.codes_sold}, refunds {summary.refunds} "
           f"({format_plain(summary.refunded)})")  # fmt: skip
+    top_ups = ", ".join(
+        f"{method} {format_plain(total.amount)} ({total.count})"
+        for method, total in sorted(summary.top_ups.items())
+    )
+    print(f"top-ups: {top_ups or '-'}")
     print(f"new members {summary.new_members}, check-ins {summary.checkins}")
     print(f"tiers: {tiers or '-'}")
     print(f"tickets {tickets.opened}, answered {tickets.answered}, SLA met {sla}")
+    return 0
+
+
+async def _payments(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
+    member_id = None if args.member is None else (await shop.members.find(args.member)).id
+    state = None if args.state is None else PaymentState(args.state)
+    payments = await shop.payments.recent(limit=args.limit, state=state, member_id=member_id)
+    zone = shop.settings.zone
+    for p in payments:
+        charged = (
+            f"{p.charge_amount} {p.charge_currency}"
+            if p.charge_currency == XTR
+            else f"{format_plain(p.charge_amount)} {p.charge_currency}"
+        )
+        line = (
+            f"#{p.id} {p.created_at.astimezone(zone):%Y-%m-%d %H:%M} member #{p.member_id} "
+            f"{p.method} {format_plain(p.amount)} ({charged}) {p.state.value} {p.reference}"
+        )
+        if p.provider_charge_id:
+            line += f" charge {p.provider_charge_id}"
+        print(line + (f" - {p.note}" if p.note else ""))
+    print(f"{len(payments)} payment{'' if len(payments) == 1 else 's'}")
     return 0
 
 
@@ -248,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--dry-run", action="store_true", help="print who would move and why")
     review.add_argument("--quarter", default=None, help="e.g. 2026Q3 (default: last quarter)")
     export = command("export", "orders or the wallet ledger as CSV")
-    export.add_argument("kind", choices=["orders", "ledger"])
+    export.add_argument("kind", choices=["orders", "ledger", "payments"])
     export.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
     export.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)
     export.add_argument(
@@ -258,6 +289,10 @@ def _parser() -> argparse.ArgumentParser:
     refund.add_argument("payment", type=int, help="the payment's number (#12: 12)")
     stats = command("stats", "revenue, orders, members, tickets")
     stats.add_argument("--days", type=int, default=7, help="calendar days, today included")
+    payments = command("payments", "recent wallet top-ups with their state, newest first")
+    payments.add_argument("--state", choices=[state.value for state in PaymentState])
+    payments.add_argument("--member", help="Telegram id, @username or #member-id")
+    payments.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     return parser
 
 
@@ -270,6 +305,7 @@ SHOP_COMMANDS: dict[str, Command] = {
     "export": _export,
     "refund-payment": _refund_payment,
     "stats": _stats,
+    "payments": _payments,
 }
 
 

@@ -139,6 +139,16 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
                     wait,
                 ).format(seconds=t.number(wait))
             return t._("Too many requests. Please wait a moment and try again.")
+        case (
+            ErrorCode.TOPUP_AMOUNT_OUT_OF_RANGE
+            | ErrorCode.TOPUP_DAILY_LIMIT
+            | ErrorCode.PAYMENT_METHOD_UNAVAILABLE
+            | ErrorCode.PAYMENT_NOT_FOUND
+            | ErrorCode.PAYMENT_NOT_REFUNDABLE
+            | ErrorCode.PAYMENT_REFUND_REFUSED
+        ):
+            # The top-up refusals' own sentences come with the top-up conversation.
+            return t._("That input is not valid. Please check it and try again.")
         case _:
             assert_never(code)
 

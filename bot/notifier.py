@@ -32,6 +32,7 @@ from core.jobs import (
     TicketBreached,
     TicketSlaWarning,
     TierWarning,
+    TopUpCredited,
 )
 from core.risk import ORDERS, RiskControl, Trip
 from core.shop import Shop, build_jobs
@@ -127,6 +128,10 @@ class TransportNotifier:
                         await self._transport.send(admin_id, text)
                     except UnreachableError:
                         log.warning("admin %s has blocked the bot", admin_id)
+            case TopUpCredited():
+                # The member is told by the top-up conversation, which renders money
+                # landing from a notification and from this job alike.
+                log.info("top-up %s credited by the payments job", event.credit.payment.id)
             case _:
                 assert_never(event)
 

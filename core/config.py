@@ -7,17 +7,23 @@ the shop with a silent default (see `load_settings`).
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/cardshop.db"
 DEFAULT_TIERS_FILE = Path(__file__).with_name("tiers.toml")
+#: The 易支付 payment types (支付宝, 微信, QQ钱包) a gateway may be asked for.
+EPAY_TYPES = ("alipay", "wxpay", "qqpay")
+#: Where the gateway calls back and sends the buyer after paying, under PUBLIC_URL.
+EPAY_NOTIFY_PATH = "/pay/epay/notify"
+EPAY_RETURN_PATH = "/pay/epay/return"
 
 
 class SettingsError(RuntimeError):
@@ -49,11 +55,27 @@ class Settings(BaseSettings):
     bot_framework: Literal["aiogram", "ptb"] = "aiogram"
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    webhook_listen: str = "127.0.0.1:8080"
+    #: The one HTTP server (webhook, payment callbacks); WEBHOOK_LISTEN is its old name.
+    http_listen: str = Field(
+        default="127.0.0.1:8080", validation_alias=AliasChoices("http_listen", "webhook_listen")
+    )
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     staff_chat_id: int | None = None
     #: Broadcast messages per second (Telegram allows about 30 per bot).
     broadcast_rate: float = Field(default=25.0, gt=0)
+
+    # Payments (wallet top-ups)
+    #: The shop's public https root: 易支付 calls back PUBLIC_URL + EPAY_NOTIFY_PATH.
+    public_url: str | None = None
+    #: Telegram Stars charged per ¥1 credited (rounded up); unset, Stars are not offered.
+    stars_per_yuan: Decimal | None = Field(default=None, gt=0)
+    #: The 易支付 gateway's root (where submit.php and api.php live), merchant id and key.
+    epay_url: str | None = None
+    epay_pid: str | None = None
+    epay_key: SecretStr | None = None
+    epay_sign_type: Literal["MD5"] = "MD5"
+    #: The payment types offered through 易支付, in this order.
+    epay_methods: Annotated[tuple[str, ...], NoDecode] = ("alipay", "wxpay")
 
     @field_validator("code_encryption_keys", mode="before")
     @classmethod
@@ -78,6 +100,32 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [int(part) for part in value.replace(" ", "").split(",") if part]
         return value
+
+    @field_validator("epay_methods", mode="before")
+    @classmethod
+    def _split_methods(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("epay_methods")
+    @classmethod
+    def _check_methods(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [method for method in methods if method not in EPAY_TYPES]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}: use {', '.join(EPAY_TYPES)}")
+        if len(set(methods)) != len(methods):
+            raise ValueError("a method is listed twice")
+        return methods
+
+    @field_validator("public_url", "epay_url")
+    @classmethod
+    def _check_web_root(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("use an http(s):// address")
+        return value.strip().rstrip("/")
 
     @field_validator("shop_timezone")
     @classmethod
@@ -109,6 +157,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def webhook_listen(self) -> str:
+        """The old name of `http_listen`, for code not yet moved to it."""
+        return self.http_listen
 
 
 def _key_file(settings: Settings) -> Path:

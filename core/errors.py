@@ -38,6 +38,18 @@ class ErrorCode(StrEnum):
     ALREADY_REVIEWED = "already_reviewed"
     INVALID_INPUT = "invalid_input"
     RATE_LIMITED = "rate_limited"
+    #: A top-up below `min` or above `max` (分); params amount, min, max.
+    TOPUP_AMOUNT_OUT_OF_RANGE = "topup_amount_out_of_range"
+    #: The member's top-ups today would pass the daily ceiling; params amount, left, max.
+    TOPUP_DAILY_LIMIT = "topup_daily_limit"
+    #: A payment method the shop does not offer (not configured); param method.
+    PAYMENT_METHOD_UNAVAILABLE = "payment_method_unavailable"
+    #: No such payment, or not the member's; param payment.
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    #: Only a credited payment of a provider that refunds can be refunded; params payment, state.
+    PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
+    #: The provider refused the refund; the wallet was restored; params payment, reason.
+    PAYMENT_REFUND_REFUSED = "payment_refund_refused"
 
 
 class ShopError(Exception):

@@ -1,4 +1,4 @@
-"""CSV exports of orders and the wallet ledger (对账) for a range of shop-local days.
+"""CSV exports of orders, the wallet ledger and top-ups (对账) for a range of shop-local days.
 
 The bytes are UTF-8 with a BOM, since Excel reads a BOM-less CSV in the system code page
 and garbles Chinese product names. Amounts are yuan with two decimals; times are in the
@@ -19,8 +19,9 @@ from sqlalchemy import select
 
 from core.errors import ErrorCode, ShopError
 from core.members import load_member
-from core.models import Member, Order, Product, WalletEntry
+from core.models import Member, Order, Payment, Product, WalletEntry
 from core.money import format_plain
+from core.payments.stars import XTR
 from core.tiers.moves import Tiers
 from core.uow import Database
 
@@ -57,8 +58,27 @@ LEDGER_COLUMNS = (
     "amount",
     "balance_after",
     "order_id",
+    "payment_id",
     "reason",
     "actor",
+)
+#: Top-ups by method, with the provider's own ids for reconciling against its statement.
+PAYMENT_COLUMNS = (
+    "payment_id",
+    "created_at",
+    "credited_at",
+    "member_id",
+    "telegram_id",
+    "provider",
+    "method",
+    "amount",
+    "charge_amount",
+    "charge_currency",
+    "state",
+    "reference",
+    "provider_charge_id",
+    "refunded_at",
+    "note",
 )
 
 
@@ -172,9 +192,51 @@ class Exports:
                     format_plain(entry.amount),
                     format_plain(entry.balance_after),
                     entry.order_id or "",
+                    entry.payment_id or "",
                     _text(entry.reason),
                     _text(entry.actor),
                 )
                 for entry, telegram_id in rows
+            ),
+        )
+
+    async def payments_csv(self, date_from: date, date_to: date) -> bytes:
+        """Top-ups started in the range, oldest first, each with its method and state.
+
+        A Stars charge is a count of Stars (`XTR`), a gateway's is yuan; `amount` is
+        always the yuan credited to the wallet.
+        """
+        start, end = self._range(date_from, date_to)
+        query = (
+            select(Payment, Member.telegram_id)
+            .join(Member, Member.id == Payment.member_id)
+            .where(Payment.created_at >= start, Payment.created_at < end)
+            .order_by(Payment.created_at, Payment.id)
+        )
+        async with self._db.read() as session:
+            rows = (await session.execute(query)).all()
+        return _csv(
+            PAYMENT_COLUMNS,
+            (
+                (
+                    payment.id,
+                    self._local(payment.created_at),
+                    self._local(payment.credited_at),
+                    payment.member_id,
+                    telegram_id if telegram_id is not None else "",
+                    payment.provider,
+                    payment.method,
+                    format_plain(payment.amount),
+                    payment.charge_amount
+                    if payment.charge_currency == XTR
+                    else format_plain(payment.charge_amount),
+                    payment.charge_currency,
+                    payment.state,
+                    payment.reference,
+                    _text(payment.provider_charge_id or ""),
+                    self._local(payment.refunded_at),
+                    _text(payment.note),
+                )
+                for payment, telegram_id in rows
             ),
         )

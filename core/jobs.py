@@ -1,4 +1,5 @@
-"""Scheduled jobs run inside the bot process: tier review, trials, points, SLA, low stock.
+"""Scheduled jobs run inside the bot process: tier review, trials, points, SLA, low stock,
+and payments (top-ups paid without a notification, top-ups expired unpaid).
 
 Each job has a period key (a quarter, a shop-local day, or a slot of a few minutes) and
 each run is a `job_runs` row unique on (job, period): a finished run is never repeated,
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.catalog import Catalog, ProductView
 from core.clock import Clock, local_day
 from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
+from core.payments import Credit, Payments
 from core.points import Points
 from core.sql import insert_ignoring_conflict
 from core.tickets import Tickets, TicketView
@@ -101,7 +103,24 @@ class LowStock:
     product: ProductView
 
 
-Event = TierWarning | Downgraded | PointsExpiring | TicketSlaWarning | TicketBreached | LowStock
+@dataclass(frozen=True, slots=True)
+class TopUpCredited:
+    """To the member: a top-up the payments job found paid at its provider was credited
+    (its notification never came). Told like money landing from a notification: balance
+    before → after, and a buy-in-one-step order placed."""
+
+    credit: Credit
+
+
+Event = (
+    TierWarning
+    | Downgraded
+    | PointsExpiring
+    | TicketSlaWarning
+    | TicketBreached
+    | LowStock
+    | TopUpCredited
+)
 
 
 class Notifier(Protocol):
@@ -151,8 +170,10 @@ class Jobs:
         points: Points,
         tickets: Tickets,
         catalog: Catalog,
+        payments: Payments,
         sla_every: timedelta = timedelta(minutes=1),
         stock_every: timedelta = timedelta(minutes=5),
+        payments_every: timedelta = timedelta(minutes=1),
     ) -> None:
         self._db = db
         self._clock = clock
@@ -163,12 +184,14 @@ class Jobs:
         self._points = points
         self._tickets = tickets
         self._catalog = catalog
+        self._payments = payments
         self.jobs = (
             _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
             _Job("trials", self._day, self._trials),
             _Job("points", self._day, self._expire_points),
             _Job("ticket_sla", lambda now: self._slot(now, sla_every), self._ticket_sla),
             _Job("low_stock", lambda now: self._slot(now, stock_every), self._low_stock),
+            _Job("payments", lambda now: self._slot(now, payments_every), self._reconcile),
         )
 
     def _day(self, now: datetime) -> str:
@@ -330,3 +353,22 @@ class Jobs:
             },
         )
         return inserted is not None
+
+    async def _reconcile(self, _slot: str) -> dict[str, int]:
+        """Credit top-ups paid at the gateway whose notification never came, tell their
+        members, and expire the unpaid ones past their time.
+
+        A credit is made once (the payment's own guarantee), so its notice needs no key:
+        a run cut off between the two loses the notice, never doubles the money.
+        """
+        report = await self._payments.reconcile()
+        told = 0
+        for credit in report.credits:
+            told += await self._notify(TopUpCredited(credit))
+        return {
+            "queried": report.queried,
+            "credited": len(report.credits),
+            "told": told,
+            "failed": report.failed,
+            "expired": report.expired,
+        }

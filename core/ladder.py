@@ -158,6 +158,41 @@ class RiskRules(Frozen):
     max_failures: int = Field(ge=1)
 
 
+class TopUpRules(Frozen):
+    """Wallet top-ups (分): the bounds of one, a member's daily ceiling, the preset buttons.
+
+    The daily ceiling counts a member's top-ups started in one shop day that are pending
+    or brought money (credited, paid, being refunded); expired ones free their share.
+    """
+
+    min_amount: int = Field(default=100, gt=0)
+    max_amount: int = Field(default=500_000, gt=0)
+    daily_max: int = Field(default=2_000_000, gt=0)
+    presets: tuple[int, ...] = (1000, 5000, 10000, 50000)
+    expiry_minutes: int = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TopUpRules:
+        if self.max_amount < self.min_amount:
+            raise ValueError("max_amount is below min_amount")
+        if self.daily_max < self.max_amount:
+            raise ValueError("daily_max is below max_amount: no top-up of max_amount could pass")
+        if list(self.presets) != sorted(set(self.presets)):
+            raise ValueError("presets must rise, each once")
+        outside = [p for p in self.presets if not self.min_amount <= p <= self.max_amount]
+        if outside:
+            raise ValueError(f"presets outside min_amount..max_amount: {outside}")
+        return self
+
+    def preset_for(self, amount: int) -> int:
+        """The smallest preset covering `amount` (what a short balance is offered), or
+        `amount` itself within the bounds when no preset is that large."""
+        covering = next((p for p in self.presets if p >= amount), None)
+        if covering is not None:
+            return covering
+        return min(max(amount, self.min_amount), self.max_amount)
+
+
 class Ladder(Frozen):
     """The whole file: tiers lowest first, then the rules around them."""
 
@@ -169,6 +204,8 @@ class Ladder(Frozen):
     progress_rewards: ProgressRewards
     support: SupportRules
     risk: RiskRules
+    #: A ladder file written before top-ups existed gets the defaults.
+    topup: TopUpRules = TopUpRules()
 
     @model_validator(mode="after")
     def _check(self) -> Ladder:

@@ -310,14 +310,92 @@ class Order(Base):
     refunded_at: Mapped[datetime | None]
 
 
+class PaymentState(StrEnum):
+    """Where a top-up stands (see `Payment`)."""
+
+    PENDING = "pending"
+    PAID = "paid"
+    CREDITED = "credited"
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+    EXPIRED = "expired"
+
+
+class Payment(Base):
+    """One top-up: money asked of a provider (Telegram Stars, 易支付) for a member's wallet.
+
+    pending → credited (the ledger's `topup` row, with this id, in the same transaction);
+    pending or expired → credited also when money arrives late, since money received is
+    never dropped; → paid when the provider confirmed money that cannot be credited
+    automatically (`note` says why, an admin decides); credited → refunding (wallet
+    debited) → refunded, or back to credited when the provider refuses; pending → expired.
+    A provider's charge id is unique per provider, and the ledger holds one `topup` row
+    per payment, so a replayed or concurrent notification can credit nothing twice.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_charge_id"),
+        CheckConstraint(
+            "state IN ('pending', 'paid', 'credited', 'refunding', 'refunded', 'expired')",
+            name="state_known",
+        ),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("charge_amount > 0", name="charge_amount_positive"),
+        Index("ix_payments_state_expires", "state", "expires_at"),
+        Index("ix_payments_member_created", "member_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Our id at the provider (the Stars invoice payload, 易支付's out_trade_no): random,
+    #: so nobody can guess another member's top-up.
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    provider: Mapped[str] = mapped_column(String(16))  # stars, epay
+    method: Mapped[str] = mapped_column(String(16))  # stars, alipay, wxpay, qqpay
+    #: 分 credited to the wallet.
+    amount: Mapped[int] = mapped_column(Integer)
+    #: What the provider charges: a number of Stars, or 分 asked at the gateway.
+    charge_amount: Mapped[int] = mapped_column(Integer)
+    charge_currency: Mapped[str] = mapped_column(String(8))  # XTR, CNY
+    #: A `PaymentState`.
+    state: Mapped[str] = mapped_column(String(16), default=PaymentState.PENDING.value)
+    #: telegram_payment_charge_id or 易支付's trade_no, once the money came (live Stars
+    #: charge ids run past 128 characters).
+    provider_charge_id: Mapped[str | None] = mapped_column(String(255))
+    #: Buy in one step: the order to place once the money lands (`core.payments.BuyIntent`).
+    then_buy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Why money came but was not credited, why a refund was refused, a shortfall.
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    credited_at: Mapped[datetime | None]
+    refunded_at: Mapped[datetime | None]
+
+
 class WalletEntry(Base):
-    """The append-only wallet ledger; `balance_after` lets anyone audit the chain."""
+    """The append-only wallet ledger; `balance_after` lets anyone audit the chain.
+
+    A top-up's credit carries its payment's id, unique among `topup` rows: the database
+    itself refuses a second credit of one payment.
+    """
 
     __tablename__ = "wallet_entries"
     __table_args__ = (
-        CheckConstraint("kind IN ('topup', 'purchase', 'refund', 'adjustment')", name="kind_known"),
+        CheckConstraint(
+            "kind IN ('topup', 'purchase', 'refund', 'adjustment', 'topup_refund')",
+            name="kind_known",
+        ),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         Index("ix_wallet_entries_member_id", "member_id", "id"),
+        Index(
+            "uq_wallet_entries_topup_payment",
+            "payment_id",
+            unique=True,
+            sqlite_where=text("kind = 'topup'"),
+            postgresql_where=text("kind = 'topup'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -326,6 +404,8 @@ class WalletEntry(Base):
     amount: Mapped[int] = mapped_column(Integer)
     balance_after: Mapped[int] = mapped_column(Integer)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    #: The top-up this row credits, takes back (`topup_refund`) or restores (`adjustment`).
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
     reason: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(64), default="system")
     created_at: Mapped[datetime] = mapped_column()

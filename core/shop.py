@@ -15,13 +15,14 @@ from core.broadcast import Broadcasts
 from core.catalog import Catalog
 from core.checkin import CheckIns
 from core.clock import Clock
-from core.config import Settings, resolve_code_keys
+from core.config import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, Settings, resolve_code_keys
 from core.export import Exports
 from core.jobs import Jobs, Notifier
 from core.ladder import Ladder, load_ladder
 from core.manager import ManagerRelay
 from core.members import Members
 from core.orders import Orders
+from core.payments import EpayProvider, Payments, Provider, StarsProvider
 from core.points import Points
 from core.reviews import Reviews
 from core.stats import Stats
@@ -55,6 +56,8 @@ class Shop:
     reviews: Reviews
     tickets: Tickets
     manager: ManagerRelay
+    #: Wallet top-ups by the configured providers.
+    payments: Payments
     #: Running the shop: audit, admin actions, broadcasts, stats, exports.
     operations: Operations = field(init=False)
 
@@ -90,9 +93,43 @@ def build_shop(
         reviews=Reviews(db, ladder, clock, on_activity=promotions.after_activity),
         tickets=Tickets(db, ladder, clock, on_activity=promotions.after_activity),
         manager=ManagerRelay(db, ladder, clock),
+        payments=Payments(
+            db, clock, settings.zone, ladder.topup, payment_providers(settings), Audit(db, clock)
+        ),
     )
     shop.operations = _operations(shop)
     return shop
+
+
+def payment_providers(settings: Settings) -> list[Provider]:
+    """The providers whose settings are complete, in the order buyers see them.
+
+    Stars need STARS_PER_YUAN; 易支付 needs its gateway, merchant id and key, and
+    PUBLIC_URL for the gateway to call back. A half-configured 易支付 is left out, and the
+    log says which setting is missing.
+    """
+    providers: list[Provider] = []
+    if settings.stars_per_yuan is not None:
+        providers.append(StarsProvider(settings.stars_per_yuan))
+    url, pid, key, public = (
+        settings.epay_url, settings.epay_pid, settings.epay_key, settings.public_url
+    )  # fmt: skip
+    if url and pid and key and public and settings.epay_methods:
+        providers.append(
+            EpayProvider(
+                url,
+                pid,
+                key.get_secret_value(),
+                notify_url=public + EPAY_NOTIFY_PATH,
+                return_url=public + EPAY_RETURN_PATH,
+                methods=settings.epay_methods,
+            )
+        )
+    elif url or pid or key:
+        named = {"EPAY_URL": url, "EPAY_PID": pid, "EPAY_KEY": key, "PUBLIC_URL": public}
+        missing = ", ".join(name for name, value in named.items() if not value)
+        log.warning("易支付 is not offered: %s not set", missing or "EPAY_METHODS")
+    return providers
 
 
 def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
@@ -100,7 +137,7 @@ def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
     return Jobs(
         shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers,
         review=shop.quarterly_review, points=shop.points,
-        tickets=shop.tickets, catalog=shop.catalog,
+        tickets=shop.tickets, catalog=shop.catalog, payments=shop.payments,
     )  # fmt: skip
 
 

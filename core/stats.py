@@ -2,7 +2,8 @@
 
 "Today" is the shop's calendar day, not UTC's, so a window of N days starts at local
 midnight N-1 days ago and ends at the next local midnight. Revenue counts orders whose
-money the shop kept (paid or delivered), by the moment they were paid.
+money the shop kept (paid or delivered), by the moment they were paid. Money in is
+counted apart, by payment method: top-ups credited in the window and not given back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import func, select
 
 from core.clock import Clock, local_day, next_local_midnight
 from core.errors import ErrorCode, ShopError
-from core.models import PAID_STATUSES, CheckIn, Member, Order, OrderStatus
+from core.models import PAID_STATUSES, CheckIn, Member, Order, OrderStatus, Payment, PaymentState
 from core.tickets import SupportMetrics, Tickets
 from core.uow import Database
 
@@ -29,6 +30,14 @@ class DayPoint:
     day: date
     revenue: int
     orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class MethodTotal:
+    """Top-ups of one payment method: how many, and the 分 credited."""
+
+    count: int
+    amount: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,9 @@ class StatsSummary:
     tier_distribution: dict[str, int]
     #: Tickets opened in the window: SLA met, FRT, CSAT, FCR.
     tickets: SupportMetrics
+    #: Money in: top-ups credited in the window and kept (not refunded), by payment
+    #: method (stars, alipay, wxpay, qqpay); methods without any are absent.
+    top_ups: dict[str, MethodTotal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,18 @@ class Stats:
                 select(Member.tier_key, func.count(Member.id)).group_by(Member.tier_key)
             )
             distribution = {tier: int(count) for tier, count in tiers}
+            by_method = await session.execute(
+                select(Payment.method, func.count(Payment.id), func.sum(Payment.amount))
+                .where(
+                    Payment.state == PaymentState.CREDITED.value,
+                    Payment.credited_at >= window.start,
+                    Payment.credited_at < window.end,
+                )
+                .group_by(Payment.method)
+            )
+            top_ups = {
+                method: MethodTotal(int(count), int(amount)) for method, count, amount in by_method
+            }
         return StatsSummary(
             days=days,
             date_from=window.date_from,
@@ -129,6 +153,7 @@ class Stats:
             checkins=checkins or 0,
             tier_distribution=distribution,
             tickets=await self._tickets.metrics(window.start),
+            top_ups=top_ups,
         )
 
     async def daily(self, days: int) -> list[DayPoint]:

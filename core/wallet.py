@@ -21,7 +21,8 @@ from core.members import load_member
 from core.models import Member, WalletEntry
 from core.uow import Database
 
-EntryKind = Literal["topup", "purchase", "refund", "adjustment"]
+#: `topup_refund`: a top-up given back to its payer (a Stars refund), with its payment id.
+EntryKind = Literal["topup", "purchase", "refund", "adjustment", "topup_refund"]
 
 #: The largest single top-up or adjustment accepted (¥1,000,000), against typos.
 MAX_SINGLE_AMOUNT = 100_000_000
@@ -48,6 +49,7 @@ class LedgerEntry:
     amount: int
     balance_after: int
     order_id: int | None
+    payment_id: int | None
     reason: str
     actor: str
     created_at: datetime
@@ -61,6 +63,7 @@ def post_entry_on(
     kind: EntryKind,
     at: datetime,
     order_id: int | None = None,
+    payment_id: int | None = None,
     reason: str = "",
     actor: str = "system",
     spend_delta: int = 0,
@@ -91,6 +94,7 @@ def post_entry_on(
             "amount": amount,
             "balance_after": balance,
             "order_id": order_id,
+            "payment_id": payment_id,
             "reason": reason,
             "actor": actor,
             "created_at": at,
@@ -127,6 +131,7 @@ class Wallet:
                     amount=row.amount,
                     balance_after=row.balance_after,
                     order_id=row.order_id,
+                    payment_id=row.payment_id,
                     reason=row.reason,
                     actor=row.actor,
                     created_at=row.created_at,

@@ -117,15 +117,49 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_migrated"))
 
 
+#: Members whose balance is not the sum of their ledger, and ledger rows whose
+#: `balance_after` is not the running sum of the member's rows up to them (by id, the
+#: order the balance moved in: every entry updates the member row before its insert).
+LEDGER_DRIFT = text(
+    """
+    SELECT 'balance' AS what, m.id AS member_id, m.balance AS recorded,
+           COALESCE((SELECT SUM(w.amount) FROM wallet_entries w WHERE w.member_id = m.id), 0)
+             AS ledger
+      FROM members m
+     WHERE m.balance <> COALESCE(
+             (SELECT SUM(w.amount) FROM wallet_entries w WHERE w.member_id = m.id), 0)
+    UNION ALL
+    SELECT 'entry ' || CAST(id AS VARCHAR(16)), member_id, balance_after, running
+      FROM (SELECT id, member_id, balance_after,
+                   SUM(amount) OVER (PARTITION BY member_id ORDER BY id) AS running
+              FROM wallet_entries) chain
+     WHERE balance_after <> running
+    """
+)
+
+
+async def ledger_drift(database: Database) -> list[tuple[str, int, int, int]]:
+    """Where the wallet ledger and the balances disagree; [] when they match."""
+    async with database.read() as session:
+        rows = (await session.execute(LEDGER_DRIFT)).all()
+    return [(row.what, row.member_id, row.recorded, row.ledger) for row in rows]
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
+    """The database, and after the test the check that every member's ledger sums to
+    their balance, row by row (one statement, whatever the test did)."""
     database = Database.from_url(database_url)
     if database.is_postgres:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         async with database.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     yield database
-    await database.dispose()
+    try:
+        drift = await ledger_drift(database)
+        assert drift == [], f"the ledger does not sum to the balance: {drift}"
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

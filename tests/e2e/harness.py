@@ -147,7 +147,7 @@ def webhook_settings(settings: Settings) -> Settings:
         update={
             "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
             "webhook_secret": SecretStr(WEBHOOK_SECRET),
-            "webhook_listen": f"127.0.0.1:{port}",
+            "http_listen": f"127.0.0.1:{port}",
         }
     )
 

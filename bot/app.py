@@ -30,7 +30,7 @@ from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
-from core.config import Settings
+from core.config import EPAY_TYPES, Settings
 from core.demo import DEMO_BUYER
 from core.payments import Credit
 from core.shop import Shop, build_shop
@@ -131,7 +131,7 @@ def http_server(
     """The HTTP server with the payment gateways' routes the shop is configured for."""
     shop = runtime.shop
     http = HttpServer(shop.settings)
-    if shop.settings.epay_enabled:
+    if any(method in EPAY_TYPES for method in shop.payments.methods()):
         landed = None if money_landed is None else partial(money_landed, runtime, transport)
         http.add_epay(shop.payments, landed)
     return http

@@ -544,7 +544,8 @@ class Runtime:
         except Exception:
             log.exception("pre-checkout %s: the payer's language is unknown", query_id)
             member = None
-        t = self.translator(self.locale(member and member.locale, incoming.language_code))
+        chosen = member.locale if member is not None else None
+        t = self.translator(self.locale(chosen, incoming.language_code))
         await self._quietly(
             transport.answer_pre_checkout(query_id, False, pre_checkout_refusal(t, refusal))
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from multidict import MultiMapping
 from bot.framework import STOP_GRACE_SECONDS
 from bot.i18n import Translator
 from bot.incoming import BadUpdateError, update_json
-from core.config import Settings, SettingsError
+from core.config import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, Settings, SettingsError
 from core.members import locale_for
 from core.payments import Credit, ForgedNotificationError, Payments
 
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 U = TypeVar("U")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-#: Where 易支付 calls back (`PUBLIC_URL` + this) and where it sends the buyer afterwards.
-EPAY_NOTIFY_PATH = "/pay/epay/notify"
-EPAY_RETURN_PATH = "/pay/epay/return"
 #: What 易支付 must read to stop calling back, exactly; anything else makes it retry.
 EPAY_ACK = "success"
 EPAY_REFUSED = "fail"
@@ -71,7 +68,7 @@ class HttpServer:
     def needed(self) -> bool:
         return bool(self._app.router.routes())
 
-    def later(self, what: str, work: Coroutine[Any, Any, object]) -> None:
+    def later(self, what: str, work: Awaitable[object]) -> None:
         """Run `work` after the answer, in a task stopping waits for; its failure logged."""
 
         async def run() -> None:

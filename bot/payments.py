@@ -76,6 +76,8 @@ def star_refunder(shop: Shop, transport: Transport) -> Refunder:
         if payment.provider != STARS or payment.provider_charge_id is None:
             raise RefundRefusedError("only a Stars payment is refunded through Telegram")
         member = await shop.members.get(payment.member_id)
+        if member.telegram_id is None:
+            raise RefundRefusedError("the member has no Telegram account to refund to")
         await transport.refund_star_payment(member.telegram_id, payment.provider_charge_id)
 
     return refund

@@ -20,9 +20,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from bot.http import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, HttpServer, listen_address
+from bot.http import HttpServer, listen_address
 from core.clock import ManualClock
-from core.config import Settings, SettingsError
+from core.config import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, Settings, SettingsError
 from core.models import WalletEntry
 from core.payments import Credit, PaymentState
 from core.shop import Shop, build_shop
@@ -192,9 +192,11 @@ async def test_stopping_lets_the_news_of_a_credit_finish(epay_shop: Shop) -> Non
 
     async def serve() -> None:
         async with served(epay_shop, tell) as root:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(root + EPAY_NOTIFY_PATH, params=notify) as response:
-                    assert await response.text() == "success"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(root + EPAY_NOTIFY_PATH, params=notify) as response,
+            ):
+                assert await response.text() == "success"
             await stop.wait()
 
     serving = asyncio.create_task(serve())

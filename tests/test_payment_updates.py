@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ async def test_a_pre_checkout_for_no_top_up_of_the_payers_is_refused_in_their_la
     if case == "unknown":
         payload = "T" + "0" * 24
     elif case == "expired":
-        clock.advance(minutes=stars_shop.payments.rules.expiry_minutes + 1)
+        clock.advance(timedelta(minutes=stars_shop.payments.rules.expiry_minutes + 1))
     elif case == "amount":
         stars -= 1
     # The query's language is English; the payer chose Chinese in the shop, which wins.

@@ -119,7 +119,6 @@ class AiogramTransport(BotApiTransport):
             payload=payload,
             currency=STARS,
             prices=[LabeledPrice(label=title, amount=stars)],
-            provider_token="",
         )
         return sent.message_id
 

@@ -140,7 +140,6 @@ class PtbTransport(BotApiTransport):
             payload,
             STARS,
             [LabeledPrice(title, stars)],
-            provider_token="",
         )
         return sent.message_id
 

@@ -31,7 +31,10 @@ from core.config import Settings
 
 #: Every update type the bot reads and no other, for getUpdates and setWebhook.
 ALLOWED_UPDATES = list(UPDATE_TYPES)
-#: Telegram Stars: the currency of digital goods sold in Telegram, paid with no provider.
+#: Telegram Stars: the currency of digital goods sold in Telegram, paid with no provider,
+#: so an invoice in Stars has one price and no `provider_token`. Left out rather than
+#: sent empty, which Telegram takes alike: PTB with `Defaults` sends an empty string
+#: parameter as `[]` (it reads "" as an empty list of poll options), which Telegram refuses.
 STARS = "XTR"
 
 U = TypeVar("U")

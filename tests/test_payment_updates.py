@@ -9,6 +9,7 @@ End-to-end behaviour over the real adapters is in tests/e2e/test_payments_plumbi
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -18,9 +19,20 @@ from typing import Any
 import aiogram.types
 import pytest
 import telegram
+from pydantic import SecretStr
 
+from bot.adapters.aiogram import make_bot
+from bot.adapters.ptb import build_application
+from bot.adapters.screen import TerminalTransport, chat_namer
 from bot.app import build_runtime
-from bot.conversation import Context, Conversation, Document, Incoming, Keyboard
+from bot.conversation import (
+    Context,
+    Conversation,
+    Document,
+    Incoming,
+    Keyboard,
+    RefundRefusedError,
+)
 from bot.framework import Registry, Runtime
 from bot.incoming import incoming_from
 from bot.payments import pre_checkout_refusal
@@ -335,3 +347,55 @@ async def test_a_payment_message_no_conversation_handles_is_logged(
         await runtime.handle(payment_message("paid", 1, "stxLOST"), transport)
     assert "no conversation handles it" in caplog.text
     assert "stxLOST" in caplog.text
+
+
+# --- where the adapters reach Telegram -----------------------------------------------------
+
+TOKEN = "123456:test-token"
+
+
+@pytest.mark.parametrize(
+    ("base", "requests", "files"),
+    [
+        (
+            "http://127.0.0.1:8081/",
+            f"http://127.0.0.1:8081/bot{TOKEN}/getMe",
+            f"http://127.0.0.1:8081/file/bot{TOKEN}/photos/1.jpg",
+        ),
+        (  # Telegram's test environment, where Stars cost nothing
+            "https://api.telegram.org/bot{token}/test",
+            f"https://api.telegram.org/bot{TOKEN}/test/getMe",
+            f"https://api.telegram.org/file/bot{TOKEN}/test/photos/1.jpg",
+        ),
+    ],
+)
+async def test_both_adapters_reach_the_api_base_they_are_given(
+    shop: Shop, settings: Settings, base: str, requests: str, files: str
+) -> None:
+    given = settings.model_copy(
+        update={"telegram_bot_token": SecretStr(TOKEN), "telegram_api_base": base}
+    )
+    runtime = build_runtime(shop)
+    aiogram_bot = make_bot(given, runtime.flood)
+    try:
+        assert aiogram_bot.session.api.api_url(TOKEN, "getMe") == requests
+        assert aiogram_bot.session.api.file_url(TOKEN, "photos/1.jpg") == files
+    finally:
+        await aiogram_bot.session.close()
+    ptb_bot = build_application(runtime, given).bot
+    assert f"{ptb_bot.base_url}/getMe" == requests
+    assert f"{ptb_bot.base_file_url}/photos/1.jpg" == files
+
+
+async def test_the_terminal_shows_an_invoice_and_says_stars_need_telegram(
+    shop: Shop, tmp_path: Path
+) -> None:
+    runtime, out = build_runtime(shop), io.StringIO()
+    en = runtime.translator("en")
+    terminal = TerminalTransport(out, tmp_path, chat_id=501, t=en, name_chat=chat_namer(runtime))
+    await terminal.send_invoice(501, "Top up ¥10.00", "For your wallet", "T0123abc", 100)
+    shown = out.getvalue()
+    assert "Top up ¥10.00\nFor your wallet" in shown
+    assert "(an invoice for 100 Telegram Stars: Stars are paid in Telegram" in shown
+    with pytest.raises(RefundRefusedError, match="refunded through Telegram"):
+        await terminal.refund_star_payment(501, "stxCHARGE")

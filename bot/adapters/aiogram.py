@@ -39,6 +39,7 @@ from bot.adapters.telegram import (
     ALLOWED_UPDATES,
     STARS,
     BotApiTransport,
+    api_roots,
     keyboard_json,
     publish_commands,
     take_updates,
@@ -169,7 +170,11 @@ class Paced(BaseRequestMiddleware):
 def make_bot(settings: Settings, flood: FloodControl) -> Bot:
     assert settings.telegram_bot_token is not None
     base = settings.telegram_api_base
-    session = AiohttpSession(api=TelegramAPIServer.from_base(base) if base else PRODUCTION)
+    server = PRODUCTION
+    if base:
+        requests, files = api_roots(base)
+        server = TelegramAPIServer(base=requests + "/{method}", file=files + "/{path}")
+    session = AiohttpSession(api=server)
     session.middleware(Paced(flood))
     return Bot(
         settings.telegram_bot_token.get_secret_value(),

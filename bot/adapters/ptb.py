@@ -34,6 +34,7 @@ from bot.adapters.telegram import (
     ALLOWED_UPDATES,
     STARS,
     BotApiTransport,
+    api_roots,
     keyboard_json,
     publish_commands,
     take_updates,
@@ -73,8 +74,8 @@ def build_application(runtime: Runtime, settings: Settings) -> PtbApplication:
         .concurrent_updates(CONCURRENT_UPDATES)
     )
     if settings.telegram_api_base:
-        base = settings.telegram_api_base.rstrip("/")
-        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+        requests, files = api_roots(settings.telegram_api_base)
+        builder = builder.base_url(requests).base_file_url(files)
     if settings.webhook_url is not None:
         builder = builder.updater(None)
     application = builder.build()

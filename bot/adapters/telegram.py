@@ -40,6 +40,26 @@ STARS = "XTR"
 U = TypeVar("U")
 
 
+#: What TELEGRAM_API_BASE names a bot's token by, when it is a template (see `api_roots`).
+TOKEN = "{token}"
+
+
+def api_roots(base: str) -> tuple[str, str]:
+    """TELEGRAM_API_BASE as the (requests, files) roots of one bot, each naming `{token}`.
+
+    A plain root (a self-hosted Bot API server, the tests' stand-in) gets Telegram's paths,
+    `root/bot{token}` and `root/file/bot{token}`. A root that names `{token}` is taken as
+    it is, with its files under `/file/` alike: Telegram's test environment, where Stars
+    cost nothing, is `https://api.telegram.org/bot{token}/test`.
+    """
+    root = base.rstrip("/")
+    if TOKEN not in root:
+        return f"{root}/bot{TOKEN}", f"{root}/file/bot{TOKEN}"
+    scheme, _, rest = root.partition("://")
+    host, _, path = rest.partition("/")
+    return root, f"{scheme}://{host}/file/{path}"
+
+
 def keyboard_json(keyboard: Keyboard | None) -> dict[str, Any] | None:
     """An `InlineKeyboardMarkup` as the Bot API spells it, for either framework to read."""
     if keyboard is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -32,10 +33,12 @@ from core.payments import Credit, PaymentState, PaymentView, PreCheckoutRefusal
 from core.shop import Shop, build_shop
 from core.uow import Database
 from tests.botapi import BotApiStub, PaymentStatus, TgUser
+from tests.conftest import TEST_KEY
 from tests.e2e.harness import Chat, free_port, running_bot, settle, webhook_settings
 from tests.e2e.test_admin import audit_rows
 from tests.e2e.test_membership import t
 from tests.epay import EpayGateway
+from tests.test_cli import cardshop
 
 ADMIN = 9_101
 PID, KEY = "1001", "epay-merchant-key"
@@ -352,3 +355,47 @@ async def test_an_admin_refunds_stars_only_while_the_wallet_still_holds_them(
     refunds = await audit_rows(shop, "refund_payment")
     assert refunds
     assert {row.actor for row in refunds} == {actor_for(ADMIN)}
+
+
+async def test_the_shell_refunds_a_stars_payment_through_the_bots_own_client(
+    bot: BotApiStub,
+    chat: Callable[..., Chat],
+    shop: Shop,
+    bot_settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ann = await registered(chat, 4_601)
+    credit = await paid_in_stars(bot, shop, ann.user, 1_000)
+    await shop.operations.admin.adjust("test", await member_of(shop, ann.user), -1, reason="x")
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CODE_ENCRYPTION_KEYS", TEST_KEY)
+    monkeypatch.setenv("DATA_DIR", str(bot_settings.data_dir))
+    monkeypatch.setenv("STARS_PER_YUAN", "10")
+    monkeypatch.setenv("BOT_FRAMEWORK", bot_settings.bot_framework)
+    monkeypatch.setenv("TELEGRAM_API_BASE", bot.base_url)
+    refund = ("refund-payment", str(credit.payment.id), "--lang", "en")
+
+    assert await cardshop(*refund) == 2  # no TELEGRAM_BOT_TOKEN: no way to Telegram
+    assert "TELEGRAM_BOT_TOKEN" in capsys.readouterr().err
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", bot.token)
+    assert await cardshop(*refund) == 1
+    assert capsys.readouterr().err == (
+        "⚠️ Not refunded: the wallet holds ¥9.99, less than the ¥10.00 to take back."
+        " Nothing was changed.\n"
+    )
+    await shop.operations.admin.adjust("test", await member_of(shop, ann.user), 1, reason="x")
+    assert await cardshop(*refund) == 0
+    assert capsys.readouterr().out == (
+        f"payment #{credit.payment.id}: refunded, 10.00 taken from the wallet,"
+        " 100 Stars given back\n"
+    )
+    assert bot.charges[str(credit.payment.provider_charge_id)].refunded_by == "bot"
+    assert await balance(shop, ann.chat_id) == 0
+    [*_, done] = await audit_rows(shop, "refund_payment")
+    assert done.actor.startswith("cli:")

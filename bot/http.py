@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from bot.framework import STOP_GRACE_SECONDS
 from bot.i18n import Translator
@@ -123,7 +122,7 @@ class HttpServer:
         """The notify route (credit exactly once, answer `success`) and the return page."""
 
         async def notify(request: web.Request) -> web.Response:
-            params = notify_params(request.query, await request.post())
+            params = notify_params([*request.query.items(), *(await request.post()).items()])
             if params is None:
                 log.warning("epay notify refused: a parameter given twice or as a file")
                 return web.Response(status=400, text=EPAY_REFUSED)
@@ -137,6 +136,11 @@ class HttpServer:
                     request.remote,
                 )
                 return web.Response(status=400, text=EPAY_REFUSED)
+            except Exception:
+                # Not the gateway's fault (the database is away, say): not `success`, so
+                # it calls again, and the payments job asks it meanwhile.
+                log.exception("epay notify for %r not credited now", params.get("out_trade_no"))
+                return web.Response(status=500, text=EPAY_REFUSED)
             payment = credit.payment
             if not credit.created:
                 log.info("epay notify for payment %s again: credited before", payment.id)
@@ -193,18 +197,16 @@ class HttpServer:
             await asyncio.gather(*waits)
 
 
-def notify_params(query: MultiMapping[str], form: MultiMapping[str | Any]) -> dict[str, str] | None:
+def notify_params(pairs: Iterable[tuple[str, object]]) -> dict[str, str] | None:
     """A notify's parameters, from the query string and a form body alike.
 
     Gateways call back by GET or POST; either way each parameter counts once, and one
-    given twice with different values is refused (None) rather than one picked.
+    given twice with different values (or as a file) is refused (None) rather than one
+    picked.
     """
     params: dict[str, str] = {}
-    pairs: Iterable[tuple[str, object]] = [*query.items(), *form.items()]
     for key, value in pairs:
-        if not isinstance(value, str):
-            return None
-        if params.setdefault(key, value) != value:
+        if not isinstance(value, str) or params.setdefault(key, value) != value:
             return None
     return params
 

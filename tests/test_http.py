@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -224,3 +225,34 @@ async def test_a_server_no_route_needs_does_not_listen(settings: Settings) -> No
     async with server.serving():
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))  # the port is still free
+
+
+async def test_a_notify_the_shop_cannot_record_now_is_not_acknowledged(
+    epay_settings: Settings, clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database is away: no `success`, so the gateway calls again later."""
+    gone = tmp_path / "no-such-folder" / "shop.db"
+    shop = build_shop(
+        epay_settings.model_copy(update={"database_url": f"sqlite+aiosqlite:///{gone}"}),
+        clock=clock,
+    )
+    notify = sign(
+        {
+            "pid": PID,
+            "trade_no": "2026112210000002",
+            "out_trade_no": "T" + "3" * 24,
+            "type": "alipay",
+            "name": "top-up",
+            "money": "10.00",
+            "trade_status": "TRADE_SUCCESS",
+        }
+    )
+    try:
+        with caplog.at_level(logging.ERROR):
+            async with served(shop, None) as root, aiohttp.ClientSession() as session:
+                url = root + EPAY_NOTIFY_PATH
+                async with session.get(url, params=notify) as response:
+                    assert (response.status, await response.text()) == (500, "fail")
+    finally:
+        await shop.close()
+    assert "not credited now" in caplog.text

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from bot.app import build_runtime, own_transport
 from bot.names import actor_for
-from bot.payments import pre_checkout_refusal
+from bot.payments import pre_checkout_refusal, state_name
 from core.clock import ManualClock
 from core.config import EPAY_NOTIFY_PATH, Settings
 from core.models import WalletEntry
@@ -352,6 +352,12 @@ async def test_an_admin_refunds_stars_only_while_the_wallet_still_holds_them(
     ) in (told.text or "")
     assert bot.charges[str(payment.provider_charge_id)].refunded_by == "bot"
     assert await balance(shop, ann.chat_id) == 0
+    [listed] = await admin.tap(en._("« Payments"))
+    assert f"#{payment.id} · {en._('⭐ Telegram Stars')}" in (listed.text or "")
+    [credited] = await admin.tap(state_name(en, PaymentState.CREDITED))
+    assert f"#{payment.id} ·" not in (credited.text or "")
+    [refunded] = await admin.tap(state_name(en, PaymentState.REFUNDED))
+    assert f"#{payment.id} ·" in (refunded.text or "")
     refunds = await audit_rows(shop, "refund_payment")
     assert refunds
     assert {row.actor for row in refunds} == {actor_for(ADMIN)}

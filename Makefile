@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy core bot tests/botapi
+	$(VENV)/bin/mypy core bot tests/botapi tests/epay
 
 test: compile-locales lint typecheck
 	$(VENV)/bin/pytest

@@ -27,13 +27,17 @@ from aiogram.types import (
     BufferedInputFile,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    LabeledPrice,
     Message,
+    PreCheckoutQuery,
+    RefundedPayment,
+    SuccessfulPayment,
 )
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from telegram.ext import ApplicationBuilder, CommandHandler, ContextTypes
 
-from tests.botapi import BotApiStub, HtmlParseError, parse_html
+from tests.botapi import BotApiStub, HtmlParseError, PaymentStatus, parse_html
 
 USER_ID = 1001
 
@@ -689,3 +693,310 @@ async def test_ptb_application_polls_a_conversation(api: BotApiStub, ptb: telegr
 
     assert reply.text == "welcome"
     assert api.calls_to("deleteWebhook")[0].ok
+
+
+# ---------------------------------------------------------- Stars payments
+
+STARS = [{"label": "¥10 top-up", "amount": 75}]
+
+
+async def send_stars_invoice(
+    http: aiohttp.ClientSession, api: BotApiStub, **changes: Any
+) -> tuple[int, dict[str, Any]]:
+    params: dict[str, Any] = {
+        "chat_id": USER_ID,
+        "title": "Top up ¥10",
+        "description": "Wallet top-up of ¥10.00",
+        "payload": "Tq3v9XkZ",
+        "currency": "XTR",
+        "prices": STARS,
+        **changes,
+    }
+    return await call(
+        http, api, "sendInvoice", **{k: v for k, v in params.items() if v is not None}
+    )
+
+
+class Poller:
+    """getUpdates through a real client, confirming what it has read, as a bot's loop does."""
+
+    def __init__(self, get_updates: Any) -> None:
+        self._get_updates = get_updates
+        self._offset: int | None = None
+
+    async def next(self) -> Any:
+        (update,) = await self._get_updates(offset=self._offset, timeout=5, limit=1)
+        self._offset = update.update_id + 1
+        return update
+
+    async def rest(self) -> list[Any]:
+        """Whatever else is queued, without waiting."""
+        return list(await self._get_updates(offset=self._offset, timeout=0))
+
+
+async def pre_checkout_query(api: BotApiStub, *, besides: str | None = None) -> dict[str, Any]:
+    """The first pre-checkout query queued for the bot, other than the one with id `besides`."""
+    queries = await api.wait_for(
+        lambda: [
+            u["pre_checkout_query"]
+            for u in api.pending_updates
+            if "pre_checkout_query" in u and u["pre_checkout_query"]["id"] != besides
+        ],
+        what="a pre-checkout query",
+    )
+    return queries[0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"provider_token": "284685063:TEST:abc"}, "STARS_INVOICE_INVALID"),
+        ({"prices": [*STARS, {"label": "fee", "amount": 5}]}, "STARS_INVOICE_INVALID"),
+        ({"prices": []}, "there must be at least one price"),
+        ({"prices": None}, 'parameter "prices" is required'),
+        ({"prices": [{"label": "x", "amount": 0}]}, "total price must be positive"),
+        ({"prices": [{"label": "x", "amount": 1.5}]}, 'Field "amount" must be of type Number'),
+        ({"prices": [{"label": "", "amount": 5}]}, "LabeledPrice label must be non-empty"),
+        ({"payload": ""}, 'parameter "payload" is required'),
+        ({"payload": "码" * 43}, "INVOICE_PAYLOAD_INVALID"),  # 129 bytes
+        ({"title": None}, 'parameter "title" is required'),
+        ({"title": "x" * 33}, "TITLE_INVALID"),
+        ({"description": "x" * 256}, "DESCRIPTION_INVALID"),
+        (
+            {"currency": "CNY", "prices": [{"label": "x", "amount": 1000}]},
+            "PAYMENT_PROVIDER_INVALID",
+        ),
+        (
+            {"reply_markup": {"inline_keyboard": [[{"text": "Back", "callback_data": "b"}]]}},
+            "REPLY_MARKUP_BUY_EMPTY",
+        ),
+    ],
+)
+async def test_send_invoice_is_checked_as_telegram_checks_it(
+    api: BotApiStub, http: aiohttp.ClientSession, changes: dict[str, Any], error: str
+):
+    status, body = await send_stars_invoice(http, api, **changes)
+
+    assert status == 400
+    assert body["description"].startswith("Bad Request: ")
+    assert error in body["description"]
+    assert api.sent_to(USER_ID) == []
+    assert api.invoices == []
+
+
+async def test_stars_invoice_limits_are_inclusive(api: BotApiStub, http: aiohttp.ClientSession):
+    status, body = await send_stars_invoice(
+        http,
+        api,
+        title="标" * 32,
+        description="述" * 255,
+        payload="码" * 42 + "xy",  # 128 bytes
+        provider_token="",
+        reply_markup={"inline_keyboard": [[{"text": "Pay ⭐️75", "pay": True}]]},
+    )
+
+    assert status == 200, body
+    assert body["result"]["invoice"] == {
+        "title": "标" * 32,
+        "description": "述" * 255,
+        "start_parameter": "",
+        "currency": "XTR",
+        "total_amount": 75,
+    }
+    assert "payload" not in json.dumps(body["result"])
+    (invoice,) = api.invoices
+    assert (invoice.payload, invoice.total_amount) == ("码" * 42 + "xy", 75)
+
+
+async def test_aiogram_stars_payment_pre_checkout_success_and_refund(api: BotApiStub, bot: Bot):
+    user = api.user(USER_ID, "Ann")
+    sent = await bot.send_invoice(
+        USER_ID,
+        title="Top up ¥10",
+        description="Wallet top-up of ¥10.00",
+        payload="Tq3v9XkZ",
+        currency="XTR",
+        prices=[LabeledPrice(label="¥10", amount=75)],
+    )
+    assert sent.invoice is not None
+    assert (sent.invoice.currency, sent.invoice.total_amount) == ("XTR", 75)
+    assert api.sent_to(USER_ID)[0].invoice == sent.invoice.model_dump()
+    updates = Poller(bot.get_updates)
+
+    paying = asyncio.create_task(api.pay_invoice(user, api.sent_to(USER_ID)[0]))
+    query = (await updates.next()).pre_checkout_query
+    assert isinstance(query, PreCheckoutQuery)
+    assert (query.from_user.id, query.currency, query.total_amount) == (USER_ID, "XTR", 75)
+    assert query.invoice_payload == "Tq3v9XkZ"
+    assert await bot.answer_pre_checkout_query(query.id, ok=True)
+    outcome = await paying
+    paid = (await updates.next()).message
+
+    assert outcome.status is PaymentStatus.PAID
+    assert outcome.charge is not None
+    assert isinstance(paid, Message)
+    assert paid.from_user is not None
+    assert paid.from_user.id == USER_ID
+    payment = paid.successful_payment
+    assert isinstance(payment, SuccessfulPayment)
+    charge_id = payment.telegram_payment_charge_id
+    assert charge_id == outcome.charge.telegram_payment_charge_id
+    assert len(charge_id) > 128  # as long as real Stars charge ids get
+    assert (payment.currency, payment.total_amount, payment.invoice_payload) == (
+        "XTR",
+        75,
+        "Tq3v9XkZ",
+    )
+    assert api.pre_checkout_answers[query.id].ok
+    with pytest.raises(LookupError, match="already paid"):
+        await api.pay_invoice(user, sent.message_id)
+
+    with pytest.raises(TelegramBadRequest, match="USER_ID_INVALID"):
+        await bot.refund_star_payment(USER_ID + 1, charge_id)
+    with pytest.raises(TelegramBadRequest, match="CHARGE_NOT_FOUND"):
+        await bot.refund_star_payment(USER_ID, "stx-unknown")
+    assert await bot.refund_star_payment(USER_ID, charge_id)
+    with pytest.raises(TelegramBadRequest, match="CHARGE_ALREADY_REFUNDED"):
+        await bot.refund_star_payment(USER_ID, charge_id)
+    refunded = (await updates.next()).message
+
+    assert isinstance(refunded, Message)
+    assert isinstance(refunded.refunded_payment, RefundedPayment)
+    assert refunded.refunded_payment.telegram_payment_charge_id == charge_id
+    assert refunded.refunded_payment.total_amount == 75
+    assert refunded.refunded_payment.invoice_payload == "Tq3v9XkZ"
+    assert api.charges[charge_id].refunded_by == "bot"
+
+
+async def test_declined_pre_checkout_cancels_the_payment(api: BotApiStub, bot: Bot):
+    user = api.user(USER_ID)
+    sent = await bot.send_invoice(
+        USER_ID, "Top up", "¥10", "Tq3v9XkZ", "XTR", [LabeledPrice(label="¥10", amount=75)]
+    )
+    updates = Poller(bot.get_updates)
+
+    paying = asyncio.create_task(api.pay_invoice(user, sent.message_id))
+    query = (await updates.next()).pre_checkout_query
+    assert query is not None
+    with pytest.raises(TelegramBadRequest, match='parameter "error_message" is required'):
+        await bot.answer_pre_checkout_query(query.id, ok=False)
+    await bot.answer_pre_checkout_query(query.id, ok=False, error_message="充值单已过期")
+    with pytest.raises(TelegramBadRequest, match="query is too old"):
+        await bot.answer_pre_checkout_query(query.id, ok=True)
+    outcome = await paying
+
+    assert outcome.status is PaymentStatus.DECLINED
+    assert outcome.error_message == "充值单已过期"
+    assert (outcome.charge, outcome.update) == (None, None)
+    assert api.charges == {}
+    assert await updates.rest() == []
+
+
+async def test_unanswered_pre_checkout_times_out_and_a_late_answer_is_too_old(
+    api: BotApiStub, bot: Bot
+):
+    api.pre_checkout_window = 0.05
+    user = api.user(USER_ID)
+    sent = await bot.send_invoice(
+        USER_ID, "Top up", "¥10", "Tq3v9XkZ", "XTR", [LabeledPrice(label="¥10", amount=75)]
+    )
+
+    outcome = await api.pay_invoice(user, sent.message_id)
+    with pytest.raises(TelegramBadRequest, match="query is too old"):
+        await bot.answer_pre_checkout_query(outcome.query_id, ok=True)
+
+    assert outcome.status is PaymentStatus.TIMED_OUT
+    assert api.charges == {}
+    # A cancelled payment leaves the invoice payable: the user may try again.
+    again = asyncio.create_task(api.pay_invoice(user, sent.message_id))
+    query = await pre_checkout_query(api, besides=outcome.query_id)
+    await bot.answer_pre_checkout_query(query["id"], ok=True)
+    assert (await again).paid
+
+
+async def test_a_bot_not_asking_for_pre_checkout_queries_never_sees_them(
+    api: BotApiStub, http: aiohttp.ClientSession
+):
+    api.pre_checkout_window = 0.05
+    user = api.user(USER_ID)
+    await call(http, api, "getUpdates", allowed_updates=["message", "callback_query"])
+    _, sent = await send_stars_invoice(http, api)
+
+    outcome = await api.pay_invoice(user, sent["result"]["message_id"])
+
+    assert outcome.status is PaymentStatus.TIMED_OUT
+    assert [list(u)[1] for u in api.dropped_updates] == ["pre_checkout_query"]
+
+
+async def test_refund_honours_fail_next_and_support_refunds_reach_the_bot(
+    api: BotApiStub, http: aiohttp.ClientSession
+):
+    user = api.user(USER_ID)
+    charges: list[str] = []
+    query: dict[str, Any] = {"id": None}
+    for _ in range(2):
+        _, sent = await send_stars_invoice(http, api)
+        paying = asyncio.create_task(api.pay_invoice(user, sent["result"]["message_id"]))
+        query = await pre_checkout_query(api, besides=query["id"])
+        await call(http, api, "answerPreCheckoutQuery", pre_checkout_query_id=query["id"], ok=True)
+        outcome = await paying
+        assert outcome.charge is not None
+        charges.append(outcome.charge.telegram_payment_charge_id)
+    api.fail_next("refundStarPayment", error_code=400, description="Bad Request: BALANCE_TOO_LOW")
+
+    refused = await call(
+        http, api, "refundStarPayment", user_id=USER_ID, telegram_payment_charge_id=charges[0]
+    )
+    assert refused == (
+        400,
+        {"ok": False, "error_code": 400, "description": "Bad Request: BALANCE_TOO_LOW"},
+    )
+    assert not api.charges[charges[0]].refunded
+    update = api.support_refund(charges[1])
+    with pytest.raises(LookupError, match="no refundable charge"):
+        api.support_refund(charges[1])
+    status, body = await call(
+        http, api, "refundStarPayment", user_id=USER_ID, telegram_payment_charge_id=charges[1]
+    )
+
+    assert update["message"]["refunded_payment"]["telegram_payment_charge_id"] == charges[1]
+    assert update["message"]["from"]["id"] == USER_ID
+    assert (status, body["description"]) == (400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+    assert api.charges[charges[1]].refunded_by == "support"
+
+
+async def test_ptb_parses_the_payment_updates(api: BotApiStub, ptb: telegram.Bot):
+    user = api.user(USER_ID, language_code="en")
+    sent = await ptb.send_invoice(
+        USER_ID, "Top up", "¥10", "Tq3v9XkZ", "XTR", [telegram.LabeledPrice("¥10", 75)]
+    )
+    assert sent.invoice is not None
+    assert sent.invoice.total_amount == 75
+    updates = Poller(ptb.get_updates)
+
+    paying = asyncio.create_task(api.pay_invoice(user, sent.message_id))
+    query = (await updates.next()).pre_checkout_query
+    assert isinstance(query, telegram.PreCheckoutQuery)
+    assert (query.from_user.id, query.invoice_payload, query.total_amount) == (
+        USER_ID,
+        "Tq3v9XkZ",
+        75,
+    )
+    assert await ptb.answer_pre_checkout_query(query.id, ok=True)
+    outcome = await paying
+    paid = (await updates.next()).message
+    assert outcome.charge is not None
+    assert paid is not None
+    assert paid.successful_payment is not None
+    charge_id = paid.successful_payment.telegram_payment_charge_id
+    assert charge_id == outcome.charge.telegram_payment_charge_id
+    assert await ptb.refund_star_payment(USER_ID, charge_id)
+    refunded = (await updates.next()).message
+
+    assert refunded is not None
+    assert isinstance(refunded.refunded_payment, telegram.RefundedPayment)
+    assert refunded.refunded_payment.telegram_payment_charge_id == charge_id
+    api.redeliver(outcome.update or {})
+    replayed = (await updates.next()).message
+    assert replayed is not None
+    assert replayed.successful_payment == paid.successful_payment

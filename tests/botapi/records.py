@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -97,6 +98,12 @@ class StoredMessage:
         ]
 
     @property
+    def invoice(self) -> dict[str, Any] | None:
+        """The `invoice` object of an invoice message (title, currency, total_amount...)."""
+        value = self.message.get("invoice")
+        return dict(value) if isinstance(value, dict) else None
+
+    @property
     def callback_data(self) -> list[str]:
         return [b["callback_data"] for b in self.buttons if "callback_data" in b]
 
@@ -144,3 +151,104 @@ class WebhookAttempt:
     update_id: int
     status: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class SentInvoice:
+    """An invoice the bot sent with `sendInvoice`, including what the message object hides.
+
+    Telegram never shows `payload`, `prices` or `provider_token` in the `invoice` of the
+    message; the stand-in keeps them so `pay_invoice` can hand them back as Telegram would.
+    """
+
+    chat_id: int
+    message_id: int
+    title: str
+    description: str
+    payload: str
+    currency: str
+    prices: tuple[tuple[str, int], ...]
+    start_parameter: str
+    provider_token: str
+
+    @property
+    def total_amount(self) -> int:
+        return sum(amount for _, amount in self.prices)
+
+
+@dataclass
+class StarCharge:
+    """A completed payment, as Telegram holds it for `refundStarPayment`.
+
+    `refunded_by` is "bot" after `refundStarPayment`, "support" after `support_refund`.
+    """
+
+    telegram_payment_charge_id: str
+    provider_payment_charge_id: str
+    payer: TgUser
+    chat_id: int
+    invoice_message_id: int
+    currency: str
+    total_amount: int
+    invoice_payload: str
+    refunded_by: str | None = None
+
+    @property
+    def user_id(self) -> int:
+        return self.payer.id
+
+    @property
+    def refunded(self) -> bool:
+        return self.refunded_by is not None
+
+    def payment_object(self) -> dict[str, Any]:
+        """The fields `successful_payment` and `refunded_payment` share."""
+        return {
+            "currency": self.currency,
+            "total_amount": self.total_amount,
+            "invoice_payload": self.invoice_payload,
+            "telegram_payment_charge_id": self.telegram_payment_charge_id,
+            "provider_payment_charge_id": self.provider_payment_charge_id,
+        }
+
+
+@dataclass(frozen=True)
+class PreCheckoutAnswer:
+    """The bot's `answerPreCheckoutQuery` for one query."""
+
+    pre_checkout_query_id: str
+    ok: bool
+    error_message: str | None
+    time: float
+
+
+class PaymentStatus(StrEnum):
+    """How a user's attempt to pay ended, as the Telegram app would show it."""
+
+    PAID = "paid"
+    #: The bot answered the pre-checkout query with ok=false (the app shows its error_message).
+    DECLINED = "declined"
+    #: No answer within the pre-checkout window: Telegram cancelled the payment.
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """What `BotApiStub.pay_invoice` saw: the query, the bot's answer and the payment, if any.
+
+    `update` is the `successful_payment` message update, ready for `redeliver` to replay it.
+    """
+
+    status: PaymentStatus
+    pre_checkout_query: dict[str, Any]
+    error_message: str | None = None
+    charge: StarCharge | None = None
+    update: dict[str, Any] | None = None
+
+    @property
+    def paid(self) -> bool:
+        return self.status is PaymentStatus.PAID
+
+    @property
+    def query_id(self) -> str:
+        return str(self.pre_checkout_query["id"])

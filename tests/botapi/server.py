@@ -10,6 +10,11 @@ passes here fails for the same reasons Telegram would refuse it.
 Tests drive the user side in-process: `inject_message`, `inject_callback`, ... queue updates
 that the bot receives by long polling or by webhook, and `next_sent`, `sent_to`, `calls`,
 `answered_callbacks` read back what the bot did.
+
+Payments in Telegram Stars run as in the app: `sendInvoice` is checked as Telegram checks
+it, `pay_invoice` plays the user paying (a `pre_checkout_query` the bot must answer within
+`pre_checkout_window` seconds, then `successful_payment`), `refundStarPayment` and
+`support_refund` end in a `refunded_payment` message.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ from tests.botapi.limits import RateLimiter, RateLimits
 from tests.botapi.records import (
     ApiCall,
     CallbackAnswer,
+    PaymentOutcome,
+    PaymentStatus,
+    PreCheckoutAnswer,
+    SentInvoice,
+    StarCharge,
     StoredFile,
     StoredMessage,
     TgUser,
@@ -49,6 +59,11 @@ TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
 CALLBACK_ANSWER_LIMIT = 200
+INVOICE_TITLE_LIMIT = 32
+INVOICE_DESCRIPTION_LIMIT = 255
+INVOICE_PAYLOAD_LIMIT = 128
+#: Telegram cancels a payment whose pre-checkout query the bot leaves unanswered this long.
+PRE_CHECKOUT_WINDOW = 10.0
 
 ALL_UPDATE_TYPES = frozenset(
     {
@@ -106,6 +121,16 @@ _STRING_PARAMS = frozenset(
         "document",
         "photo",
         "thumbnail",
+        "title",
+        "payload",
+        "currency",
+        "provider_token",
+        "provider_data",
+        "start_parameter",
+        "photo_url",
+        "pre_checkout_query_id",
+        "error_message",
+        "telegram_payment_charge_id",
     }
 )
 _BUTTON_ACTIONS = (
@@ -251,6 +276,56 @@ def _decode(values: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def _required(params: Params, name: str) -> str:
+    """A string parameter the Bot API server insists on (an empty one counts as missing)."""
+    value = params.string(name)
+    if not value:
+        raise bad_request(f'parameter "{name}" is required')
+    return value
+
+
+def _positive_integer(value: Any) -> int | None:
+    """An id given as a number or a numeric string, as the Bot API server parses it."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _labeled_prices(params: Params) -> list[tuple[str, int]]:
+    """`prices` as (label, amount) pairs, refused with the Bot API server's wording."""
+    value = params.get("prices")
+    if value is None or value == "":
+        raise bad_request('parameter "prices" is required')
+    if isinstance(value, str):
+        raise bad_request("can't parse prices JSON object")
+    if not isinstance(value, list):
+        raise bad_request("expected an Array of labeled prices")
+    if not value:
+        raise bad_request("there must be at least one price")
+    return [_labeled_price(price) for price in value]
+
+
+def _labeled_price(price: Any) -> tuple[str, int]:
+    """One LabeledPrice, or the Bot API server's reason for refusing it."""
+    if not isinstance(price, dict):
+        problem = "LabeledPrice must be an Object"
+    else:
+        label, amount = price.get("label"), price.get("amount")
+        if isinstance(amount, str) and amount.lstrip("-").isdigit():
+            amount = int(amount)
+        if not isinstance(label, str):
+            problem = 'Field "label" must be of type String'
+        elif not label:
+            problem = "LabeledPrice label must be non-empty"
+        elif isinstance(amount, bool) or not isinstance(amount, int):
+            problem = 'Field "amount" must be of type Number'
+        else:
+            return label, amount
+    raise bad_request(f"can't parse labeled price: {problem}")
+
+
 class BotApiStub:
     """The Bot API server plus the user side of every chat, for one bot token.
 
@@ -267,6 +342,7 @@ class BotApiStub:
         first_name: str = "Card Shop",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        pre_checkout_window: float = PRE_CHECKOUT_WINDOW,
     ) -> None:
         self.token = token or f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(26)}"
         self.bot = TgUser(
@@ -287,6 +363,12 @@ class BotApiStub:
         self.downloads: list[str] = []
         self.dropped_updates: list[dict[str, Any]] = []
         self.webhook_attempts: list[WebhookAttempt] = []
+        #: Real seconds `pay_invoice` waits for `answerPreCheckoutQuery`, as Telegram's own
+        #: timer does; a test of the timeout sets it short.
+        self.pre_checkout_window = pre_checkout_window
+        self.invoices: list[SentInvoice] = []
+        self.charges: dict[str, StarCharge] = {}
+        self.pre_checkout_answers: dict[str, PreCheckoutAnswer] = {}
         self._limiter = RateLimiter(self.limits, clock)
         #: Unix time for the dates Telegram stamps (messages, edits, calls): a test hands
         #: in its shop's clock so no update carries the day the suite happens to run.
@@ -304,6 +386,10 @@ class BotApiStub:
         self._allowed_updates = DEFAULT_UPDATE_TYPES
         self._explicit_allowed: list[str] | None = None
         self._open_queries: set[str] = set()
+        self._invoices: dict[tuple[int, int], SentInvoice] = {}
+        self._checkouts: dict[str, asyncio.Future[PreCheckoutAnswer]] = {}
+        self._settled_invoices: set[tuple[int, int]] = set()
+        self._charge_numbers = itertools.count(1)
         self._forced: dict[str, deque[ApiError]] = {}
         self._webhook: _Webhook | None = None
         self._webhook_error: tuple[int, str] | None = None
@@ -520,6 +606,91 @@ class BotApiStub:
         self._pending.append(_Pending(copy.deepcopy(update)))
         self._touch()
         return update
+
+    # ---------------------------------------------------------- payments
+
+    def invoice(self, chat_id: int, message_id: int) -> SentInvoice:
+        """The invoice the bot sent as `message_id` in `chat_id`, payload and prices included."""
+        return self._invoices[(chat_id, message_id)]
+
+    async def pay_invoice(self, user: TgUser, message: StoredMessage | int) -> PaymentOutcome:
+        """`user` taps Pay under the bot's invoice `message` (or its id in their private chat).
+
+        As in the Telegram app: the bot gets a `pre_checkout_query` and has
+        `pre_checkout_window` seconds to answer it. Unanswered, or answered ok=false, the
+        payment is cancelled and the bot hears nothing more. Answered ok=true, the money
+        moves: the charge is kept for `refundStarPayment` and the bot gets a message from the
+        user with `successful_payment`. An invoice message is paid at most once (its button
+        becomes the receipt), so a second attempt raises LookupError, as does a message that
+        is no invoice.
+        """
+        if isinstance(message, StoredMessage):
+            chat_id, message_id = message.chat_id, message.message_id
+        else:
+            chat_id, message_id = user.id, message
+        key = (chat_id, message_id)
+        invoice = self._invoices.get(key)
+        if invoice is None or self._live(chat_id, message_id) is None:
+            raise LookupError(f"the bot has no invoice {message_id} in chat {chat_id}")
+        if key in self._settled_invoices:
+            raise LookupError(f"invoice {message_id} in chat {chat_id} is already paid")
+        self._settled_invoices.add(key)
+        query_id = str(5_000_000_000_000_000_000 + next(self._query_numbers))
+        query = {
+            "id": query_id,
+            "from": user.as_dict(),
+            "currency": invoice.currency,
+            "total_amount": invoice.total_amount,
+            "invoice_payload": invoice.payload,
+        }
+        answer: asyncio.Future[PreCheckoutAnswer] = asyncio.get_running_loop().create_future()
+        self._checkouts[query_id] = answer
+        try:
+            self._push_update({"pre_checkout_query": query})
+            done, _ = await asyncio.wait({answer}, timeout=self.pre_checkout_window)
+        finally:
+            # Telegram's timer has run out: an answer from now on is "query is too old".
+            self._checkouts.pop(query_id, None)
+        if not done or not answer.result().ok:
+            self._settled_invoices.discard(key)
+            if not done:
+                return PaymentOutcome(PaymentStatus.TIMED_OUT, query)
+            return PaymentOutcome(PaymentStatus.DECLINED, query, answer.result().error_message)
+        number = next(self._charge_numbers)
+        charge = StarCharge(
+            # Real Stars charge ids run past 128 characters; so do these.
+            telegram_payment_charge_id=f"stx{number}_{secrets.token_urlsafe(102)}",
+            provider_payment_charge_id=f"{user.id}_{number}",
+            payer=user,
+            chat_id=chat_id,
+            invoice_message_id=message_id,
+            currency=invoice.currency,
+            total_amount=invoice.total_amount,
+            invoice_payload=invoice.payload,
+        )
+        self.charges[charge.telegram_payment_charge_id] = charge
+        paid = self._store(chat_id, {"successful_payment": charge.payment_object()}, sender=user)
+        update = self._push_update({"message": copy.deepcopy(paid.message)})
+        return PaymentOutcome(PaymentStatus.PAID, query, charge=charge, update=update)
+
+    def support_refund(self, telegram_payment_charge_id: str) -> dict[str, Any]:
+        """Telegram refunds a charge on its own (support, a dispute): the bot only hears of it.
+
+        Sends the payer's `refunded_payment` message, as after `refundStarPayment`; returns
+        the update. A charge that is unknown or already refunded raises LookupError.
+        """
+        charge = self.charges.get(telegram_payment_charge_id)
+        if charge is None or charge.refunded:
+            raise LookupError(f"no refundable charge {telegram_payment_charge_id!r}")
+        return self._refund(charge, "support")
+
+    def _refund(self, charge: StarCharge, by: str) -> dict[str, Any]:
+        """Marks `charge` refunded and tells the bot with a `refunded_payment` message."""
+        charge.refunded_by = by
+        refunded = self._store(
+            charge.user_id, {"refunded_payment": charge.payment_object()}, sender=charge.payer
+        )
+        return self._push_update({"message": copy.deepcopy(refunded.message)})
 
     # -------------------------------------------------------- reading back
 
@@ -949,6 +1120,105 @@ class BotApiStub:
             cache_time=params.integer("cache_time", 0),
             time=self._wall_clock(),
         )
+        return True
+
+    # ------------------------------------------------------------- payments
+
+    @_api("sendInvoice")
+    async def _send_invoice(self, params: Params) -> Any:
+        """An invoice message, checked as the Bot API server and then Telegram check it.
+
+        Telegram documents the title (1-32 characters) and description (1-255) limits but not
+        the wording of its refusal; the stand-in refuses with TITLE_INVALID and
+        DESCRIPTION_INVALID so a shop never counts on text being cut to fit.
+        """
+        chat_id = params.chat_id()
+        title = _required(params, "title")
+        description = _required(params, "description")
+        payload = _required(params, "payload")
+        currency = _required(params, "currency")
+        prices = _labeled_prices(params)
+        provider_token = params.string("provider_token") or ""
+        total = sum(amount for _, amount in prices)
+        if total <= 0:
+            raise bad_request("total price must be positive")
+        if any(amount <= 0 for _, amount in prices):
+            raise bad_request("CURRENCY_TOTAL_AMOUNT_INVALID")
+        if len(title) > INVOICE_TITLE_LIMIT:
+            raise bad_request("TITLE_INVALID")
+        if len(description) > INVOICE_DESCRIPTION_LIMIT:
+            raise bad_request("DESCRIPTION_INVALID")
+        if len(payload.encode("utf-8")) > INVOICE_PAYLOAD_LIMIT:
+            raise bad_request("INVOICE_PAYLOAD_INVALID")
+        if currency == "XTR":
+            # Stars: no payment provider, and exactly one price.
+            if provider_token or len(prices) != 1:
+                raise bad_request("STARS_INVOICE_INVALID")
+        elif not provider_token:
+            raise bad_request("PAYMENT_PROVIDER_INVALID")
+        markup = self._markup(params.get("reply_markup"))
+        rows = (markup or {}).get("inline_keyboard") or []
+        if rows and not (rows[0] and rows[0][0].get("pay") is True):
+            raise bad_request("REPLY_MARKUP_BUY_EMPTY")  # the first button must be the Pay one
+        reply_to = self._reply_target(params, chat_id)
+        self._admit_send(chat_id)
+        start_parameter = params.string("start_parameter") or ""
+        content = {
+            "invoice": {
+                "title": title,
+                "description": description,
+                "start_parameter": start_parameter,
+                "currency": currency,
+                "total_amount": total,
+            }
+        }
+        stored = self._store(chat_id, content, markup=markup, reply_to=reply_to)
+        invoice = SentInvoice(
+            chat_id=chat_id,
+            message_id=stored.message_id,
+            title=title,
+            description=description,
+            payload=payload,
+            currency=currency,
+            prices=tuple(prices),
+            start_parameter=start_parameter,
+            provider_token=provider_token,
+        )
+        self.invoices.append(invoice)
+        self._invoices[(chat_id, stored.message_id)] = invoice
+        return stored.message
+
+    @_api("answerPreCheckoutQuery")
+    async def _answer_pre_checkout_query(self, params: Params) -> Any:
+        ok = params.flag("ok")
+        error_message = params.string("error_message") or ""
+        if not ok and not error_message:
+            raise bad_request('parameter "error_message" is required')
+        query_id = params.string("pre_checkout_query_id") or ""
+        waiting = self._checkouts.get(query_id)
+        if waiting is None or waiting.done():
+            raise bad_request(_QUERY_INVALID)
+        answer = PreCheckoutAnswer(query_id, ok, None if ok else error_message, self._wall_clock())
+        self.pre_checkout_answers[query_id] = answer
+        waiting.set_result(answer)
+        return True
+
+    @_api("refundStarPayment")
+    async def _refund_star_payment(self, params: Params) -> Any:
+        user_id = _positive_integer(params.get("user_id"))
+        if user_id is None:
+            raise bad_request("invalid user_id specified")
+        charge_id = params.string("telegram_payment_charge_id") or ""
+        if not charge_id:
+            raise bad_request('parameter "telegram_payment_charge_id" is required')
+        charge = self.charges.get(charge_id)
+        if charge is None:
+            raise bad_request("CHARGE_NOT_FOUND")
+        if charge.user_id != user_id:
+            raise bad_request("USER_ID_INVALID")
+        if charge.refunded:
+            raise bad_request("CHARGE_ALREADY_REFUNDED")
+        self._refund(charge, "bot")
         return True
 
     # ---------------------------------------------------------------- files

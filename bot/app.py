@@ -1,9 +1,11 @@
 """`cardshop run` and `cardshop chat`: build the shop, pick the adapter, serve until stopped.
 
 BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot (`bot.adapters`); without
-a TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. The tests run
-exactly this (`run`) against a Bot API stand-in. Dependencies go one way: this module
-picks an adapter, the adapters know only the runtime they feed.
+a TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. `run` also
+runs the shop's one HTTP server (`bot.http`) when something needs it: the webhook, or
+易支付 calling back. The tests run exactly this (`run`) against a Bot API stand-in.
+Dependencies go one way: this module picks an adapter, the adapters know only the
+runtime they feed.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -22,12 +25,14 @@ from bot.adapters.terminal import chat
 from bot.conversation import Transport
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS
+from bot.http import HttpServer
 from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
-from core.config import Settings
+from core.config import EPAY_TYPES, Settings
 from core.demo import DEMO_BUYER
+from core.payments import Credit
 from core.shop import Shop, build_shop
 
 log = logging.getLogger(__name__)
@@ -92,7 +97,7 @@ class TelegramAdapter(Protocol):
         self, runtime: Runtime, settings: Settings
     ) -> AbstractAsyncContextManager[Transport]: ...
 
-    async def serve(self, runtime: Runtime, settings: Settings) -> None: ...
+    async def serve(self, runtime: Runtime, settings: Settings, http: HttpServer) -> None: ...
 
 
 def telegram_adapter(settings: Settings) -> TelegramAdapter:
@@ -115,17 +120,48 @@ def own_transport(runtime: Runtime, settings: Settings) -> AbstractAsyncContextM
     return telegram_adapter(settings).own_transport(runtime, settings)
 
 
-async def run(settings: Settings, *, clock: Clock | None = None) -> None:
-    """Serve the bot, with its jobs and broadcasts next to it, until cancelled."""
+#: Tells the member their top-up landed (and buys what they were buying), given the
+#: transport that reaches them: `bot.handlers.topup.money_landed`.
+MoneyLanded = Callable[[Runtime, Transport, Credit], Awaitable[None]]
+
+
+def http_server(
+    runtime: Runtime, transport: Transport, money_landed: MoneyLanded | None
+) -> HttpServer:
+    """The HTTP server with the payment gateways' routes the shop is configured for."""
+    shop = runtime.shop
+    http = HttpServer(shop.settings)
+    if any(method in EPAY_TYPES for method in shop.payments.methods()):
+        landed = None if money_landed is None else partial(money_landed, runtime, transport)
+        http.add_epay(shop.payments, landed)
+    return http
+
+
+async def run(
+    settings: Settings, *, clock: Clock | None = None, money_landed: MoneyLanded | None = None
+) -> None:
+    """Serve the bot, with its jobs, broadcasts and HTTP server next to it, until cancelled.
+
+    `money_landed` is told of each credit a gateway's callback brings.
+    """
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
-            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, with_background=True)
+
+            @asynccontextmanager
+            async def alongside(transport: Transport) -> AsyncIterator[None]:
+                async with (
+                    background(runtime.shop, transport),
+                    http_server(runtime, transport, money_landed).serving(),
+                ):
+                    yield
+
+            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, alongside=alongside)
             return
-        async with (
-            own_transport(runtime, settings) as transport,
-            background(runtime.shop, runtime.shown.over(transport)),
-        ):
-            await telegram_adapter(settings).serve(runtime, settings)
+        async with own_transport(runtime, settings) as own:
+            transport = runtime.shown.over(own)
+            async with background(runtime.shop, transport):
+                http = http_server(runtime, transport, money_landed)
+                await telegram_adapter(settings).serve(runtime, settings, http)
 
 
 async def until_terminated(serving: Coroutine[Any, Any, None]) -> None:
@@ -168,7 +204,12 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
 
     async def serve() -> None:
         async with running(settings) as runtime:
-            await chat(runtime, user_id=user_id, lang=lang, with_background=True)
+            await chat(
+                runtime,
+                user_id=user_id,
+                lang=lang,
+                alongside=lambda transport: background(runtime.shop, transport),
+            )
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.adapters.screen import plain
 from bot.errors import render_error
 from bot.i18n import Translator
+from bot.payments import refund_refusal, star_refunder
 from core.clock import Clock
 from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
@@ -163,6 +164,36 @@ async def _export(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     return 0
 
 
+async def _refund_payment(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
+    """Give a Stars payment back: out of the wallet first, then through Telegram.
+
+    The bot's own client is built here as `cardshop run` builds it (the configured
+    framework, TELEGRAM_API_BASE), so this works with the bot running or not.
+    """
+    from bot.app import build_runtime, own_transport
+
+    settings = shop.settings
+    if settings.telegram_bot_token is None:
+        raise SettingsError("TELEGRAM_BOT_TOKEN: Stars are refunded through Telegram")
+    runtime = build_runtime(shop)
+    async with own_transport(runtime, settings) as transport:
+        try:
+            payment = await shop.payments.refund(
+                _actor(), args.payment, star_refunder(shop, transport)
+            )
+        except ShopError as error:
+            told = refund_refusal(t, error)
+            if told is None:
+                raise
+            print(plain(told), file=sys.stderr)
+            return 1
+    print(
+        f"payment #{payment.id}: refunded, {format_plain(payment.amount)} taken from the wallet,"
+        f" {payment.charge_amount} Stars given back"
+    )
+    return 0
+
+
 async def _stats(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     summary = await shop.operations.stats.summary(args.days)
     tickets = summary.tickets
@@ -254,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", default=None, help="file to write, - for stdout (default DATA_DIR/exports/)"
     )
+    refund = command("refund-payment", "refund a Stars top-up (the wallet must still hold it)")
+    refund.add_argument("payment", type=int, help="the payment's number (#12: 12)")
     stats = command("stats", "revenue, orders, members, tickets")
     stats.add_argument("--days", type=int, default=7, help="calendar days, today included")
     payments = command("payments", "recent wallet top-ups with their state, newest first")
@@ -270,6 +303,7 @@ SHOP_COMMANDS: dict[str, Command] = {
     "set-tier": _set_tier,
     "review-tiers": _review_tiers,
     "export": _export,
+    "refund-payment": _refund_payment,
     "stats": _stats,
     "payments": _payments,
 }

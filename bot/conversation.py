@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from bot.callbacks import Callback
 from bot.i18n import Translator
@@ -33,6 +33,8 @@ __all__ = [
     "Document",
     "Incoming",
     "Keyboard",
+    "PaymentKind",
+    "RefundRefusedError",
     "Transport",
     "UnreachableError",
     "escape",
@@ -77,6 +79,13 @@ class CannotEditError(Exception):
     """The message cannot be edited any more (gone, too old, not the bot's)."""
 
 
+class RefundRefusedError(Exception):
+    """Telegram refused to refund a Stars payment (unknown charge, refunded already…).
+
+    The message is Telegram's reason, kept with the payment (see `Payments.refund`).
+    """
+
+
 class Transport(Protocol):
     """What an adapter offers handlers. Every method raises `UnreachableError` on a 403."""
 
@@ -102,6 +111,21 @@ class Transport(Protocol):
     async def send_photo(self, chat_id: int, data: bytes, caption: str | None = None) -> int: ...
 
     async def download(self, document: Document) -> bytes: ...
+
+    async def send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        """sendInvoice for `stars` Telegram Stars (XTR: no provider token, one price).
+
+        `payload` comes back in the pre-checkout query and the payment; returns the
+        invoice message's id.
+        """
+
+    async def answer_pre_checkout(self, query_id: str, ok: bool, error: str | None = None) -> None:
+        """answerPreCheckoutQuery: take the payment, or refuse it telling the payer `error`."""
+
+    async def refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        """refundStarPayment; raises `RefundRefusedError` when Telegram refuses."""
 
 
 class ChatState:
@@ -229,6 +253,9 @@ class CommandSpec:
     description: str | None
 
 
+#: The payment messages a conversation may handle: money in, money given back.
+PaymentKind = Literal["paid", "refunded"]
+
 #: Who may press a conversation's buttons; False when it refused (and said so) itself.
 ButtonGuard = Callable[[Context], Awaitable[bool]]
 
@@ -253,6 +280,7 @@ class Conversation:
     staff_replies: list[StaffReplyHandler] = field(default_factory=list)
     fallback_handler: Handler | None = None
     notices: dict[Notice, Handler] = field(default_factory=dict)
+    payments: dict[PaymentKind, Handler] = field(default_factory=dict)
     #: Asked before any of this conversation's buttons is parsed (the admin screens).
     button_guard: ButtonGuard | None = None
 
@@ -324,6 +352,19 @@ class Conversation:
 
         def register(handler: H) -> H:
             self.notices[name] = handler
+            return handler
+
+        return register
+
+    def payment(self, kind: PaymentKind) -> Callable[[H], H]:
+        """A message saying a Stars payment went through ("paid") or was refunded.
+
+        It runs like any update (the chat's lock, de-duplication, the claim riding the
+        handler's first write), whatever state the chat is in, which it leaves alone.
+        """
+
+        def register(handler: H) -> H:
+            self.payments[kind] = handler
             return handler
 
         return register

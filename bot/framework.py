@@ -31,6 +31,7 @@ from bot.conversation import (
     Handler,
     Incoming,
     Keyboard,
+    PaymentKind,
     StaffReplyHandler,
     Transport,
     UnreachableError,
@@ -38,10 +39,12 @@ from bot.conversation import (
 from bot.errors import bad_button, render_error, something_went_wrong
 from bot.flood import FloodControl
 from bot.i18n import Translator
+from bot.payments import pre_checkout_refusal
 from bot.state import ChatStore, state_key
 from core.chat_state import AlreadyHandledError, ChatStateView, UpdateWrites
 from core.errors import ShopError
 from core.members import MemberView, locale_for, profile_changes
+from core.payments import PreCheckoutRefusal
 from core.shop import Shop
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class Registry:
         self.menus: dict[str, Handler] = {}
         self.staff_replies: list[StaffReplyHandler] = []
         self.notices: dict[Notice, Handler] = {}
+        self.payments: dict[PaymentKind, Handler] = {}
         self.fallback: Handler | None = None
         for conversation in self.conversations:
             for spec in conversation.commands:
@@ -85,6 +89,8 @@ class Registry:
                 self._claim(self.menus, item, handler, conversation, "menu item")
             for notice, handler in conversation.notices.items():
                 self._claim(self.notices, notice, handler, conversation, "notice")
+            for kind, handler in conversation.payments.items():
+                self._claim(self.payments, kind, handler, conversation, "payment")
             self.staff_replies.extend(conversation.staff_replies)
             if conversation.fallback_handler is not None:
                 if self.fallback is not None:
@@ -215,6 +221,17 @@ class _SkipUnchanged:
     async def download(self, document: Document) -> bytes:
         return await self._inner.download(document)
 
+    async def send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        return await self._inner.send_invoice(chat_id, title, description, payload, stars)
+
+    async def answer_pre_checkout(self, query_id: str, ok: bool, error: str | None = None) -> None:
+        await self._inner.answer_pre_checkout(query_id, ok, error)
+
+    async def refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        await self._inner.refund_star_payment(user_id, charge_id)
+
 
 #: Update ids this process remembers having taken, so a redelivery that reaches the same
 #: process (while the first is still being handled, even) costs no database read.
@@ -258,6 +275,14 @@ class Runtime:
     def translator(self, locale: str) -> Translator:
         settings = self.shop.settings
         return Translator(locale, currency=settings.shop_currency, zone=settings.zone)
+
+    def locale(self, chosen: str | None, language_code: str | None) -> str:
+        """The member's own choice, else their Telegram app's language, else the shop's."""
+        if chosen:
+            return chosen
+        if language_code:
+            return locale_for(language_code)
+        return self.shop.settings.default_locale
 
     # --- per update ---------------------------------------------------------------------
     #
@@ -315,16 +340,10 @@ class Runtime:
             profile["unreachable"] = False
         if profile:
             member = replace(member, **profile)
-        if member.locale:
-            locale = member.locale
-        elif incoming.language_code:
-            locale = locale_for(incoming.language_code)
-        else:
-            locale = self.shop.settings.default_locale
         return Context(
             shop=self.shop,
             member=member,
-            locale=locale,
+            locale=self.locale(member.locale, incoming.language_code),
             incoming=incoming,
             transport=self.shown.over(transport),
             state=ChatState(arrival.state.state, arrival.state.data),
@@ -482,6 +501,55 @@ class Runtime:
         if notice is not None:
             await self.run(ctx, lambda: notice(ctx))
 
+    async def payment(self, ctx: Context, kind: PaymentKind) -> None:
+        """A payment went through or was refunded: the handler a conversation registered."""
+        handler = self.registry.payments.get(kind)
+        if handler is None:
+            log.error(
+                "a %r payment message (charge %s) and no conversation handles it",
+                kind,
+                ctx.incoming.charge_id,
+            )
+            return
+        await self.run(ctx, lambda: handler(ctx))
+
+    async def pre_checkout(self, incoming: Incoming, transport: Transport) -> None:
+        """Telegram asks whether to take a Stars payment: answered now, in one read.
+
+        Telegram cancels the payment unless the answer comes within 10 seconds, so this
+        runs ahead of everything else: no chat lock (the member's other updates may be
+        busy), no registration and no de-duplication (it changes nothing; a second
+        answer to the same query is refused by Telegram and logged). Ok only when the
+        shop knows the top-up as the payer's, pending and of this amount; a refusal is
+        told in the member's language. A shop that cannot check refuses.
+        """
+        query_id = incoming.pre_checkout_id
+        assert query_id is not None
+        try:
+            refusal = await self.shop.payments.pre_checkout(
+                incoming.user_id,
+                incoming.invoice_payload or "",
+                incoming.currency or "",
+                incoming.total_amount or 0,
+            )
+        except Exception:
+            log.exception("pre-checkout %s: the shop could not check it; refused", query_id)
+            refusal = PreCheckoutRefusal.UNAVAILABLE
+        if refusal is None:
+            await self._quietly(transport.answer_pre_checkout(query_id, True))
+            return
+        log.info("pre-checkout %s from %s refused: %s", query_id, incoming.user_id, refusal.value)
+        try:
+            member = await self.shop.members.by_telegram(incoming.user_id)
+        except Exception:
+            log.exception("pre-checkout %s: the payer's language is unknown", query_id)
+            member = None
+        chosen = member.locale if member is not None else None
+        t = self.translator(self.locale(chosen, incoming.language_code))
+        await self._quietly(
+            transport.answer_pre_checkout(query_id, False, pre_checkout_refusal(t, refusal))
+        )
+
     async def member_status(self, incoming: Incoming) -> None:
         """The member blocked the bot ("kicked") or unblocked it ("member"): their flag.
 
@@ -515,10 +583,11 @@ class Runtime:
 
     def unheard(self, incoming: Incoming) -> bool:
         """Group chatter: dropped before any work, as nothing in a group is for the shop
-        but a command to the bot, a tapped button and the staff chat's replies."""
+        but a command to the bot, a tapped button, the staff chat's replies and money
+        (an invoice forwarded to a group can be paid there)."""
         return (
             incoming.chat_type != "private"
-            and incoming.kind not in ("command", "callback")
+            and incoming.kind not in ("command", "callback", "paid", "refunded")
             and not self.is_staff_reply(incoming)
         )
 
@@ -529,17 +598,20 @@ class Runtime:
     async def dispatch(self, ctx: Context) -> None:
         """Route a prepared update to its entry point; the one router of every adapter.
 
-        Outside private chats only replies in the staff chat, buttons and commands to the
-        bot are heard, a command being told to come to the private chat. In a private
-        chat a command abandons pending input; text and files go to the state awaiting
-        them; an edit or a photo, sticker, voice… is told that it is not read when input
-        is awaited; an edit outside is dropped (it changes nothing already answered);
-        anything else gets the fallback's hint.
+        A payment message goes to its handler wherever it arrives, leaving the chat's
+        state alone. Outside private chats only replies in the staff chat, buttons and
+        commands to the bot are heard, a command being told to come to the private
+        chat. In a private chat a command abandons pending input; text and files go to
+        the state awaiting them; an edit or a photo, sticker, voice… is told that it is
+        not read when input is awaited; an edit outside is dropped (it changes nothing
+        already answered); anything else gets the fallback's hint.
         """
         incoming, registry = ctx.incoming, self.registry
         kind = incoming.kind
         handler = self.state_handler(ctx)
-        if self.is_staff_reply(incoming):
+        if kind == "paid" or kind == "refunded":
+            await self.payment(ctx, kind)
+        elif self.is_staff_reply(incoming):
             await self.staff_reply(ctx)
         elif kind == "callback":
             prefix = Callback.prefix_of(incoming.callback_data or "")
@@ -559,8 +631,13 @@ class Runtime:
             await self.fallback(ctx)
 
     async def handle(self, incoming: Incoming, transport: Transport) -> None:
-        """One update, from any adapter: prepared under the chat's lock, then routed."""
-        if incoming.kind == "member_status":
+        """One update, from any adapter: prepared under the chat's lock, then routed.
+
+        A pre-checkout query is answered at once, outside any lock (`pre_checkout`).
+        """
+        if incoming.kind == "pre_checkout":
+            await self.pre_checkout(incoming, transport)
+        elif incoming.kind == "member_status":
             await self.member_status(incoming)
         elif self.unheard(incoming):
             log.debug(

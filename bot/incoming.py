@@ -6,6 +6,11 @@ reading of an update, typed by the protocols below, serves both adapters; the te
 builds `Incoming`s itself. A new kind of update is a new `IncomingKind`, a branch in
 `incoming_from`, its name in `UPDATE_TYPES`, and a route in the runtime
 (`bot.framework.Runtime.handle`): no adapter changes.
+
+Payments arrive as three kinds: Telegram asks whether to accept a Stars payment
+(`pre_checkout`, answered at once), then says it went through (`paid`, a message with
+`successful_payment`) or, later, that it was refunded (`refunded`, a message with
+`refunded_payment`).
 """
 
 from __future__ import annotations
@@ -19,16 +24,34 @@ from core.text import storable
 
 #: command, text, document: a message; media: a photo, sticker, voice… (no text to read);
 #: edited: a message changed after it was sent; callback: a tapped button;
-#: member_status: the member blocked or unblocked the bot (Telegram's my_chat_member).
+#: member_status: the member blocked or unblocked the bot (Telegram's my_chat_member);
+#: pre_checkout: Telegram asks whether to take a payment (pre_checkout_query);
+#: paid / refunded: a message saying a payment went through / was refunded.
 IncomingKind = Literal[
-    "command", "text", "callback", "document", "media", "edited", "member_status"
+    "command",
+    "text",
+    "callback",
+    "document",
+    "media",
+    "edited",
+    "member_status",
+    "pre_checkout",
+    "paid",
+    "refunded",
 ]
 
 #: The Telegram update types `incoming_from` reads, and so what both adapters ask Telegram
 #: for (`allowed_updates`). Not asked for, so never sent: channel posts (a channel has no
 #: member to answer), inline queries, polls, reactions, `chat_member` (other people's
 #: membership, only sent to admins) and join requests: the shop has nothing to do with them.
-UPDATE_TYPES: tuple[str, ...] = ("message", "edited_message", "callback_query", "my_chat_member")
+#: `pre_checkout_query` must be asked for: without it Telegram cancels every Stars payment.
+UPDATE_TYPES: tuple[str, ...] = (
+    "message",
+    "edited_message",
+    "callback_query",
+    "my_chat_member",
+    "pre_checkout_query",
+)
 
 #: Message fields that carry something other than text: read as `media`, to be told that
 #: text is expected. Looked up by name, as both frameworks name them as the Bot API does.
@@ -80,6 +103,15 @@ class Incoming:
     document: Document | None = None
     #: For member_status: the bot's status in the chat now ("kicked": blocked, "member"…).
     member_status: str | None = None
+    #: For pre_checkout: the query to answer.
+    pre_checkout_id: str | None = None
+    #: For pre_checkout, paid and refunded: the payment as Telegram states it (currency
+    #: "XTR" for Stars, the amount in its smallest unit, the payload our invoice carried).
+    currency: str | None = None
+    total_amount: int | None = None
+    invoice_payload: str | None = None
+    #: For paid and refunded: `telegram_payment_charge_id`, what a refund names.
+    charge_id: str | None = None
     language_code: str | None = None
     username: str | None = None
     full_name: str = ""
@@ -141,6 +173,19 @@ class _Replied(Protocol):
     def message_id(self) -> int: ...
 
 
+class _Payment(Protocol):
+    """A `successful_payment` or `refunded_payment`: the same four fields in both."""
+
+    @property
+    def currency(self) -> str: ...
+    @property
+    def total_amount(self) -> int: ...
+    @property
+    def invoice_payload(self) -> str | None: ...
+    @property
+    def telegram_payment_charge_id(self) -> str: ...
+
+
 class _Message(Protocol):
     @property
     def message_id(self) -> int: ...
@@ -156,6 +201,10 @@ class _Message(Protocol):
     def document(self) -> _Document | None: ...
     @property
     def reply_to_message(self) -> _Replied | None: ...
+    @property
+    def successful_payment(self) -> _Payment | None: ...
+    @property
+    def refunded_payment(self) -> _Payment | None: ...
 
 
 class _CallbackMessage(Protocol):
@@ -192,6 +241,19 @@ class _ChatMemberUpdated(Protocol):
     def new_chat_member(self) -> _ChatMember: ...
 
 
+class _PreCheckoutQuery(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def from_user(self) -> _User: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def total_amount(self) -> int: ...
+    @property
+    def invoice_payload(self) -> str: ...
+
+
 class _Update(Protocol):
     """The fields of `UPDATE_TYPES`, read by `incoming_from`."""
 
@@ -205,6 +267,8 @@ class _Update(Protocol):
     def callback_query(self) -> _CallbackQuery | None: ...
     @property
     def my_chat_member(self) -> _ChatMemberUpdated | None: ...
+    @property
+    def pre_checkout_query(self) -> _PreCheckoutQuery | None: ...
 
 
 class BadUpdateError(ValueError):
@@ -240,6 +304,8 @@ def incoming_from(update: _Update, bot_username: str | None) -> Incoming | None:
         return callback_incoming(update.update_id, update.callback_query, bot_username)
     if update.my_chat_member is not None:
         return status_incoming(update.update_id, update.my_chat_member, bot_username)
+    if update.pre_checkout_query is not None:
+        return pre_checkout_incoming(update.update_id, update.pre_checkout_query, bot_username)
     return None
 
 
@@ -263,7 +329,8 @@ def message_incoming(
     """A message; None when it has no sender or says nothing a member said.
 
     No sender: an anonymous channel's post in a group. Nothing said: service messages
-    (someone joined, a message was pinned…), which the shop does not answer.
+    (someone joined, a message was pinned…), which the shop does not answer; but the
+    two about money (a payment went through, a payment was refunded) are read.
     """
     user = message.from_user
     if user is None:
@@ -281,6 +348,10 @@ def message_incoming(
     text = storable(message.text or message.caption or "")
     if edited:
         return Incoming(kind="edited", text=text, **common)
+    if message.successful_payment is not None:
+        return Incoming(kind="paid", **common, **_payment(message.successful_payment))
+    if message.refunded_payment is not None:
+        return Incoming(kind="refunded", **common, **_payment(message.refunded_payment))
     if message.document is not None:
         document = Document(
             file_id=message.document.file_id,
@@ -298,6 +369,16 @@ def message_incoming(
         name, args = command
         return Incoming(kind="command", text=text, command=name, args=args, **common)
     return Incoming(kind="text", text=text, **common)
+
+
+def _payment(payment: _Payment) -> dict[str, Any]:
+    """A payment's fields as Telegram states them; the payload is our own, echoed back."""
+    return {
+        "currency": storable(payment.currency),
+        "total_amount": payment.total_amount,
+        "invoice_payload": _optional(payment.invoice_payload),
+        "charge_id": storable(payment.telegram_payment_charge_id),
+    }
 
 
 def callback_incoming(
@@ -331,4 +412,20 @@ def status_incoming(
         # aiogram's statuses are a str Enum, whose str() is "ChatMemberStatus.KICKED".
         member_status=status.value if isinstance(status, Enum) else status,
         **_sender(change.from_user, bot_username),
+    )
+
+
+def pre_checkout_incoming(
+    update_id: int, query: _PreCheckoutQuery, bot_username: str | None = None
+) -> Incoming:
+    """Telegram asks whether to take a payment; it has no chat, so the payer's is used."""
+    return Incoming(
+        kind="pre_checkout",
+        update_id=update_id,
+        chat_id=query.from_user.id,
+        pre_checkout_id=query.id,
+        currency=storable(query.currency),
+        total_amount=query.total_amount,
+        invoice_payload=storable(query.invoice_payload),
+        **_sender(query.from_user, bot_username),
     )

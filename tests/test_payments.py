@@ -607,3 +607,36 @@ async def test_a_long_stars_charge_id_is_kept_whole(shop: Shop) -> None:
 
     assert credit.created
     assert credit.payment.provider_charge_id == charge_id
+
+
+async def test_a_payment_by_someone_else_is_held_for_an_admin(shop: Shop) -> None:
+    member = await _member(shop)
+    payload, stars = await _stars_topup(shop, member)
+
+    credit = await shop.payments.credit_stars(TELEGRAM_ID + 5, payload, "XTR", stars, "c1")
+
+    assert not credit.created
+    assert credit.payment.state is PaymentState.PAID
+    assert credit.payment.note == f"paid by Telegram user {TELEGRAM_ID + 5}, not the member"
+    assert await shop.wallet.balance(member) == 0
+
+
+async def test_a_top_up_started_before_a_restart_is_credited_after_it(
+    shop: Shop, settings: Settings, clock: ManualClock
+) -> None:
+    from core.shop import build_shop
+
+    member = await _member(shop)
+    payload, stars = await _stars_topup(shop, member)
+    epay = await _epay(shop, member)
+    restarted = build_shop(settings, clock=clock)
+    try:
+        assert await restarted.payments.pre_checkout(TELEGRAM_ID, payload, "XTR", stars) is None
+        by_stars = await restarted.payments.credit_stars(TELEGRAM_ID, payload, "XTR", stars, "c")
+        by_epay = await restarted.payments.credit_epay(notify(epay, "12.50"))
+    finally:
+        await restarted.close()
+
+    assert by_stars.created
+    assert by_epay.created
+    assert await shop.wallet.balance(member) == 1000 + 1250

@@ -40,6 +40,10 @@ class Gateway:
     queries: list[dict[str, str]] = field(default_factory=list)
     broken: bool = False
     url: str = ""
+    #: Hold every query until this many are in flight at once (0: answer at once).
+    together: int = 0
+    _in_flight: int = 0
+    _all_in: asyncio.Event = field(default_factory=asyncio.Event)
 
     def paid(self, reference: str, money: str, *, trade_no: str = "2026112299990001") -> None:
         self.orders[reference] = {"status": 1, "money": money, "trade_no": trade_no}
@@ -50,6 +54,11 @@ class Gateway:
     async def api(self, request: web.Request) -> web.Response:
         query = dict(request.query)
         self.queries.append(query)
+        if self.together:
+            self._in_flight += 1
+            if self._in_flight >= self.together:
+                self._all_in.set()
+            await self._all_in.wait()
         if self.broken:
             return web.Response(status=502, text="bad gateway")
         if query.get("act") != "order" or query.get("pid") != PID or query.get("key") != KEY:
@@ -283,3 +292,21 @@ async def test_the_payments_job_tells_the_member_once(shop: Shop, gateway: Gatew
     assert event.credit.payment.reference == reference
     assert (event.credit.telegram_id, event.credit.balance_after) == (TELEGRAM_ID, 1250)
     assert await shop.wallet.balance(member) == 1250
+
+
+async def test_the_gateway_is_asked_about_several_orders_at_once(
+    shop: Shop, gateway: Gateway
+) -> None:
+    """A gateway that answers nobody until three queries wait: asked one at a time, the
+    first would time out; asked together, all three are credited."""
+    members = [await make_member(shop.db, shop.clock, telegram_id=7000 + i) for i in range(3)]
+    for member in members:
+        payment = (await shop.payments.start(member, 1000, "alipay")).payment
+        gateway.paid(payment.reference, "10.00", trade_no=f"T{member}")
+    gateway.together = 3
+
+    report = await shop.payments.reconcile()
+
+    assert (len(report.credits), report.failed) == (3, 0)
+    for member in members:
+        assert await shop.wallet.balance(member) == 1000

@@ -78,6 +78,8 @@ class _Message:
     caption = None
     document = None
     reply_to_message = None
+    successful_payment = None
+    refunded_payment = None
 
 
 class _Query:

@@ -30,20 +30,24 @@ from aiogram.types import (
     BotCommandScopeDefault,
     BufferedInputFile,
     InlineKeyboardMarkup,
+    LabeledPrice,
     TelegramObject,
     Update,
 )
 
 from bot.adapters.telegram import (
     ALLOWED_UPDATES,
+    STARS,
     BotApiTransport,
+    api_roots,
     keyboard_json,
     publish_commands,
-    serve_webhook,
+    take_updates,
 )
 from bot.conversation import Document, Keyboard
 from bot.flood import FloodControl
 from bot.framework import STOP_GRACE_SECONDS, Runtime
+from bot.http import HttpServer
 from bot.incoming import incoming_from
 from core.config import Settings
 
@@ -106,6 +110,25 @@ class AiogramTransport(BotApiTransport):
         photo = BufferedInputFile(data, "photo.png")
         return (await self.bot.send_photo(chat_id, photo, caption=caption)).message_id
 
+    async def _send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        sent = await self.bot.send_invoice(
+            chat_id,
+            title=title,
+            description=description,
+            payload=payload,
+            currency=STARS,
+            prices=[LabeledPrice(label=title, amount=stars)],
+        )
+        return sent.message_id
+
+    async def _refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        await self.bot.refund_star_payment(user_id, charge_id)
+
+    async def answer_pre_checkout(self, query_id: str, ok: bool, error: str | None = None) -> None:
+        await self.bot.answer_pre_checkout_query(query_id, ok, error_message=error)
+
     async def answer_callback(
         self, callback_id: str, text: str | None = None, alert: bool = False
     ) -> None:
@@ -147,7 +170,11 @@ class Paced(BaseRequestMiddleware):
 def make_bot(settings: Settings, flood: FloodControl) -> Bot:
     assert settings.telegram_bot_token is not None
     base = settings.telegram_api_base
-    session = AiohttpSession(api=TelegramAPIServer.from_base(base) if base else PRODUCTION)
+    server = PRODUCTION
+    if base:
+        requests, files = api_roots(base)
+        server = TelegramAPIServer(base=requests + "/{method}", file=files + "/{path}")
+    session = AiohttpSession(api=server)
     session.middleware(Paced(flood))
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
@@ -166,25 +193,25 @@ async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[A
         await bot.session.close()
 
 
-async def serve(runtime: Runtime, settings: Settings) -> None:
-    """Run the bot until cancelled: long polling, or a webhook when WEBHOOK_URL is set."""
+async def serve(runtime: Runtime, settings: Settings, http: HttpServer) -> None:
+    """Run the bot until cancelled: long polling, or a webhook on `http` when WEBHOOK_URL
+    is set."""
     bot = make_bot(settings, runtime.flood)
     transport = AiogramTransport(bot)
     dispatcher = build_dispatcher(runtime, transport)
     try:
         await publish_commands(runtime, transport)
-        if settings.webhook_url is None:
-            await bot.delete_webhook()
-            await _poll(dispatcher, bot)
-        else:
-            await serve_webhook(
-                settings,
-                lambda body: Update.model_validate(body, context={"bot": bot}),
-                lambda update: dispatcher.feed_update(bot, update),
-                lambda url, secret: bot.set_webhook(
-                    url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
-                ),
-            )
+        await take_updates(
+            settings,
+            http,
+            parse=lambda body: Update.model_validate(body, context={"bot": bot}),
+            accept=lambda update: dispatcher.feed_update(bot, update),
+            set_webhook=lambda url, secret: bot.set_webhook(
+                url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
+            ),
+            delete_webhook=bot.delete_webhook,
+            poll=lambda: _poll(dispatcher, bot),
+        )
     finally:
         # Polled updates run as aiogram's tasks: let them answer before the session
         # closes, or one still sending would open a new session that nobody closes.

@@ -1,9 +1,12 @@
 """The python-telegram-bot 22 adapter: Telegram updates in as `Incoming`, replies out.
 
 One `TypeHandler(Update, ...)` reads every update and hands it to `Runtime.handle`,
-which does the rest. PTB handles updates one at a time by default, which keeps each
-member's steps in order. The webhook is the shared aiohttp one (PTB's own needs
-tornado), feeding PTB's update queue.
+which does the rest. PTB would handle updates one at a time, so a pre-checkout query
+(Telegram cancels the payment unless it is answered within 10 seconds) would wait
+behind any slow update of anyone's; here updates run concurrently, as aiogram runs
+them, and the runtime's chat locks keep each member's steps in order. The webhook is
+the shop's aiohttp server (`bot.http`; PTB's own needs tornado), feeding PTB's update
+queue.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardMarkup, InputFile, Update
+from telegram import BotCommand, InlineKeyboardMarkup, InputFile, LabeledPrice, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import (
@@ -29,14 +32,17 @@ from telegram.ext import (
 
 from bot.adapters.telegram import (
     ALLOWED_UPDATES,
+    STARS,
     BotApiTransport,
+    api_roots,
     keyboard_json,
     publish_commands,
-    serve_webhook,
+    take_updates,
 )
 from bot.conversation import Document, Keyboard
 from bot.flood import FloodControl
 from bot.framework import STOP_GRACE_SECONDS, Runtime
+from bot.http import HttpServer
 from bot.incoming import incoming_from
 from core.config import Settings
 
@@ -50,6 +56,12 @@ JSONDict = dict[str, Any]
 Bot = ExtBot[None]
 PtbApplication = Application[Any, Any, Any, Any, Any, Any]
 
+#: Updates PTB handles at once. Each started update waits only for its own chat's lock
+#: (taken in arrival order, so a member's steps stay in order) or a database connection;
+#: the bound is there for memory, set far above what a shop's chats keep busy, so a
+#: pre-checkout query always finds a free place instead of queueing behind a burst.
+CONCURRENT_UPDATES = 4096
+
 
 def build_application(runtime: Runtime, settings: Settings) -> PtbApplication:
     """An Application handing every update the bot reads to the runtime."""
@@ -59,10 +71,11 @@ def build_application(runtime: Runtime, settings: Settings) -> PtbApplication:
         .token(settings.telegram_bot_token.get_secret_value())
         .defaults(Defaults(parse_mode=ParseMode.HTML))
         .rate_limiter(Paced(runtime.flood))
+        .concurrent_updates(CONCURRENT_UPDATES)
     )
     if settings.telegram_api_base:
-        base = settings.telegram_api_base.rstrip("/")
-        builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+        requests, files = api_roots(settings.telegram_api_base)
+        builder = builder.base_url(requests).base_file_url(files)
     if settings.webhook_url is not None:
         builder = builder.updater(None)
     application = builder.build()
@@ -118,6 +131,25 @@ class PtbTransport(BotApiTransport):
     async def _send_photo(self, chat_id: int, data: bytes, caption: str | None) -> int:
         return (await self.bot.send_photo(chat_id, data, caption=caption)).message_id
 
+    async def _send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        sent = await self.bot.send_invoice(
+            chat_id,
+            title,
+            description,
+            payload,
+            STARS,
+            [LabeledPrice(title, stars)],
+        )
+        return sent.message_id
+
+    async def _refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        await self.bot.refund_star_payment(user_id, charge_id)
+
+    async def answer_pre_checkout(self, query_id: str, ok: bool, error: str | None = None) -> None:
+        await self.bot.answer_pre_checkout_query(query_id, ok, error_message=error)
+
     async def answer_callback(
         self, callback_id: str, text: str | None = None, alert: bool = False
     ) -> None:
@@ -172,30 +204,34 @@ async def own_transport(runtime: Runtime, settings: Settings) -> AsyncIterator[P
         yield PtbTransport(bot)
 
 
-async def serve(runtime: Runtime, settings: Settings) -> None:
-    """Run the bot until cancelled: long polling, or a webhook when WEBHOOK_URL is set."""
+async def serve(runtime: Runtime, settings: Settings, http: HttpServer) -> None:
+    """Run the bot until cancelled: long polling, or a webhook on `http` when WEBHOOK_URL
+    is set."""
     application = build_application(runtime, settings)
+
+    async def poll() -> None:
+        assert application.updater is not None
+        await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await application.updater.stop()
+
     async with application:
         await publish_commands(runtime, PtbTransport(application.bot))
         await application.start()
         try:
-            if settings.webhook_url is not None:
-                await serve_webhook(
-                    settings,
-                    lambda body: Update.de_json(body, application.bot),
-                    application.update_queue.put,
-                    lambda url, secret: application.bot.set_webhook(
-                        url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
-                    ),
-                )
-                return
-            assert application.updater is not None
-            await application.bot.delete_webhook()
-            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await application.updater.stop()
+            await take_updates(
+                settings,
+                http,
+                parse=lambda body: Update.de_json(body, application.bot),
+                accept=application.update_queue.put,
+                set_webhook=lambda url, secret: application.bot.set_webhook(
+                    url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
+                ),
+                delete_webhook=application.bot.delete_webhook,
+                poll=poll,
+            )
         finally:
             await _stop(application)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.conversation import Button, Keyboard
+from bot.conversation import Button, Keyboard, RefundRefusedError
 from bot.framework import Runtime
 from bot.i18n import Translator
 from bot.incoming import Document
@@ -146,6 +146,34 @@ class TerminalTransport:
 
     async def download(self, document: Document) -> bytes:
         return await asyncio.to_thread(Path(document.file_id).read_bytes)
+
+    # Telegram Stars live in Telegram: the terminal shows an invoice but cannot pay it,
+    # and nothing it does asks a pre-checkout question or refunds.
+
+    async def send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        message_id = next(self._ids)
+        await self._head(chat_id)
+        print(plain(f"{title}\n{description}"), file=self._out)
+        self.note(
+            self.t.ngettext(
+                "(an invoice for {stars} Telegram Star: Stars are paid in Telegram,"
+                " not in this terminal)",
+                "(an invoice for {stars} Telegram Stars: Stars are paid in Telegram,"
+                " not in this terminal)",
+                stars,
+            ).format(stars=stars)
+        )
+        return message_id
+
+    async def answer_pre_checkout(self, query_id: str, ok: bool, error: str | None = None) -> None:
+        self.note(self.t._("(Stars payments need Telegram: nothing to answer here)"))
+
+    async def refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        raise RefundRefusedError(
+            "Stars are refunded through Telegram: run the bot with TELEGRAM_BOT_TOKEN"
+        )
 
 
 def chat_namer(runtime: Runtime) -> ChatNamer:

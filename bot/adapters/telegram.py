@@ -1,38 +1,63 @@
-"""What both Telegram adapters share: the transport's refusals, menus, webhook, updates asked.
+"""What both Telegram adapters share: the transport's refusals, menus, how updates come.
 
 aiogram and python-telegram-bot speak the same Bot API, so everything here is written
 once: which updates to ask for (`ALLOWED_UPDATES`, what `bot.incoming` reads), how a
 refusal reads (403: the member blocked the bot; 400 on an edit: the message cannot be
-edited, unless it was only "not modified"), a keyboard in the Bot API's shape, the
-command menus, and the webhook server (the secret header, a body that is no update).
-Each adapter adds only its framework's client and the calls themselves.
+edited, unless it was only "not modified"; a refused refund says why), a keyboard in
+the Bot API's shape, the command menus, and taking updates by long polling or by
+webhook on the shop's HTTP server (`bot.http`). Each adapter adds only its framework's
+client and the calls themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
 
-from aiohttp import web
+from bot.conversation import (
+    CannotEditError,
+    Document,
+    Keyboard,
+    RefundRefusedError,
+    UnreachableError,
+)
+from bot.framework import Runtime
+from bot.http import HttpServer
+from bot.incoming import UPDATE_TYPES
+from core.config import Settings
 
-from bot.conversation import CannotEditError, Document, Keyboard, UnreachableError
-from bot.framework import STOP_GRACE_SECONDS, Runtime
-from bot.incoming import UPDATE_TYPES, BadUpdateError, update_json
-from core.config import Settings, SettingsError
-
-log = logging.getLogger(__name__)
-
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 #: Every update type the bot reads and no other, for getUpdates and setWebhook.
 ALLOWED_UPDATES = list(UPDATE_TYPES)
+#: Telegram Stars: the currency of digital goods sold in Telegram, paid with no provider,
+#: so an invoice in Stars has one price and no `provider_token`. Left out rather than
+#: sent empty, which Telegram takes alike: PTB with `Defaults` sends an empty string
+#: parameter as `[]` (it reads "" as an empty list of poll options), which Telegram refuses.
+STARS = "XTR"
 
 U = TypeVar("U")
+
+
+#: What TELEGRAM_API_BASE names a bot's token by, when it is a template (see `api_roots`).
+TOKEN = "{token}"
+
+
+def api_roots(base: str) -> tuple[str, str]:
+    """TELEGRAM_API_BASE as the (requests, files) roots of one bot, each naming `{token}`.
+
+    A plain root (a self-hosted Bot API server, the tests' stand-in) gets Telegram's paths,
+    `root/bot{token}` and `root/file/bot{token}`. A root that names `{token}` is taken as
+    it is, with its files under `/file/` alike: Telegram's test environment, where Stars
+    cost nothing, is `https://api.telegram.org/bot{token}/test`.
+    """
+    root = base.rstrip("/")
+    if TOKEN not in root:
+        return f"{root}/bot{TOKEN}", f"{root}/file/bot{TOKEN}"
+    scheme, _, rest = root.partition("://")
+    host, _, path = rest.partition("/")
+    return root, f"{scheme}://{host}/file/{path}"
 
 
 def keyboard_json(keyboard: Keyboard | None) -> dict[str, Any] | None:
@@ -96,6 +121,19 @@ class BotApiTransport(ABC):
         with self._reaching(chat_id):
             return await self._send_photo(chat_id, data, caption)
 
+    async def send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int:
+        with self._reaching(chat_id):
+            return await self._send_invoice(chat_id, title, description, payload, stars)
+
+    async def refund_star_payment(self, user_id: int, charge_id: str) -> None:
+        """A refusal (400: unknown charge, refunded already…) says why, in Telegram's words."""
+        try:
+            await self._refund_star_payment(user_id, charge_id)
+        except (self.bad_request, self.forbidden) as exc:
+            raise RefundRefusedError(str(getattr(exc, "message", exc))) from None
+
     @abstractmethod
     async def _send(self, chat_id: int, text: str, keyboard: Keyboard | None) -> int: ...
 
@@ -114,6 +152,19 @@ class BotApiTransport(ABC):
 
     @abstractmethod
     async def _send_photo(self, chat_id: int, data: bytes, caption: str | None) -> int: ...
+
+    @abstractmethod
+    async def _send_invoice(
+        self, chat_id: int, title: str, description: str, payload: str, stars: int
+    ) -> int: ...
+
+    @abstractmethod
+    async def _refund_star_payment(self, user_id: int, charge_id: str) -> None: ...
+
+    @abstractmethod
+    async def answer_pre_checkout(
+        self, query_id: str, ok: bool, error: str | None = None
+    ) -> None: ...
 
     @abstractmethod
     async def answer_callback(
@@ -142,82 +193,29 @@ async def publish_commands(runtime: Runtime, transport: BotApiTransport) -> None
         await transport.set_commands(runtime.registry.command_menu(t), language_code)
 
 
-def webhook_address(settings: Settings) -> tuple[str, str, int]:
-    """(secret, host, port) for the webhook server; a webhook without a secret is refused."""
-    if settings.webhook_secret is None:
-        raise SettingsError("WEBHOOK_SECRET: required when WEBHOOK_URL is set")
-    host, _, port = settings.webhook_listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SettingsError("WEBHOOK_LISTEN: use host:port, e.g. 127.0.0.1:8080")
-    return settings.webhook_secret.get_secret_value(), host, int(port)
-
-
-def webhook_app(
-    secret: str,
-    path: str,
-    parse: Callable[[dict[str, Any]], U],
-    accept: Callable[[U], Awaitable[object]],
-    in_flight: set[asyncio.Task[None]],
-) -> web.Application:
-    """The webhook: 403 without the secret, 400 for a body that is no update, else 200.
-
-    `parse` is the framework's reading of an update (any exception: not an update);
-    `accept` handles it in a task of its own, kept in `in_flight`, after the answer. A
-    refused body is logged in one line, never with a traceback: it is not the bot's fault.
-    """
-
-    async def handle(update: U) -> None:
-        try:
-            await accept(update)
-        except Exception:
-            log.exception("webhook: an update failed")
-
-    async def receive(request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, secret.encode()):
-            return web.Response(status=403, text="Forbidden")
-        try:
-            update = parse(update_json(await request.read()))
-        except BadUpdateError as exc:
-            reason = str(exc)
-        except Exception as exc:  # the framework raises whatever a wrong shape trips over
-            reason = f"not an update: {type(exc).__name__}"
-        else:
-            task = asyncio.create_task(handle(update))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            return web.Response(text="ok")
-        log.warning("webhook: refused a body (%s)", reason)
-        return web.Response(status=400, text="Bad Request")
-
-    app = web.Application()
-    app.router.add_post(path, receive)
-    return app
-
-
-async def serve_webhook(
+async def take_updates(
     settings: Settings,
+    http: HttpServer,
+    *,
     parse: Callable[[dict[str, Any]], U],
     accept: Callable[[U], Awaitable[object]],
     set_webhook: Callable[[str, str], Awaitable[object]],
+    delete_webhook: Callable[[], Awaitable[object]],
+    poll: Callable[[], Awaitable[None]],
 ) -> None:
-    """Listen on WEBHOOK_LISTEN, then `set_webhook(url, secret)`, until cancelled.
+    """Take updates until cancelled, the shop's HTTP server running alongside.
 
-    Stopping, updates already accepted get `STOP_GRACE_SECONDS` to finish and answer
-    before the listener (and then the adapter's client) closes.
+    With WEBHOOK_URL, Telegram posts them to that path on the HTTP server (`parse` is
+    the framework's reading of one, `accept` hands it on), and `set_webhook(url, secret)`
+    is called once it listens; else the webhook is deleted and `poll` long-polls, the
+    server listening only for the routes others gave it (易支付).
     """
-    assert settings.webhook_url is not None
-    secret, host, port = webhook_address(settings)
-    path = urlsplit(settings.webhook_url).path or "/"
-    in_flight: set[asyncio.Task[None]] = set()
-    runner = web.AppRunner(webhook_app(secret, path, parse, accept, in_flight))
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        log.info("webhook listening on %s:%s%s", host, port, path)
-        await set_webhook(settings.webhook_url, secret)
-        await asyncio.Event().wait()
-    finally:
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=STOP_GRACE_SECONDS)
-        await runner.cleanup()
+    if settings.webhook_url is not None:
+        secret = http.add_webhook(parse, accept)
+        async with http.serving():
+            await set_webhook(settings.webhook_url, secret)
+            await asyncio.Event().wait()
+    else:
+        async with http.serving():
+            await delete_webhook()
+            await poll()

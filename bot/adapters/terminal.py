@@ -16,15 +16,16 @@ import itertools
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from bot.adapters.screen import TerminalTransport, chat_namer, who
+from bot.conversation import Transport
 from bot.framework import Runtime
 from bot.incoming import Document, Incoming, split_command
-from bot.notifier import background
 from core.members import locale_for
 
 FILE_PREFIX = ":file "
@@ -34,6 +35,9 @@ TAP = re.compile(r"/(\d+)")
 DOWNLOADS = "chat-files"
 #: The name a member new to the shop gets when they first chat from the terminal.
 NEW_MEMBER_NAME = "Terminal"
+
+#: What runs next to a chat while it lasts, given the chat's transport.
+Alongside = Callable[[Transport], AbstractAsyncContextManager[object]]
 
 
 class TerminalChat:
@@ -179,15 +183,15 @@ async def chat(
     lang: str | None,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
-    with_background: bool = False,
+    alongside: Alongside | None = None,
 ) -> None:
     """Read lines until end of input, each one handled exactly as a Telegram update.
 
-    `with_background` also runs the scheduled jobs and broadcasts, printed here too.
+    `alongside` runs next to the chat, given its transport (so what it sends is printed
+    here too): the scheduled jobs and broadcasts, the HTTP server.
     """
     session = await open_session(runtime, user_id=user_id, lang=lang, out=stdout)
-    jobs = background(runtime.shop, session.transport) if with_background else None
-    async with jobs or contextlib.nullcontext():
+    async with alongside(session.transport) if alongside else contextlib.nullcontext():
         async for line in typed_lines(stdin):
             if line.strip():
                 await session.send(line.strip())

@@ -7,6 +7,7 @@ from bot.handlers import (
     admin,
     admin_broadcast,
     admin_members,
+    admin_payments,
     admin_products,
     admin_stats,
     admin_stock,
@@ -45,6 +46,7 @@ ALL_CONVERSATIONS: tuple[Conversation, ...] = (
     admin_tickets.conversation,
     admin_broadcast.conversation,
     admin_stats.conversation,
+    admin_payments.conversation,
     elsewhere.conversation,
     help.conversation,
 )

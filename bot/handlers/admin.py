@@ -20,7 +20,9 @@ from bot.i18n import N_
 from bot.names import actor_for
 from core.admin import Operations
 
-Section = Literal["home", "products", "stock", "members", "tickets", "broadcast", "stats", "export"]
+Section = Literal[
+    "home", "products", "stock", "members", "tickets", "broadcast", "stats", "export", "payments"
+]
 
 
 class AdminCallback(Callback):
@@ -35,7 +37,7 @@ MENU_ROWS: tuple[tuple[tuple[Section, str], ...], ...] = (
     (("products", N_("📦 Products")), ("stock", N_("🗃 Stock"))),
     (("members", N_("👥 Members")), ("tickets", N_("🎫 Tickets"))),
     (("broadcast", N_("📣 Broadcast")), ("stats", N_("📊 Stats"))),
-    (("export", N_("📄 Export")),),
+    (("export", N_("📄 Export")), ("payments", N_("💳 Payments"))),
 )
 
 SECTIONS: dict[Section, Handler] = {}

@@ -19,6 +19,7 @@ update), the order every path here follows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -65,6 +66,10 @@ _HELD = (PaymentState.PAID.value, PaymentState.CREDITED.value, PaymentState.REFU
 _CREDITABLE = (PaymentState.PENDING.value, PaymentState.EXPIRED.value)
 #: Pending top-ups asked about per reconciliation run, oldest first.
 RECONCILE_BATCH = 100
+#: Providers asked at once by a reconciliation run (a slow gateway holds up no more).
+QUERIES_AT_ONCE = 8
+#: What asking a provider in `reconcile` came to, when it credited nothing.
+_UNREACHABLE, _REFUSED, _NOTHING = "unreachable", "refused", "nothing"
 #: The most top-ups `recent` lists at once.
 MAX_LISTED = 500
 
@@ -435,14 +440,17 @@ class Payments:
         one past its time is expired on the way."""
         now = self._clock.now()
 
-        def status_on(conn: Connection) -> PaymentView:
-            row = conn.execute(
+        row = await self._db.run_read(
+            lambda conn: conn.execute(
                 select(*_P).where(_P.id == payment_id, _P.member_id == member_id)
             ).one_or_none()
-            if row is None:
-                raise ShopError(ErrorCode.PAYMENT_NOT_FOUND, payment=payment_id)
-            if row.state != PaymentState.PENDING.value or row.expires_at > now:
-                return _view(row)
+        )
+        if row is None:
+            raise ShopError(ErrorCode.PAYMENT_NOT_FOUND, payment=payment_id)
+        if row.state != PaymentState.PENDING.value or row.expires_at > now:
+            return _view(row)
+
+        def expire_on(conn: Connection) -> Any:
             expired = conn.execute(
                 update(_payments)
                 .where(_P.id == payment_id, _P.state == PaymentState.PENDING.value)
@@ -450,11 +458,9 @@ class Payments:
                 .returning(*_P)
             ).one_or_none()
             # None: credited by a notification in between; read it as it is now.
-            if expired is None:
-                expired = conn.execute(select(*_P).where(_P.id == payment_id)).one()
-            return _view(expired)
+            return expired or conn.execute(select(*_P).where(_P.id == payment_id)).one()
 
-        return await self._db.run(status_on)
+        return _view(await self._db.run(expire_on))
 
     async def recent(
         self,
@@ -639,28 +645,31 @@ class Payments:
                 .limit(batch)
             ).all()
         )
-        queried = failed = 0
-        credits: list[Credit] = []
-        for row in pending:
-            payment = _view(row)
+        room = asyncio.Semaphore(QUERIES_AT_ONCE)
+
+        async def ask(payment: PaymentView) -> Credit | str:
+            """The credit made, or UNREACHABLE, REFUSED (an answer not to trust) or NOTHING."""
             provider = self._providers[payment.provider]
-            try:
-                notice = await provider.query(payment)
-            except Exception:
-                log.exception("asking %s about payment %s failed", provider.name, payment.id)
-                failed += 1
-                continue
-            queried += 1
+            async with room:
+                try:
+                    notice = await provider.query(payment)
+                except Exception:
+                    log.exception("asking %s about payment %s failed", provider.name, payment.id)
+                    return _UNREACHABLE
             if notice is None:
-                continue
+                return _NOTHING
             try:
                 credit = await self._settle(provider.name, notice, _exactly)
             except ForgedNotificationError as refusal:
                 log.error("%s answered for payment %s: %s", provider.name, payment.id, refusal)
-                failed += 1
-                continue
-            if credit is not None and credit.created:
-                credits.append(credit)
+                return _REFUSED
+            # created=False: a notification credited it in the meantime.
+            return credit if credit is not None and credit.created else _NOTHING
+
+        outcomes = await asyncio.gather(*(ask(_view(row)) for row in pending))
+        credits = [outcome for outcome in outcomes if isinstance(outcome, Credit)]
+        unreachable = outcomes.count(_UNREACHABLE)
+        refused = outcomes.count(_REFUSED)
 
         def expire_on(conn: Connection) -> int:
             expired = conn.execute(
@@ -673,7 +682,10 @@ class Payments:
 
         expired = await self._db.run(expire_on)
         return ReconcileReport(
-            queried=queried, credits=tuple(credits), failed=failed, expired=expired
+            queried=len(pending) - unreachable,
+            credits=tuple(credits),
+            failed=unreachable + refused,
+            expired=expired,
         )
 
 

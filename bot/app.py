@@ -24,7 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from bot.adapters.terminal import chat
 from bot.conversation import Transport
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
-from bot.handlers import ALL_CONVERSATIONS
+from bot.handlers import ALL_CONVERSATIONS, topup
 from bot.http import HttpServer
 from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
@@ -138,11 +138,14 @@ def http_server(
 
 
 async def run(
-    settings: Settings, *, clock: Clock | None = None, money_landed: MoneyLanded | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    money_landed: MoneyLanded | None = topup.money_landed,
 ) -> None:
     """Serve the bot, with its jobs, broadcasts and HTTP server next to it, until cancelled.
 
-    `money_landed` is told of each credit a gateway's callback brings.
+    `money_landed` is told of each credit a gateway's callback brings (None: only logged).
     """
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:

@@ -31,6 +31,7 @@ from bot.conversation import (
     Button,
     Context,
     Conversation,
+    Incoming,
     Keyboard,
     Transport,
     UnreachableError,
@@ -41,9 +42,10 @@ from bot.handlers.browse import ProductCallback
 from bot.handlers.delivery import MemberChat, Screen, deliver
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_, Translator
+from bot.payments import method_name
 from core.errors import ErrorCode, ShopError
 from core.ladder import TopUpRules
-from core.money import parse_yuan
+from core.money import MAX_FEN, parse_yuan
 from core.payments import BuyIntent, Checkout, Credit, PaymentState, PaymentView
 from core.shop import Shop
 
@@ -58,14 +60,6 @@ conversation = Conversation("topup")
 AMOUNT = "topup:amount"
 #: The method screen is on show; its data holds the nonce, the amount and any intent.
 METHOD = "topup:method"
-
-#: Payment methods as the member knows them (core's method names are the keys).
-METHOD_NAMES: dict[str, str] = {
-    "stars": N_("⭐ Telegram Stars"),
-    "alipay": N_("Alipay"),
-    "wxpay": N_("WeChat Pay"),
-    "qqpay": N_("QQ Wallet"),
-}
 
 
 class TopUpCallback(Callback):
@@ -92,11 +86,6 @@ class StatusCallback(Callback):
 
     prefix = "topups"
     payment: int
-
-
-def method_name(t: Translator, method: str) -> str:
-    label = METHOD_NAMES.get(method)
-    return t._(label) if label else method
 
 
 def out_of_range(amount: int, rules: TopUpRules) -> ShopError:
@@ -175,8 +164,10 @@ async def amount_typed(ctx: Context) -> None:
     rules = ctx.shop.payments.rules
     try:
         amount = parse_yuan(ctx.incoming.text)
-    except ShopError:
-        amount = 0
+    except ShopError as refusal:
+        # Past what any amount may be (the refusal names that "max") is too much, not
+        # "no amount".
+        amount = MAX_FEN + 1 if "max" in refusal.params else 0
     if amount <= 0:
         await ctx.reply(
             ctx._("Please send an amount in yuan, such as 100 or 12.50."), [[menu_button(ctx)]]
@@ -376,34 +367,56 @@ async def check_status(ctx: Context, data: StatusCallback) -> None:
 # --- the money lands -----------------------------------------------------------------------
 
 
+def charge_of(incoming: Incoming) -> tuple[str, int, str]:
+    """Currency, amount and charge id: on every paid or refunded message (`bot.incoming`)."""
+    currency, total, charge_id = incoming.currency, incoming.total_amount, incoming.charge_id
+    if currency is None or total is None or charge_id is None:
+        raise ValueError(f"a {incoming.kind} message without its payment")
+    return currency, total, charge_id
+
+
+def screen_for(ctx: Context, telegram_id: int, locale: str | None) -> Screen:
+    """The chat to tell a payment's member in: this one when it is theirs, else their own
+    private chat (an invoice forwarded to a group is paid there, but the balance is private)."""
+    if ctx.chat_id == telegram_id:
+        return ctx
+    return MemberChat(ctx.shop, ctx.transport, telegram_id, locale)
+
+
 @conversation.payment("paid")
 async def stars_paid(ctx: Context) -> None:
-    """Telegram's `successful_payment`: credit it (once per charge id), then say so."""
-    incoming = ctx.incoming
+    """Telegram's `successful_payment`: credit it (once per charge id), then say so.
+
+    A payload naming no top-up is refused by the shop (logged there: money taken,
+    nothing credited) and the payer gets the refusal; a replay says nothing.
+    """
+    currency, total, charge_id = charge_of(ctx.incoming)
     credit = await ctx.shop.payments.credit_stars(
-        incoming.user_id,
-        incoming.invoice_payload,
-        incoming.currency,
-        incoming.total_amount,
-        incoming.charge_id,
+        ctx.incoming.user_id, ctx.incoming.invoice_payload or "", currency, total, charge_id
     )
-    await tell_landed(ctx, credit)
+    if credit.created and credit.telegram_id is not None:
+        await tell_landed(screen_for(ctx, credit.telegram_id, credit.locale), credit)
 
 
 @conversation.payment("refunded")
 async def stars_refunded(ctx: Context) -> None:
     """Telegram's `refunded_payment`: a Stars payment given back; its money leaves the wallet."""
-    payment = await ctx.shop.payments.refunded_by_provider("stars", ctx.incoming.charge_id)
+    _, _, charge_id = charge_of(ctx.incoming)
+    payment = await ctx.shop.payments.refunded_by_provider("stars", charge_id)
     if payment is None:
-        log.warning("refund of an unknown Stars charge %r", ctx.incoming.charge_id)
+        log.warning("refund of an unknown Stars charge %r", charge_id)
         return
-    balance = await ctx.shop.wallet.balance(ctx.member.id)
-    await ctx.reply(
-        ctx._(
+    member = await ctx.shop.members.get(payment.member_id)
+    if member.telegram_id is None:
+        return
+    screen = screen_for(ctx, member.telegram_id, member.locale)
+    balance = await ctx.shop.wallet.balance(member.id)
+    await screen.reply(
+        screen._(
             "↩️ Your top-up of {amount} by Telegram Stars was refunded, so it has left"
             " your balance. Balance: {balance}"
-        ).format(amount=ctx.money(payment.amount), balance=ctx.money(balance)),
-        [[Button(ctx._("👛 Balance"), MenuCallback(item="balance"))], [menu_button(ctx)]],
+        ).format(amount=screen.money(payment.amount), balance=screen.money(balance)),
+        [[Button(screen._("👛 Balance"), MenuCallback(item="balance"))], [menu_button(screen)]],
     )
 
 

@@ -459,11 +459,11 @@ def test_registry_refuses_clashes() -> None:
 
 async def test_terminal_chat_speaks_the_same_conversations(shop: Shop) -> None:
     runtime, out = build_runtime(shop), io.StringIO()
-    script = io.StringIO("/start\n/8\n/2\n/frobnicate\n")
+    script = io.StringIO("/start\n/9\n/2\n/frobnicate\n")
     await terminal_chat(runtime, user_id=9, lang="zh", stdin=script, stdout=out)
     shown = out.getvalue()
     assert "欢迎光临！" in shown
-    assert "[/8] 🌐 Language 语言" in shown
+    assert "[/9] 🌐 Language 语言" in shown
     assert "Welcome, Terminal!" in shown
     assert "<b>" not in shown
     assert "I don't know the command /frobnicate" in shown

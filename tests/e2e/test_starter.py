@@ -23,7 +23,8 @@ from tests.e2e.test_membership import eventually
 MENU_ZH = [
     "🛒 商城",
     "📦 我的订单",
-    "💰 余额",
+    "💰 充值",
+    "👛 余额",
     "⭐ 会员等级",
     "📅 每日签到",
     "💬 联系客服",
@@ -33,7 +34,8 @@ MENU_ZH = [
 MENU_EN = [
     "🛒 Shop",
     "📦 My orders",
-    "💰 Balance",
+    "💰 Top up",
+    "👛 Balance",
     "⭐ My level",
     "📅 Check in",
     "💬 Support",

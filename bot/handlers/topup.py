@@ -133,11 +133,7 @@ async def choose_amount(ctx: Context) -> None:
             min=ctx.money(rules.min_amount), max=ctx.money(rules.max_amount)
         ),
     ]
-    presets = [
-        Button(ctx.money(preset), TopUpCallback(amount=preset))
-        for preset in rules.presets
-        if within(preset, rules)
-    ]
+    presets = [Button(ctx.money(preset), TopUpCallback(amount=preset)) for preset in rules.presets]
     keyboard: list[list[Button]] = [presets[i : i + 2] for i in range(0, len(presets), 2)]
     keyboard.append([Button(ctx._("👛 Balance"), MenuCallback(item="balance")), menu_button(ctx)])
     ctx.state.set(AMOUNT)

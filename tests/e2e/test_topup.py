@@ -20,12 +20,14 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from bot.app import build_runtime, own_transport
 from bot.i18n import Translator
+from bot.notifier import TransportNotifier
 from core.clock import ManualClock
 from core.config import Settings
 from core.models import Order, Payment, WalletEntry
 from core.payments import PaymentState
-from core.shop import Shop, build_shop
+from core.shop import Shop, build_jobs, build_shop
 from core.uow import Database
 from tests.botapi import BotApiStub, StoredMessage
 from tests.conftest import ledger_drift
@@ -365,6 +367,37 @@ async def test_stock_gone_before_the_money_lands_leaves_it_in_the_wallet(
     assert back == f"prod:{ids['steam']}:1"
     assert await count(paying, Order, Order.member_id == buyer) == 0
     assert await paying.wallet.balance(buyer) == quote.total
+
+
+async def test_a_payment_whose_notify_never_came_is_found_told_and_bought(
+    chat: Callable[..., Chat],
+    paying: Shop,
+    gateway: EpayGateway,
+    bot_settings: Settings,
+    clock: ManualClock,
+) -> None:
+    """The payments job asks the gateway about a pending top-up, credits it, and the
+    member hears it as from a notify: the money, then the order bought in one step."""
+    ids = await seed(paying)
+    member = await register(chat, paying, 3011, "en")
+    buyer = await member_id(paying, member)
+    quote = await paying.catalog.quote(buyer, ids["steam"], 1)
+    confirm = await short_confirmation(member, "en")
+    [methods] = await press(member, confirm, "⚡ Pay the missing")
+    submission = await gateway.visit(await pay_link(member, methods, "Alipay"))
+    # The buyer pays at the gateway, whose notify never reaches the shop.
+    gateway.order(submission.params["out_trade_no"]).status = 1
+
+    clock.advance(timedelta(minutes=1))  # the job's next period
+    async with own_transport(build_runtime(paying), bot_settings) as transport:
+        jobs = build_jobs(paying, TransportNotifier(paying, transport))
+        _, said = await replies(member, jobs.run_due)
+    landed, delivered = said
+    for line in landed_text("en", quote.total, 0, quote.total):
+        assert line in (landed.text or "")
+    [order] = await paying.orders.recent(buyer)
+    assert codes_in(delivered) == await order_codes(paying, order.id)
+    assert await paying.wallet.balance(buyer) == 0
 
 
 # --- what the member types and taps ----------------------------------------------------------

@@ -31,7 +31,7 @@ from core.shop import Shop, build_jobs, build_shop
 from core.uow import Database
 from tests.botapi import BotApiStub, StoredMessage
 from tests.conftest import ledger_drift
-from tests.e2e.harness import Chat, free_port, settle
+from tests.e2e.harness import Chat, free_port, running_bot, settle
 from tests.e2e.test_shopping import button, codes_in, count, order_codes, seed
 from tests.epay import EpayGateway
 
@@ -520,6 +520,22 @@ async def test_the_same_successful_payment_again_and_in_parallel_credits_once(
     assert await paying.wallet.balance(buyer) == HUNDRED
     assert len(bot_messages(member)) == told  # told once, when the money came
     assert await ledger_drift(paying.db) == []
+
+
+async def test_a_bot_stopped_between_invoice_and_payment_credits_after_its_restart(
+    api: BotApiStub, bot_settings: Settings, clock: ManualClock, paying: Shop
+) -> None:
+    """The invoice outlives the process that sent it: the top-up is in the database, so
+    the restarted bot accepts the payment and credits it."""
+    member = Chat(api, api.user(3012, language_code="en"))
+    async with running_bot(api, bot_settings, clock):
+        await member.say("/start")
+        invoice = await invoice_for(member, await methods_for(member, "en", HUNDRED), "en")
+    async with running_bot(api, bot_settings, clock):
+        [landed] = await pay_stars(member, invoice)
+    for line in landed_text("en", HUNDRED, 0, HUNDRED):
+        assert line in (landed.text or "")
+    assert await paying.wallet.balance(await member_id(paying, member)) == HUNDRED
 
 
 async def test_a_refund_telegram_makes_is_told_and_leaves_the_wallet(

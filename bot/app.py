@@ -137,6 +137,19 @@ def http_server(
     return http
 
 
+@asynccontextmanager
+async def beside_the_chat(
+    runtime: Runtime, money_landed: MoneyLanded | None, transport: Transport
+) -> AsyncIterator[None]:
+    """What runs next to the terminal chat, as next to the Telegram bot: the jobs and
+    broadcasts, and the HTTP server (so an 易支付 top-up started in the chat lands there)."""
+    async with (
+        background(runtime.shop, transport),
+        http_server(runtime, transport, money_landed).serving(),
+    ):
+        yield
+
+
 async def run(
     settings: Settings,
     *,
@@ -149,16 +162,12 @@ async def run(
     """
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
-
-            @asynccontextmanager
-            async def alongside(transport: Transport) -> AsyncIterator[None]:
-                async with (
-                    background(runtime.shop, transport),
-                    http_server(runtime, transport, money_landed).serving(),
-                ):
-                    yield
-
-            await chat(runtime, user_id=TERMINAL_USER_ID, lang=None, alongside=alongside)
+            await chat(
+                runtime,
+                user_id=TERMINAL_USER_ID,
+                lang=None,
+                alongside=partial(beside_the_chat, runtime, money_landed),
+            )
             return
         async with own_transport(runtime, settings) as own:
             transport = runtime.shown.over(own)
@@ -211,7 +220,7 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
                 runtime,
                 user_id=user_id,
                 lang=lang,
-                alongside=lambda transport: background(runtime.shop, transport),
+                alongside=partial(beside_the_chat, runtime, topup.money_landed),
             )
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -14,13 +14,15 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from bot.app import beside_the_chat, build_runtime
+from bot.conversation import Transport
 from bot.http import HttpServer, listen_address
 from core.clock import ManualClock
 from core.config import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, Settings, SettingsError
@@ -256,3 +258,27 @@ async def test_a_notify_the_shop_cannot_record_now_is_not_acknowledged(
     finally:
         await shop.close()
     assert "not credited now" in caplog.text
+
+
+async def test_the_terminal_chat_serves_the_notify_too(epay_shop: Shop) -> None:
+    """`cardshop chat` and a tokenless `cardshop run` offer 易支付, so the money must land
+    there as well: the chat runs beside the same HTTP server as the Telegram bot."""
+    notify = sign(await pending_top_up(epay_shop))
+    landed: list[Credit] = []
+
+    async def tell(_runtime: object, _transport: object, credit: Credit) -> None:
+        landed.append(credit)
+
+    runtime = build_runtime(epay_shop)
+    host, port = listen_address(epay_shop.settings)
+    async with (
+        beside_the_chat(runtime, tell, cast(Transport, object())),  # nothing is sent
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{host}:{port}{EPAY_NOTIFY_PATH}", params=notify) as response,
+    ):
+        assert await response.text() == "success"
+        for _ in range(100):
+            if landed:
+                break
+            await asyncio.sleep(0.05)
+    assert [credit.balance_after for credit in landed] == [1_000]

@@ -9,11 +9,14 @@ import io
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from bot import cli
+from bot.handlers.admin_stats import money_in_line
+from bot.i18n import Translator
 from core.clock import ManualClock
 from core.config import Settings
 from core.errors import ErrorCode, ShopError
@@ -98,6 +101,23 @@ async def test_stats_count_money_in_by_method(shop: Shop) -> None:
         "alipay": (1, 1250),
     }
     assert (await shop.operations.stats.summary(7)).top_ups == summary.top_ups
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en", "Money in: ¥27.50 (⭐ Telegram Stars ¥15.00 ×2, Alipay ¥12.50 ×1)"),
+        ("zh_CN", "充值到账：¥27.50（⭐ Telegram 星星 ¥15.00 ×2、支付宝 ¥12.50 ×1）"),
+    ],
+)
+async def test_the_admin_stats_screen_shows_money_in_by_method(
+    shop: Shop, locale: str, expected: str
+) -> None:
+    await _scene(shop)
+    summary = await shop.operations.stats.summary(1)
+    t: Any = Translator(locale, currency="CNY", zone=shop.settings.zone)
+
+    assert money_in_line(t, summary) == expected
 
 
 async def test_the_payments_export_has_every_top_up_with_its_method(shop: Shop) -> None:

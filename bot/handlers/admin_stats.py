@@ -23,6 +23,7 @@ from bot.handlers.admin import (
     section,
 )
 from bot.i18n import N_
+from bot.payments import method_name
 from core.chart import render_chart
 from core.stats import StatsSummary
 
@@ -62,6 +63,24 @@ def percent(ctx: Context, value: float | None) -> str:
     return "—" if value is None else f"{ctx.number(round(value))}%"
 
 
+def money_in_line(ctx: Context, summary: StatsSummary) -> str:
+    """Top-ups credited in the window and kept, in all and by payment method (most first)."""
+    total = sum(each.amount for each in summary.top_ups.values())
+    methods = ctx._(", ").join(
+        ctx._("{method} {amount} ×{count}").format(
+            method=method_name(ctx, method),
+            amount=ctx.money(each.amount),
+            count=ctx.number(each.count),
+        )
+        for method, each in sorted(
+            summary.top_ups.items(), key=lambda item: (-item[1].amount, item[0])
+        )
+    )
+    return ctx._("Money in: {amount} ({methods})").format(
+        amount=ctx.money(total), methods=methods or "—"
+    )
+
+
 def summary_text(ctx: Context, summary: StatsSummary) -> str:
     tickets = summary.tickets
     tiers = ctx._(", ").join(
@@ -84,6 +103,7 @@ def summary_text(ctx: Context, summary: StatsSummary) -> str:
         ctx._("Refunds: {count}, {amount}").format(
             count=ctx.number(summary.refunds), amount=ctx.money(summary.refunded)
         ),
+        money_in_line(ctx, summary),
         ctx._("New members: {members} · check-ins: {checkins}").format(
             members=ctx.number(summary.new_members), checkins=ctx.number(summary.checkins)
         ),

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -127,6 +128,25 @@ def _replay(row: Any) -> Credit:
 def _lock_on(conn: Connection, *where: Any) -> Any:
     """The payment row matching `where`, locked (PostgreSQL), with its member's columns."""
     return conn.execute(_WITH_MEMBER.where(*where).with_for_update(of=_payments)).one_or_none()
+
+
+def _paid_on(
+    conn: Connection,
+    payment_id: int,
+    notice: Notification,
+    now: datetime,
+    *,
+    state: PaymentState,
+    **values: Any,
+) -> Any:
+    """Record the provider's money on an unpaid (pending or expired) payment: `state`,
+    the charge id and when it was paid, with `values`; returns the row as it is now."""
+    return conn.execute(
+        update(_payments)
+        .where(_P.id == payment_id, _P.state.in_(_CREDITABLE))
+        .values(state=state.value, provider_charge_id=notice.charge_id, paid_at=now, **values)
+        .returning(*_P)
+    ).one()
 
 
 class Payments:
@@ -356,36 +376,9 @@ class Payments:
             row = self._second_charge_on(conn, row, notice, now)
         if hold is not None:
             log.warning("payment %s: money came but is held: %s", row.reference, hold)
-            held = conn.execute(
-                update(_payments)
-                .where(_P.id == row.id, _P.state.in_(_CREDITABLE))
-                .values(
-                    state=PaymentState.PAID.value,
-                    provider_charge_id=notice.charge_id,
-                    paid_at=now,
-                    note=hold,
-                )
-                .returning(*_P)
-            ).one()
-            return Credit(
-                payment=_view(held),
-                created=False,
-                balance_before=row.balance,
-                balance_after=row.balance,
-                telegram_id=row.telegram_id,
-                locale=row.locale,
-            )
-        credited = conn.execute(
-            update(_payments)
-            .where(_P.id == row.id, _P.state.in_(_CREDITABLE))
-            .values(
-                state=PaymentState.CREDITED.value,
-                provider_charge_id=notice.charge_id,
-                paid_at=now,
-                credited_at=now,
-            )
-            .returning(*_P)
-        ).one()
+            held = _paid_on(conn, row.id, notice, now, state=PaymentState.PAID, note=hold)
+            return replace(_replay(row), payment=_view(held))
+        credited = _paid_on(conn, row.id, notice, now, state=PaymentState.CREDITED, credited_at=now)
         balance = post_entry_on(
             conn, row.member_id, row.amount, kind="topup", at=now, payment_id=row.id,
             reason=f"{provider} {notice.charge_id}", actor=f"payment:{provider}",

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCALES := bot/locales
 
-.PHONY: run test install i18n compile-locales lint typecheck bench bench-updates clean
+.PHONY: run test install i18n compile-locales lint typecheck bench bench-updates bench-payments clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 # Updates per second through the real bot (both adapters), against the bare framework.
 bench-updates: compile-locales
 	$(PY) -m bench.updates
+
+# Pre-checkout answers while the bot is busy (both adapters), and credits per second.
+bench-payments: compile-locales
+	$(PY) -m bench.payments
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

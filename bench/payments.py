@@ -766,7 +766,7 @@ async def bench_credits(url: str, data_dir: Path, *, n: int, rounds: int) -> Cre
                 min_size=max(CONCURRENCIES),
                 max_size=max(CONCURRENCIES),
             )
-            results.baseline = "plain asyncpg, a connection per credit at once"
+            results.baseline = "plain asyncpg, one connection per credit in flight"
         else:
             results.baseline = "plain sqlite3, one connection (SQLite has one writer)"
         step = 0

@@ -101,6 +101,14 @@ def _manager(ctx: Context, caps: Capabilities) -> str | None:
     return ctx._("A dedicated manager") if caps.manager else None
 
 
+def _commission(ctx: Context, caps: Capabilities) -> str | None:
+    if not caps.referral_commission or not caps.commission_percent:
+        return None
+    return ctx._("Referral commission: {percent}% of your referrals' orders").format(
+        percent=caps.commission_percent
+    )
+
+
 #: How the card words each served capability. The card renders from
 #: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
 CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
@@ -110,6 +118,7 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "checkin_multiplier": _multiplier,
     "export": _export,
     "manager": _manager,
+    "referral_commission": _commission,
 }
 
 
@@ -255,7 +264,10 @@ def level_text(ctx: Context, evaluation: Evaluation) -> str:
 
 def level_keyboard(ctx: Context) -> Keyboard:
     return [
-        [Button(ctx._("📅 Check in"), MenuCallback(item="checkin"))],
+        [
+            Button(ctx._("📅 Check in"), MenuCallback(item="checkin")),
+            Button(ctx._("👥 Referrals"), MenuCallback(item="referrals")),
+        ],
         [menu_button(ctx)],
     ]
 

@@ -31,8 +31,8 @@ def referrals_text(ctx: Context, summary: ReferralSummary, percent: int) -> str:
     lines = [ctx._("👥 <b>Referrals</b>"), invite_line(ctx, summary.code), ""]
     if percent:
         lines.append(
-            ctx._("Your tier earns {percent}% of what the members you brought buy.").format(
-                percent=percent
+            ctx._("Your tier earns {percent} of what the members you brought buy.").format(
+                percent=f"{percent}%"
             )
         )
     else:

@@ -84,6 +84,7 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "export": "core.export.Exports.own_orders_csv",
         "manager": "core.manager.ManagerRelay._allowed",
         "referral_commission": "core.commission.commission_on",
+        "commission_percent": "core.commission.commission_on",
     }
 )
 

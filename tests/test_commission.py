@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot.adapters.terminal import chat as terminal_chat
+from bot.app import build_runtime
 from core.commission import commission_amount
 from core.models import Member, WalletEntry
 from core.shop import Shop
@@ -172,3 +175,48 @@ async def test_the_summary_and_report_count_joined_buyers_and_commission(shop: S
     assert [(line.amount, line.buyer_name) for line in summary.recent] == [(285, "b***")]
     report = await shop.referrals.report(shop.clock.now())
     assert [(r.member_id, r.joined, r.bought, r.earned) for r in report] == [(referrer, 2, 1, 285)]
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [
+        (
+            "en",
+            [
+                "👥 Referrals",
+                "Your referral code: {code}",
+                "Your tier earns 3% of what the members you brought buy.",
+                "1 member joined with your code",
+                "1 of them bought in the last 365 days",
+                "Commission earned: ¥2.85",
+                "b*** +¥2.85",
+            ],
+        ),
+        (
+            "zh_CN",
+            [
+                "👥 我的推广",
+                "您的推广码：{code}",
+                "您的等级可获得推广会员消费额的 3% 作为返利。",
+                "已有 1 位会员通过您的推广码加入",
+                "其中 1 位在近 365 天内有消费",
+                "累计返利：¥2.85",
+                "b*** +¥2.85",
+            ],
+        ),
+    ],
+)
+async def test_the_referrals_screen_renders(shop: Shop, lang: str, expected: list[str]) -> None:
+    referrer = await shop.members.register(7070, language_code=lang)
+    await shop.operations.admin.set_tier("test", referrer.id, "platinum", reason="test")
+    buyer = await make_member(shop.db, shop.clock, balance=20_000)
+    await _refer(shop, buyer, referrer.id)
+    await shop.orders.mark_delivered(await _bought(shop, buyer))
+
+    out = io.StringIO()
+    script = io.StringIO("/referrals\n")
+    await terminal_chat(build_runtime(shop), user_id=7070, lang=lang, stdin=script, stdout=out)
+
+    shown = out.getvalue()
+    for line in expected:
+        assert line.format(code=referrer.referral_code) in shown, (line, shown)

@@ -109,6 +109,11 @@ def _commission(ctx: Context, caps: Capabilities) -> str | None:
     )
 
 
+def _rate_in_commission_line(ctx: Context, caps: Capabilities) -> None:
+    """The commission rate has no line of its own: `_commission` words it."""
+    return
+
+
 #: How the card words each served capability. The card renders from
 #: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
 CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
@@ -119,6 +124,7 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "export": _export,
     "manager": _manager,
     "referral_commission": _commission,
+    "commission_percent": _rate_in_commission_line,
 }
 
 

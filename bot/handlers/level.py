@@ -104,7 +104,7 @@ def _manager(ctx: Context, caps: Capabilities) -> str | None:
 def _commission(ctx: Context, caps: Capabilities) -> str | None:
     if not caps.referral_commission or not caps.commission_percent:
         return None
-    return ctx._("Referral commission: {percent} of your referrals' orders").format(
+    return ctx._("Referral commission: {percent} of what the members you brought buy").format(
         percent=f"{caps.commission_percent}%"
     )
 

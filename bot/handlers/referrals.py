@@ -11,7 +11,7 @@ from __future__ import annotations
 from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
-from core.commission import ACTIVE_DAYS, ReferralSummary
+from core.commission import ReferralSummary
 
 conversation = Conversation("referrals")
 
@@ -44,10 +44,10 @@ def referrals_text(ctx: Context, summary: ReferralSummary, percent: int) -> str:
             summary.joined,
         ).format(count=ctx.number(summary.joined)),
         ctx.ngettext(
-            "{count} of them bought in the last {days} days",
-            "{count} of them bought in the last {days} days",
+            "{count} of them bought in the past year",
+            "{count} of them bought in the past year",
             summary.bought,
-        ).format(count=ctx.number(summary.bought), days=ACTIVE_DAYS),
+        ).format(count=ctx.number(summary.bought)),
         ctx._("Commission earned: {amount}").format(amount=ctx.money(summary.earned)),
     ]
     if summary.recent:

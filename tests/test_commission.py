@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot import cli
 from bot.adapters.terminal import chat as terminal_chat
 from bot.app import build_runtime
+from core.clock import ManualClock
 from core.commission import commission_amount
 from core.models import Member, WalletEntry
 from core.shop import Shop
 from core.wallet import post_entry_on
+from tests.conftest import START, TEST_KEY
 from tests.factories import make_member, make_product
 
 
@@ -220,3 +224,28 @@ async def test_the_referrals_screen_renders(shop: Shop, lang: str, expected: lis
     shown = out.getvalue()
     for line in expected:
         assert line.format(code=referrer.referral_code) in shown, (line, shown)
+
+
+async def test_the_cli_reports_every_referrer(
+    shop: Shop,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CODE_ENCRYPTION_KEYS", TEST_KEY)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    referrer = await make_member(shop.db, shop.clock, tier="platinum")
+    buyer = await make_member(shop.db, shop.clock, balance=20_000)
+    await _refer(shop, buyer, referrer)
+    await shop.orders.mark_delivered(await _bought(shop, buyer))
+
+    code = await asyncio.to_thread(cli.main, ["referrals"], clock=ManualClock(START))
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"member #{referrer} " in out
+    assert "joined 1, bought 1, commission 2.85" in out
+    assert out.endswith("1 referrer\n")

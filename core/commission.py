@@ -66,11 +66,12 @@ def commission_on(
     Call it in the transaction that moved the order to delivered, once.
     """
     referrer_id = conn.scalar(select(_members.referrer_id).where(_members.id == buyer_id))
-    if referrer_id is None or referrer_id == buyer_id or _in_loop(conn, buyer_id, referrer_id):
+    if referrer_id is None or referrer_id == buyer_id:
         return 0
     tier_key = conn.scalar(select(_members.tier_key).where(_members.id == referrer_id))
     capabilities = ladder.tier(str(tier_key)).capabilities
-    if not capabilities.referral_commission:
+    # The tier first: the chain is walked only when there is something to pay.
+    if not capabilities.referral_commission or _in_loop(conn, buyer_id, referrer_id):
         return 0
     amount = commission_amount(total, capabilities.commission_percent)
     if amount <= 0:

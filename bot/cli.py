@@ -238,6 +238,18 @@ async def _payments(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     return 0
 
 
+async def _referrals(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
+    """Every referrer: members joined, how many bought in the last 365 days, net commission."""
+    rows = await shop.referrals.report(shop.clock.now())
+    for row in rows:
+        print(
+            f"member #{row.member_id} {row.name}: joined {row.joined}, bought {row.bought}, "
+            f"commission {format_plain(row.earned)}"
+        )
+    print(f"{len(rows)} referrer{'' if len(rows) == 1 else 's'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardshop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -293,6 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     payments.add_argument("--state", choices=[state.value for state in PaymentState])
     payments.add_argument("--member", help="Telegram id, @username or #member-id")
     payments.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    command("referrals", "referrers: members joined, buying in 365 days, commission earned")
     return parser
 
 
@@ -306,6 +319,7 @@ SHOP_COMMANDS: dict[str, Command] = {
     "refund-payment": _refund_payment,
     "stats": _stats,
     "payments": _payments,
+    "referrals": _referrals,
 }
 
 

@@ -65,13 +65,15 @@ class Capabilities(Frozen):
     manager: bool
     reservation: bool
     referral_commission: bool
+    #: The referrer's share (%) of a referred member's delivered order, one level only.
+    commission_percent: int = Field(default=0, ge=0, le=100)
     checkin_multiplier: float = Field(gt=0)
     sla_minutes: int = Field(gt=0)
 
 
 #: The capabilities the shop serves today, each with the code that honours it (a dotted
 #: path; a test resolves every one and checks it reads that capability). The level card
-#: shows only these: API access, stock reservation and referral commission stay
+#: shows only these: API access and stock reservation stay
 #: configured in tiers.toml but are promised to nobody until code serves them.
 SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
@@ -81,6 +83,8 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "checkin_multiplier": "core.checkin.checkin_points",
         "export": "core.export.Exports.own_orders_csv",
         "manager": "core.manager.ManagerRelay._allowed",
+        "referral_commission": "core.commission.commission_on",
+        "commission_percent": "core.commission.commission_on",
     }
 )
 

@@ -378,13 +378,15 @@ class WalletEntry(Base):
     """The append-only wallet ledger; `balance_after` lets anyone audit the chain.
 
     A top-up's credit carries its payment's id, unique among `topup` rows: the database
-    itself refuses a second credit of one payment.
+    itself refuses a second credit of one payment. A referrer's `commission` and its
+    `commission_rev` carry the order's id, each unique per order likewise.
     """
 
     __tablename__ = "wallet_entries"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('topup', 'purchase', 'refund', 'adjustment', 'topup_refund')",
+            "kind IN ('topup', 'purchase', 'refund', 'adjustment', 'topup_refund', "
+            "'commission', 'commission_rev')",
             name="kind_known",
         ),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
@@ -395,6 +397,20 @@ class WalletEntry(Base):
             unique=True,
             sqlite_where=text("kind = 'topup'"),
             postgresql_where=text("kind = 'topup'"),
+        ),
+        Index(
+            "uq_wallet_entries_commission_order",
+            "order_id",
+            unique=True,
+            sqlite_where=text("kind = 'commission'"),
+            postgresql_where=text("kind = 'commission'"),
+        ),
+        Index(
+            "uq_wallet_entries_commission_reversal_order",
+            "order_id",
+            unique=True,
+            sqlite_where=text("kind = 'commission_rev'"),
+            postgresql_where=text("kind = 'commission_rev'"),
         ),
     )
 

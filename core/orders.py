@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import activity, points, risk
 from core.clock import Clock
+from core.commission import commission_on, reverse_commission_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import (
@@ -552,21 +553,33 @@ class Orders:
             return None
 
     async def mark_delivered(self, order_id: int) -> None:
-        """The codes reached the buyer's chat."""
+        """The codes reached the buyer's chat; the buyer's referrer earns commission.
+
+        Only the one call that moves the order from paid to delivered credits it, in the
+        same transaction, so a redelivery or a racing delivery credits nothing more.
+        """
+        now = self._clock.now()
         async with self._db.transaction() as session:
-            await session.execute(
-                update(Order)
-                .where(Order.id == order_id, Order.status == OrderStatus.PAID.value)
-                .values(status=OrderStatus.DELIVERED.value, delivered_at=self._clock.now())
-            )
+            moved = (
+                await session.execute(
+                    update(Order)
+                    .where(Order.id == order_id, Order.status == OrderStatus.PAID.value)
+                    .values(status=OrderStatus.DELIVERED.value, delivered_at=now)
+                    .returning(Order.member_id, Order.total)
+                )
+            ).first()
+            if moved is not None:
+                buyer_id, total = moved
+                await run_on(session, commission_on, self._ladder, order_id, buyer_id, total, now)
 
     # --- refunds -------------------------------------------------------------------------
 
     async def refund(self, order_id: int, *, actor: str, reason: str) -> OrderView:
         """Give the money back and undo what the order earned; the codes stay retired.
 
-        Its spend stops counting toward tiers, its purchase points are taken back (never
-        below zero, the shortfall recorded) and redeemed points are returned.
+        Its spend stops counting toward tiers, its purchase points and its referrer's
+        commission are taken back (never below zero, the shortfall recorded) and redeemed
+        points are returned.
         """
         now = self._clock.now()
         async with self._db.transaction() as session:
@@ -593,6 +606,7 @@ class Orders:
                     actor=actor,
                     spend_delta=-order.total,
                 )
+            await run_on(session, reverse_commission_on, order.id, now)
             await points.reverse(session, order.member_id, f"order:{order.id}", at=now)
             await points.restore_redeemed(session, order.id, at=now)
             return await self._owned(session, order.member_id, order.id)

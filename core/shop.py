@@ -15,6 +15,7 @@ from core.broadcast import Broadcasts
 from core.catalog import Catalog
 from core.checkin import CheckIns
 from core.clock import Clock
+from core.commission import Referrals
 from core.config import EPAY_NOTIFY_PATH, EPAY_RETURN_PATH, Settings, resolve_code_keys
 from core.export import Exports
 from core.jobs import Jobs, Notifier
@@ -48,6 +49,7 @@ class Shop:
     catalog: Catalog
     stock: StockService
     wallet: Wallet
+    referrals: Referrals
     orders: Orders
     tiers: Tiers
     quarterly_review: QuarterlyReview
@@ -85,6 +87,7 @@ def build_shop(
         catalog=Catalog(db, clock, ladder=ladder),
         stock=StockService(db, vault, clock),
         wallet=Wallet(db),
+        referrals=Referrals(db),
         orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
         tiers=tiers,
         quarterly_review=QuarterlyReview(db, ladder, clock, settings.zone),

@@ -22,7 +22,17 @@ from core.models import Member, WalletEntry
 from core.uow import Database
 
 #: `topup_refund`: a top-up given back to its payer (a Stars refund), with its payment id.
-EntryKind = Literal["topup", "purchase", "refund", "adjustment", "topup_refund"]
+#: `commission`: a referrer's share of a referred member's delivered order (its order id);
+#: `commission_rev`: that share taken back when the order is refunded.
+EntryKind = Literal[
+    "topup",
+    "purchase",
+    "refund",
+    "adjustment",
+    "topup_refund",
+    "commission",
+    "commission_rev",
+]
 
 #: The largest single top-up or adjustment accepted (¥1,000,000), against typos.
 MAX_SINGLE_AMOUNT = 100_000_000

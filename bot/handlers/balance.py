@@ -30,6 +30,8 @@ KIND_NAMES = {
     "refund": N_("Refund"),
     "adjustment": N_("Adjustment"),
     "topup_refund": N_("Top-up refunded"),
+    "commission": N_("Referral commission"),
+    "commission_rev": N_("Commission taken back (refund)"),
 }
 
 

@@ -101,6 +101,19 @@ def _manager(ctx: Context, caps: Capabilities) -> str | None:
     return ctx._("A dedicated manager") if caps.manager else None
 
 
+def _commission(ctx: Context, caps: Capabilities) -> str | None:
+    if not caps.referral_commission or not caps.commission_percent:
+        return None
+    return ctx._("Referral commission: {percent} of what the members you brought buy").format(
+        percent=f"{caps.commission_percent}%"
+    )
+
+
+def _rate_in_commission_line(ctx: Context, caps: Capabilities) -> None:
+    """The commission rate has no line of its own: `_commission` words it."""
+    return
+
+
 #: How the card words each served capability. The card renders from
 #: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
 CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
@@ -110,6 +123,8 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "checkin_multiplier": _multiplier,
     "export": _export,
     "manager": _manager,
+    "referral_commission": _commission,
+    "commission_percent": _rate_in_commission_line,
 }
 
 
@@ -255,7 +270,10 @@ def level_text(ctx: Context, evaluation: Evaluation) -> str:
 
 def level_keyboard(ctx: Context) -> Keyboard:
     return [
-        [Button(ctx._("📅 Check in"), MenuCallback(item="checkin"))],
+        [
+            Button(ctx._("📅 Check in"), MenuCallback(item="checkin")),
+            Button(ctx._("👥 Referrals"), MenuCallback(item="referrals")),
+        ],
         [menu_button(ctx)],
     ]
 

@@ -23,6 +23,7 @@ MenuItem = Literal[
     "balance",
     "level",
     "checkin",
+    "referrals",
     "ticket",
     "manager",
     "language",

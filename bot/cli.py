@@ -240,7 +240,7 @@ async def _payments(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
 
 async def _referrals(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
     """Every referrer: members joined, how many bought in the last 365 days, net commission."""
-    rows = await shop.referrals.report(shop.clock.now())
+    rows = await shop.referrals.report()
     for row in rows:
         print(
             f"member #{row.member_id} {row.name}: joined {row.joined}, bought {row.bought}, "

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from core.clock import Clock
 from core.db import table_of
 from core.ladder import Ladder
-from core.models import Member, Order, WalletEntry
+from core.models import PAID_STATUSES, Member, Order, WalletEntry
 from core.uow import Database
 from core.wallet import post_entry_on
 
@@ -36,8 +37,6 @@ MAX_CHAIN = 64
 
 #: Orders paid within this window count a referred member as "bought" on the screen.
 ACTIVE_DAYS = 365
-
-_PAID_STATUSES = ("paid", "delivered")
 
 
 def commission_amount(total: int, percent: int) -> int:
@@ -155,11 +154,12 @@ def mask_name(name: str) -> str:
 class Referrals:
     """Reading referrals: a member's own screen and the admin's report."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
+        self._clock = clock
 
-    async def summary(self, member_id: int, now: datetime, *, limit: int = 10) -> ReferralSummary:
-        since = now - timedelta(days=ACTIVE_DAYS)
+    async def summary(self, member_id: int, *, limit: int = 10) -> ReferralSummary:
+        since = self._clock.now() - timedelta(days=ACTIVE_DAYS)
         async with self._db.read() as session:
             code = await session.scalar(select(Member.referral_code).where(Member.id == member_id))
             joined = await session.scalar(
@@ -170,8 +170,8 @@ class Referrals:
                 .join(Member, Member.id == Order.member_id)
                 .where(
                     Member.referrer_id == member_id,
-                    Order.status.in_(_PAID_STATUSES),
-                    Order.created_at >= since,
+                    Order.status.in_(PAID_STATUSES),
+                    Order.paid_at >= since,
                 )
             )
             earned = await session.scalar(
@@ -200,9 +200,9 @@ class Referrals:
             ),
         )
 
-    async def report(self, now: datetime) -> list[ReferrerRow]:
+    async def report(self) -> list[ReferrerRow]:
         """Every member who referred someone, most commission first."""
-        since = now - timedelta(days=ACTIVE_DAYS)
+        since = self._clock.now() - timedelta(days=ACTIVE_DAYS)
         async with self._db.read() as session:
             joined = dict(
                 (
@@ -220,8 +220,8 @@ class Referrals:
                         .join(Order, Order.member_id == Member.id)
                         .where(
                             Member.referrer_id.is_not(None),
-                            Order.status.in_(_PAID_STATUSES),
-                            Order.created_at >= since,
+                            Order.status.in_(PAID_STATUSES),
+                            Order.paid_at >= since,
                         )
                         .group_by(Member.referrer_id)
                     )

@@ -87,7 +87,7 @@ def build_shop(
         catalog=Catalog(db, clock, ladder=ladder),
         stock=StockService(db, vault, clock),
         wallet=Wallet(db),
-        referrals=Referrals(db),
+        referrals=Referrals(db, clock),
         orders=Orders(db, ladder, vault, clock, on_paid=promotions.after_purchase),
         tiers=tiers,
         quarterly_review=QuarterlyReview(db, ladder, clock, settings.zone),

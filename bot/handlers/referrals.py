@@ -66,7 +66,7 @@ def referrals_text(ctx: Context, summary: ReferralSummary, percent: int) -> str:
 @conversation.command("referrals", description=N_("My referrals and commission"))
 @conversation.menu("referrals")
 async def show_referrals(ctx: Context) -> None:
-    summary = await ctx.shop.referrals.summary(ctx.member.id, ctx.shop.clock.now())
+    summary = await ctx.shop.referrals.summary(ctx.member.id)
     capabilities = ctx.shop.ladder.tier(ctx.member.tier_key).capabilities
     percent = capabilities.commission_percent if capabilities.referral_commission else 0
     keyboard = [

@@ -64,6 +64,8 @@ class Capabilities(Frozen):
     api: bool
     manager: bool
     reservation: bool
+    #: Codes of one product a member may hold at once (with `reservation`).
+    reservation_max: int = Field(default=0, ge=0)
     referral_commission: bool
     checkin_multiplier: float = Field(gt=0)
     sla_minutes: int = Field(gt=0)
@@ -71,7 +73,7 @@ class Capabilities(Frozen):
 
 #: The capabilities the shop serves today, each with the code that honours it (a dotted
 #: path; a test resolves every one and checks it reads that capability). The level card
-#: shows only these: API access, stock reservation and referral commission stay
+#: shows only these: API access and referral commission stay
 #: configured in tiers.toml but are promised to nobody until code serves them.
 SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
@@ -81,6 +83,7 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "checkin_multiplier": "core.checkin.checkin_points",
         "export": "core.export.Exports.own_orders_csv",
         "manager": "core.manager.ManagerRelay._allowed",
+        "reservation": "core.reservations.Reservations.reserve",
     }
 )
 
@@ -193,6 +196,13 @@ class TopUpRules(Frozen):
         return min(max(amount, self.min_amount), self.max_amount)
 
 
+class ReservationRules(Frozen):
+    """Stock reservation (库存预留): how long a hold lasts and when its holder is warned."""
+
+    hours: int = Field(default=24, gt=0)
+    warn_minutes: int = Field(default=60, ge=0)
+
+
 class Ladder(Frozen):
     """The whole file: tiers lowest first, then the rules around them."""
 
@@ -206,6 +216,7 @@ class Ladder(Frozen):
     risk: RiskRules
     #: A ladder file written before top-ups existed gets the defaults.
     topup: TopUpRules = TopUpRules()
+    reservation: ReservationRules = ReservationRules()
 
     @model_validator(mode="after")
     def _check(self) -> Ladder:

@@ -101,6 +101,16 @@ def _manager(ctx: Context, caps: Capabilities) -> str | None:
     return ctx._("A dedicated manager") if caps.manager else None
 
 
+def _reservation(ctx: Context, caps: Capabilities) -> str | None:
+    if not caps.reservation or caps.reservation_max == 0:
+        return None
+    return ctx.ngettext(
+        "Reserve up to {count} code of a product",
+        "Reserve up to {count} codes of a product",
+        caps.reservation_max,
+    ).format(count=ctx.number(caps.reservation_max))
+
+
 #: How the card words each served capability. The card renders from
 #: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
 CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
@@ -110,6 +120,7 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "checkin_multiplier": _multiplier,
     "export": _export,
     "manager": _manager,
+    "reservation": _reservation,
 }
 
 

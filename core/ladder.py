@@ -84,6 +84,7 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "export": "core.export.Exports.own_orders_csv",
         "manager": "core.manager.ManagerRelay._allowed",
         "reservation": "core.reservations.Reservations.reserve",
+        "reservation_max": "core.reservations.Reservations.reserve",
     }
 )
 

@@ -73,7 +73,8 @@ def test_platinum_is_not_promised_what_the_shop_does_not_do() -> None:
     ctx: Any = Translator("en", currency="CNY", zone=UTC)
     card = "\n".join(benefits(ctx, LADDER.tier("platinum")))
     assert "Export your orders (CSV)" in card
-    for unserved in ("API", "reserved", "Commission"):
+    assert "Reserve up to 100 codes of a product" in card
+    for unserved in ("API", "Commission"):
         assert unserved not in card
 
 

@@ -111,6 +111,11 @@ def _reservation(ctx: Context, caps: Capabilities) -> str | None:
     ).format(count=ctx.number(caps.reservation_max))
 
 
+def _folded(_ctx: Context, _caps: Capabilities) -> None:
+    """A capability said within another's line (the reservation cap, in `_reservation`)."""
+    return None
+
+
 #: How the card words each served capability. The card renders from
 #: `SERVED_CAPABILITIES` (in its order), so a capability no code serves is never shown.
 CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
@@ -121,6 +126,7 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "export": _export,
     "manager": _manager,
     "reservation": _reservation,
+    "reservation_max": _folded,
 }
 
 

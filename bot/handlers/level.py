@@ -113,7 +113,7 @@ def _reservation(ctx: Context, caps: Capabilities) -> str | None:
 
 def _folded(_ctx: Context, _caps: Capabilities) -> None:
     """A capability said within another's line (the reservation cap, in `_reservation`)."""
-    return None
+    return
 
 
 #: How the card words each served capability. The card renders from

@@ -10,12 +10,15 @@ import pytest
 from sqlalchemy import func, select
 
 from bot import cli
+from bot.app import build_runtime
+from core.demo import seed_demo
 from core.errors import ErrorCode, ShopError
 from core.jobs import Event, ReservationExpired, ReservationExpiring
 from core.models import AuditEntry, Code, Order
 from core.shop import Shop, build_jobs
 from tests.conftest import TEST_KEY
 from tests.factories import make_member, make_product
+from tests.test_terminal import GOLD, Screen
 
 RICH = 10_000_000
 
@@ -244,3 +247,27 @@ async def test_the_reservations_command_lists_and_cancels(
     assert await asyncio.to_thread(cli.main, argv, clock=shop.clock) == 0
     assert "2 codes back on sale" in capsys.readouterr().out
     assert await shop.catalog.stock_counts([product]) == {product: 5}
+
+
+async def test_a_platinum_member_reserves_in_chat_and_releases(shop: Shop) -> None:
+    await seed_demo(shop.db, shop.vault, shop.clock, shop.ladder)
+    screen = await Screen.open(build_runtime(shop), GOLD, "en")
+    await screen.type("/start")
+    member = await shop.members.by_telegram(GOLD)
+    assert member is not None
+    for label in ("Shop", "Game cards", "Tencent"):
+        await screen.tap(label)
+    assert "Reserve" not in await screen.tap("Q-Coins ¥10")  # gold may not reserve
+
+    await shop.operations.admin.set_tier("admin:test", member.id, "platinum", reason="test")
+    await screen.type("/start")
+    for label in ("Shop", "Game cards", "Tencent", "Q-Coins ¥10"):
+        await screen.tap(label)
+    assert "How many?" in await screen.tap("📌 Reserve")
+    assert "Reserve 5 codes of Tencent Q-Coins ¥10 for 24 h?" in await screen.tap("5")
+    assert "you hold 5 codes of" in await screen.tap("✅ Reserve")
+    mine = await screen.tap("My reservations")
+    (hold,) = await shop.reservations.mine(member.id)
+    assert f"#{hold.id} Tencent Q-Coins ¥10: 5 of 5 left" in mine
+    assert "5 codes are back on sale" in await screen.tap(f"Release #{hold.id}")
+    assert "You have no reservations." in await screen.type("/reservations")

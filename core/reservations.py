@@ -4,9 +4,9 @@ product for a while, so a planned batch is guaranteed.
 Where a hold lives: a `reserved_by` column on `codes` (plus a `reservations` row for the
 bookkeeping: how many, until when, warned, how it ended), not a join table of held codes.
 The purchase is the hot path (shared/perf-facts.md: statements per purchase dominate), and
-with the column the claim stays the one UPDATE it was: it takes unsold codes that are
-unreserved or reserved by the buyer, the buyer's own first (`reserved_by` NULLS LAST),
-so a reservation is spent before the open shelf and nobody else's hold is ever touched.
+with the column the claim stays the one UPDATE it was: it takes unsold codes reserved by
+the buyer, then unreserved ones (a UNION ALL of two partial-index ranges), so a
+reservation is spent before the open shelf and nobody else's hold is ever touched.
 A table of held codes would need a second statement (or an anti-join) in every purchase.
 The partial index `ix_codes_available` now covers unsold *unreserved* codes, so counting
 the shelf others see stays an index range; `ix_codes_reserved` finds a member's holds.

@@ -250,6 +250,30 @@ async def _referrals(shop: Shop, args: argparse.Namespace, t: Translator) -> int
     return 0
 
 
+async def _reservations(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
+    """Open stock reservations ending soonest first, or `--cancel ID` one (audited)."""
+    admin = shop.operations.admin
+    if args.cancel is not None:
+        released = await admin.cancel_reservation(_actor(), args.cancel)
+        print(
+            t.ngettext(
+                "Reservation #{id} cancelled: {count} code back on sale.",
+                "Reservation #{id} cancelled: {count} codes back on sale.",
+                released,
+            ).format(id=args.cancel, count=released)
+        )
+        return 0
+    zone = shop.settings.zone
+    holds = await admin.reservations()
+    for hold in holds:
+        print(
+            f"#{hold.id} member #{hold.member_id} {hold.sku} {hold.remaining}/{hold.quantity}"
+            f" until {hold.expires_at.astimezone(zone):%Y-%m-%d %H:%M}"
+        )
+    print(f"{len(holds)} reservation{'' if len(holds) == 1 else 's'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardshop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -306,6 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     payments.add_argument("--member", help="Telegram id, @username or #member-id")
     payments.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     command("referrals", "referrers: members joined, buying in 365 days, commission earned")
+    reservations = command("reservations", "open stock reservations (held codes), or cancel one")
+    reservations.add_argument("--cancel", type=int, metavar="ID", help="end reservation #ID")
     return parser
 
 
@@ -320,6 +346,7 @@ SHOP_COMMANDS: dict[str, Command] = {
     "stats": _stats,
     "payments": _payments,
     "referrals": _referrals,
+    "reservations": _reservations,
 }
 
 

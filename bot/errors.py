@@ -168,6 +168,8 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
                     "The payment provider refused the refund ({reason}). The balance is unchanged."
                 ).format(reason=escape(reason))
             return t._("The payment provider refused the refund. The balance is unchanged.")
+        case ErrorCode.RESERVATION_NOT_FOUND:
+            return t._("This reservation has ended already.")
         case _:
             assert_never(code)
 

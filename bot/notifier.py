@@ -30,6 +30,8 @@ from core.jobs import (
     Event,
     LowStock,
     PointsExpiring,
+    ReservationExpired,
+    ReservationExpiring,
     TicketBreached,
     TicketSlaWarning,
     TierWarning,
@@ -133,8 +135,40 @@ class TransportNotifier:
                 # Told as money landing from a notification is: the same words, and a
                 # buy-in-one-step order placed.
                 await tell(self._shop, self._transport, event.credit)
+            case ReservationExpiring() | ReservationExpired():
+                await self._reservation_notice(event)
             case _:
                 assert_never(event)
+
+    async def _reservation_notice(self, event: ReservationExpiring | ReservationExpired) -> None:
+        """Tell the holder their reservation ends soon, or has ended."""
+        hold = event.reservation
+        if hold.telegram_id is None:
+            return
+        t = translator(self._shop, hold.locale)
+        name = escape(hold.product_name(t.locale))
+        if isinstance(event, ReservationExpiring):
+            text = t.ngettext(
+                "⏳ Your reservation of {count} code of <b>{name}</b> ends at {time}."
+                " Buy it before then, or it goes back on sale.",
+                "⏳ Your reservation of {count} codes of <b>{name}</b> ends at {time}."
+                " Buy them before then, or they go back on sale.",
+                hold.remaining,
+            ).format(count=t.number(hold.remaining), name=name, time=t.datetime(hold.expires_at))
+        elif event.released:
+            text = t.ngettext(
+                "Your reservation of <b>{name}</b> has ended: {count} unbought code went"
+                " back on sale.",
+                "Your reservation of <b>{name}</b> has ended: {count} unbought codes went"
+                " back on sale.",
+                event.released,
+            ).format(count=t.number(event.released), name=name)
+        else:
+            return
+        try:
+            await self._transport.send(hold.telegram_id, text)
+        except UnreachableError:
+            await self._shop.members.set_reachable(hold.member_id, False)
 
     def _member_text(self, t: Translator, event: TierWarning | Downgraded | PointsExpiring) -> str:
         match event:

@@ -27,6 +27,7 @@ from core.manager import ManagerRelay, StaffView
 from core.members import Members, load_member
 from core.models import Order
 from core.orders import Orders, OrderView
+from core.reservations import Reservations, ReservationView
 from core.stats import Stats
 from core.stock import ImportReport, StockService
 from core.tiers.moves import TierChangeView, Tiers, ViolationView
@@ -60,6 +61,7 @@ class AdminActions:
         catalog: Catalog,
         stock: StockService,
         orders: Orders,
+        reservations: Reservations,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -71,6 +73,7 @@ class AdminActions:
         self._catalog = catalog
         self._stock = stock
         self._orders = orders
+        self._reservations = reservations
 
     async def denied(self, actor: str, command: str) -> None:
         """Log a refused attempt (the caller refuses it)."""
@@ -228,6 +231,14 @@ class AdminActions:
             actor, "import_codes", f"product:{sku}", {"stock": before.stock}, report
         )
         return report
+
+    async def reservations(self) -> list[ReservationView]:
+        """Every open stock reservation, ending soonest first."""
+        return await self._reservations.open()
+
+    async def cancel_reservation(self, actor: str, reservation_id: int) -> int:
+        """End a member's reservation, its codes back on sale; audited in its transaction."""
+        return await self._reservations.cancel(actor, reservation_id)
 
     async def refund(self, actor: str, order_id: int, *, reason: str) -> OrderView:
         if not reason.strip():

@@ -59,10 +59,11 @@ NAME_MAX = 128
 
 T = TypeVar("T")
 
-#: Available codes of the product in the enclosing query (uses `ix_codes_available`).
+#: Available codes of the product in the enclosing query (uses `ix_codes_available`);
+#: codes a member holds under a reservation are nobody else's stock, so never counted.
 _STOCK = (
     select(func.count(Code.id))
-    .where(Code.product_id == Product.id, Code.order_id.is_(None))
+    .where(Code.product_id == Product.id, Code.order_id.is_(None), Code.reserved_by.is_(None))
     .correlate(Product)
     .scalar_subquery()
 )
@@ -643,7 +644,11 @@ class Catalog:
         async with self._db.read() as session:
             result = await session.execute(
                 select(Code.product_id, func.count(Code.id))
-                .where(Code.product_id.in_(counts), Code.order_id.is_(None))
+                .where(
+                    Code.product_id.in_(counts),
+                    Code.order_id.is_(None),
+                    Code.reserved_by.is_(None),
+                )
                 .group_by(Code.product_id)
             )
             counts.update((product_id, count) for product_id, count in result)

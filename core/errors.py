@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
     #: The provider refused the refund; the wallet was restored; params payment, reason.
     PAYMENT_REFUND_REFUSED = "payment_refund_refused"
+    #: No such open reservation, or not the member's; param reservation.
+    RESERVATION_NOT_FOUND = "reservation_not_found"
 
 
 class ShopError(Exception):

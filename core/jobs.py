@@ -1,5 +1,6 @@
 """Scheduled jobs run inside the bot process: tier review, trials, points, SLA, low stock,
-and payments (top-ups paid without a notification, top-ups expired unpaid).
+payments (top-ups paid without a notification, top-ups expired unpaid) and stock
+reservations (warned an hour before their end, released at it).
 
 Each job has a period key (a quarter, a shop-local day, or a slot of a few minutes) and
 each run is a `job_runs` row unique on (job, period): a finished run is never repeated,
@@ -31,6 +32,7 @@ from core.clock import Clock, local_day
 from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
 from core.payments import Credit, Payments
 from core.points import Points
+from core.reservations import Reservations, ReservationView
 from core.sql import insert_ignoring_conflict
 from core.tickets import Tickets, TicketView
 from core.tiers.moves import Tiers
@@ -112,6 +114,21 @@ class TopUpCredited:
     credit: Credit
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationExpiring:
+    """To the member: a hold of theirs ends within the warning window (once per hold)."""
+
+    reservation: ReservationView
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationExpired:
+    """To the member: a hold of theirs ended; `released` codes went back on the shelf."""
+
+    reservation: ReservationView
+    released: int
+
+
 Event = (
     TierWarning
     | Downgraded
@@ -120,6 +137,8 @@ Event = (
     | TicketBreached
     | LowStock
     | TopUpCredited
+    | ReservationExpiring
+    | ReservationExpired
 )
 
 
@@ -171,6 +190,7 @@ class Jobs:
         tickets: Tickets,
         catalog: Catalog,
         payments: Payments,
+        reservations: Reservations,
         sla_every: timedelta = timedelta(minutes=1),
         stock_every: timedelta = timedelta(minutes=5),
         payments_every: timedelta = timedelta(minutes=1),
@@ -185,6 +205,7 @@ class Jobs:
         self._tickets = tickets
         self._catalog = catalog
         self._payments = payments
+        self._reservations = reservations
         self.jobs = (
             _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
             _Job("trials", self._day, self._trials),
@@ -192,6 +213,7 @@ class Jobs:
             _Job("ticket_sla", lambda now: self._slot(now, sla_every), self._ticket_sla),
             _Job("low_stock", lambda now: self._slot(now, stock_every), self._low_stock),
             _Job("payments", lambda now: self._slot(now, payments_every), self._reconcile),
+            _Job("reservations", lambda now: self._slot(now, sla_every), self._reservation_ends),
         )
 
     def _day(self, now: datetime) -> str:
@@ -371,4 +393,22 @@ class Jobs:
             "told": told,
             "failed": report.failed,
             "expired": report.expired,
+        }
+
+    async def _reservation_ends(self, _slot: str) -> dict[str, int]:
+        """Warn the holders of reservations ending soon, end those past their time.
+
+        `warn_due` marks each hold warned as it returns it and `expire_due` ends each
+        hold once, so neither notice needs a key.
+        """
+        warned = 0
+        for hold in await self._reservations.warn_due():
+            warned += await self._notify(ReservationExpiring(hold))
+        ended = await self._reservations.expire_due()
+        for hold, released in ended:
+            await self._notify(ReservationExpired(hold, released))
+        return {
+            "warned": warned,
+            "expired": len(ended),
+            "released": sum(released for _, released in ended),
         }

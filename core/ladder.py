@@ -64,6 +64,8 @@ class Capabilities(Frozen):
     api: bool
     manager: bool
     reservation: bool
+    #: Codes of one product a member may hold at once (with `reservation`).
+    reservation_max: int = Field(default=0, ge=0)
     referral_commission: bool
     #: The referrer's share (%) of a referred member's delivered order, one level only.
     commission_percent: int = Field(default=0, ge=0, le=100)
@@ -73,8 +75,8 @@ class Capabilities(Frozen):
 
 #: The capabilities the shop serves today, each with the code that honours it (a dotted
 #: path; a test resolves every one and checks it reads that capability). The level card
-#: shows only these: API access and stock reservation stay
-#: configured in tiers.toml but are promised to nobody until code serves them.
+#: shows only these: API access stays configured in tiers.toml but is promised to nobody
+#: until code serves it.
 SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
         "pools": "core.pricing.check_allowed",
@@ -85,6 +87,8 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "manager": "core.manager.ManagerRelay._allowed",
         "referral_commission": "core.commission.commission_on",
         "commission_percent": "core.commission.commission_on",
+        "reservation": "core.reservations.Reservations.reserve",
+        "reservation_max": "core.reservations.Reservations.reserve",
     }
 )
 
@@ -197,6 +201,13 @@ class TopUpRules(Frozen):
         return min(max(amount, self.min_amount), self.max_amount)
 
 
+class ReservationRules(Frozen):
+    """Stock reservation (库存预留): how long a hold lasts and when its holder is warned."""
+
+    hours: int = Field(default=24, gt=0)
+    warn_minutes: int = Field(default=60, ge=0)
+
+
 class Ladder(Frozen):
     """The whole file: tiers lowest first, then the rules around them."""
 
@@ -210,6 +221,7 @@ class Ladder(Frozen):
     risk: RiskRules
     #: A ladder file written before top-ups existed gets the defaults.
     topup: TopUpRules = TopUpRules()
+    reservation: ReservationRules = ReservationRules()
 
     @model_validator(mode="after")
     def _check(self) -> Ladder:

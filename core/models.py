@@ -242,18 +242,60 @@ class Code(Base):
             "ix_codes_available",
             "product_id",
             "id",
-            sqlite_where=text("order_id IS NULL"),
-            postgresql_where=text("order_id IS NULL"),
+            sqlite_where=text("order_id IS NULL AND reserved_by IS NULL"),
+            postgresql_where=text("order_id IS NULL AND reserved_by IS NULL"),
+        ),
+        Index(
+            "ix_codes_reserved",
+            "reserved_by",
+            "product_id",
+            "id",
+            sqlite_where=text("order_id IS NULL AND reserved_by IS NOT NULL"),
+            postgresql_where=text("order_id IS NULL AND reserved_by IS NOT NULL"),
         ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    #: The member holding this unsold code under a reservation (core/reservations.py).
+    reserved_by: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     digest: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     added_at: Mapped[datetime] = mapped_column()
     sold_at: Mapped[datetime | None]
+
+
+class Reservation(Base):
+    """A member's hold on codes of one product until `expires_at` (库存预留).
+
+    The held codes carry `reserved_by`; this row is the hold's bookkeeping (how many,
+    until when, warned, how it ended). At most one open hold per member and product.
+    """
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        Index(
+            "ux_reservations_open",
+            "member_id",
+            "product_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+        Index("ix_reservations_expires", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    quantity: Mapped[int] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    warned_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    #: expired, released (by the member) or cancelled (by an admin).
+    end_reason: Mapped[str | None] = mapped_column(String(16))
 
 
 # --- money ------------------------------------------------------------------------------

@@ -500,7 +500,7 @@ class Orders:
         )  # fmt: skip
         if priced.points_used:
             points.redeem_on(conn, member_id, priced.points_used, order_id=order_id, at=now)
-        secrets = claim_codes_on(conn, product_id, quantity, order_id, now)
+        secrets = claim_codes_on(conn, product_id, quantity, order_id, now, member_id)
         if len(secrets) < quantity:
             raise ShopError(ErrorCode.OUT_OF_STOCK, available=len(secrets), sku=facts.sku)
         key_of_order = f"order:{order_id}"

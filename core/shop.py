@@ -25,6 +25,7 @@ from core.members import Members
 from core.orders import Orders
 from core.payments import EpayProvider, Payments, Provider, StarsProvider
 from core.points import Points
+from core.reservations import Reservations
 from core.reviews import Reviews
 from core.stats import Stats
 from core.stock import StockService
@@ -60,6 +61,8 @@ class Shop:
     manager: ManagerRelay
     #: Wallet top-ups by the configured providers.
     payments: Payments
+    #: Stock reservation (库存预留).
+    reservations: Reservations
     #: Running the shop: audit, admin actions, broadcasts, stats, exports.
     operations: Operations = field(init=False)
 
@@ -99,6 +102,7 @@ def build_shop(
         payments=Payments(
             db, clock, settings.zone, ladder.topup, payment_providers(settings), Audit(db, clock)
         ),
+        reservations=Reservations(db, ladder, clock, tiers, Audit(db, clock)),
     )
     shop.operations = _operations(shop)
     return shop
@@ -141,6 +145,7 @@ def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
         shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers,
         review=shop.quarterly_review, points=shop.points,
         tickets=shop.tickets, catalog=shop.catalog, payments=shop.payments,
+        reservations=shop.reservations,
     )  # fmt: skip
 
 
@@ -151,6 +156,7 @@ def _operations(shop: Shop) -> Operations:
     admin = AdminActions(
         shop.db, shop.clock, audit, broadcasts, members=shop.members, tiers=shop.tiers,
         manager=shop.manager, catalog=shop.catalog, stock=shop.stock, orders=shop.orders,
+        reservations=shop.reservations,
     )  # fmt: skip
     return Operations(
         audit=audit,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, func, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,9 +40,18 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
 
 
 def claim_codes_on(
-    conn: Connection, product_id: int, quantity: int, order_id: int, at: datetime
+    conn: Connection,
+    product_id: int,
+    quantity: int,
+    order_id: int,
+    at: datetime,
+    member_id: int,
 ) -> list[bytes]:
     """Attach `quantity` available codes to `order_id` in one statement; their secrets.
+
+    Available to `member_id` means unsold and either unreserved or reserved by that
+    member; the member's own reserved codes go first (the first branch of a UNION ALL), so
+    a reservation is spent before the open shelf and never another member's hold.
 
     On PostgreSQL the inner select skips rows another buyer holds (`FOR UPDATE SKIP
     LOCKED`), so concurrent buyers never wait on or share a code; on SQLite the whole
@@ -51,7 +60,13 @@ def claim_codes_on(
     """
     result = conn.execute(
         _claim_statement(conn.dialect.name),
-        {"product": product_id, "quantity": quantity, "order": order_id, "at": at},
+        {
+            "product": product_id,
+            "quantity": quantity,
+            "order": order_id,
+            "at": at,
+            "member": member_id,
+        },
     )
     return list(result.scalars())
 
@@ -60,14 +75,17 @@ def claim_codes_on(
 def _claim_statement(dialect_name: str) -> Any:
     """The claim, built once per database so the hot path only binds its values."""
     codes = table_of(Code).c
-    available = (
-        select(codes.id)
-        .where(codes.product_id == bindparam("product"), codes.order_id.is_(None))
-        .order_by(codes.id)
-        .limit(bindparam("quantity", type_=Integer))
-    )
+    quantity = bindparam("quantity", type_=Integer)
+    unsold = (codes.product_id == bindparam("product"), codes.order_id.is_(None))
+    # Two index ranges, the member's holds (`ix_codes_reserved`) then the open shelf
+    # (`ix_codes_available`), instead of one OR that no partial index serves.
+    held = select(codes.id).where(*unsold, codes.reserved_by == bindparam("member"))
+    shelf = select(codes.id).where(*unsold, codes.reserved_by.is_(None))
+    branches = [branch.order_by(codes.id).limit(quantity) for branch in (held, shelf)]
     if dialect_name == "postgresql":
-        available = available.with_for_update(skip_locked=True)
+        branches = [branch.with_for_update(skip_locked=True) for branch in branches]
+    both = union_all(*(select(branch.subquery().c.id) for branch in branches)).subquery()
+    available = select(both.c.id).limit(quantity)
     return (
         update(table_of(Code))
         .where(codes.id.in_(available.scalar_subquery()))
@@ -142,9 +160,11 @@ def _batches(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 async def count_available(session: AsyncSession, product_id: int) -> int:
-    """Unsold codes of a product, counted through the partial index `ix_codes_available`."""
+    """Unsold, unreserved codes of a product, counted through `ix_codes_available`."""
     count = await session.scalar(
-        select(func.count(Code.id)).where(Code.product_id == product_id, Code.order_id.is_(None))
+        select(func.count(Code.id)).where(
+            Code.product_id == product_id, Code.order_id.is_(None), Code.reserved_by.is_(None)
+        )
     )
     return count or 0
 

@@ -68,7 +68,9 @@ async def _sell(db: Database, clock: ManualClock, product_id: int, quantity: int
             quantity=quantity,
             status="placed",
         )
-        claimed = await run_on(session, claim_codes_on, product_id, quantity, order_id, clock.now())
+        claimed = await run_on(
+            session, claim_codes_on, product_id, quantity, order_id, clock.now(), member.id
+        )
         assert len(claimed) == quantity
 
 

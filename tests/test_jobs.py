@@ -100,6 +100,7 @@ async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> No
         ("ticket_sla", "2026-11-22T15:00", True, None),
         ("low_stock", "2026-11-22T15:00", True, None),
         ("payments", "2026-11-22T15:00", True, None),
+        ("reservations", "2026-11-22T15:00", True, None),
     }
     kinds = sorted(type(e).__name__ for e in recorder.events)
     assert kinds == sorted(
@@ -135,9 +136,9 @@ async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> No
 
     state = await _row_counts(shop.db)
     again = await jobs.run_due()
-    assert [r.ran for r in again] == [False] * 6
+    assert [r.ran for r in again] == [False] * 7
     restarted = Recorder()
-    assert [r.ran for r in await build_jobs(shop, restarted).run_due()] == [False] * 6
+    assert [r.ran for r in await build_jobs(shop, restarted).run_due()] == [False] * 7
     assert recorder.events[len(kinds) :] == []
     assert restarted.events == []
     assert await _row_counts(shop.db) == state
@@ -148,11 +149,12 @@ async def test_run_due_twice_and_after_restart_changes_nothing(shop: Shop) -> No
     assert later["ticket_sla"].ran
     assert later["low_stock"].ran
     assert later["payments"].ran
+    assert later["reservations"].ran
     assert not later["points"].ran
     assert restarted.events == []
     assert await _row_counts(shop.db) == state
     async with shop.db.read() as session:
-        assert await session.scalar(select(func.count(JobRun.id))) == 9
+        assert await session.scalar(select(func.count(JobRun.id))) == 11
 
 
 async def test_a_crashed_run_is_retried_without_notifying_twice(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine.url import make_url
 
 from bot import cli
@@ -320,14 +320,15 @@ async def _copies_before_0003(db: Database, clock: ManualClock, vault: CodeVault
                 order_id = await make_order(
                     session, buyer.id, product.id, at=at, total=990, key=name
                 )
-            row = Code(
-                product_id=product.id, secret=vault.encrypt(text), digest=vault.digest(text),
-                order_id=order_id, added_at=clock.now(),
-                sold_at=None if sold_days_ago is None else clock.now() - timedelta(sold_days_ago),
+            # Only the columns 0002 had (the model has grown since): a Core insert.
+            sold_at = None if sold_days_ago is None else clock.now() - timedelta(sold_days_ago)
+            ids[name] = await session.scalar(
+                insert(Code).values(
+                    product_id=product.id, secret=vault.encrypt(text), digest=vault.digest(text),
+                    order_id=order_id, added_at=clock.now(),
+                    sold_at=sold_at,
+                ).returning(Code.id)
             )  # fmt: skip
-            session.add(row)
-            await session.flush()
-            ids[name] = row.id
 
         await code("x_first", ten, "CODE-X", None)
         await code("x_copy", hundred, "CODE-X", None)

@@ -20,6 +20,7 @@ from bot.conversation import Button, Context, Conversation, escape
 from bot.errors import render_error
 from bot.handlers.browse import ProductCallback, ShopCallback, locked_until, price_text
 from bot.handlers.delivery import deliver
+from bot.handlers.reservations import reserve_button
 from bot.handlers.start import MenuCallback, menu_button
 from bot.handlers.topup import TopUpCallback, choose_method, missing_amount
 from core.catalog import ProductView
@@ -125,7 +126,11 @@ async def show_product(
         if quantity <= quote.max_quantity
     ]
     ctx.state.set(QUANTITY, product=product.id, page=page)
-    await ctx.reply("\n".join(lines), [quick, back])
+    keyboard = [quick]
+    reserve = reserve_button(ctx, product.id, page)
+    if reserve is not None:
+        keyboard.append([reserve])
+    await ctx.reply("\n".join(lines), [*keyboard, back])
 
 
 @conversation.callback(QuantityCallback)

@@ -109,8 +109,19 @@ def _commission(ctx: Context, caps: Capabilities) -> str | None:
     )
 
 
-def _rate_in_commission_line(ctx: Context, caps: Capabilities) -> None:
-    """The commission rate has no line of its own: `_commission` words it."""
+def _reservation(ctx: Context, caps: Capabilities) -> str | None:
+    if not caps.reservation or caps.reservation_max == 0:
+        return None
+    return ctx.ngettext(
+        "Reserve up to {count} code of a product",
+        "Reserve up to {count} codes of a product",
+        caps.reservation_max,
+    ).format(count=ctx.number(caps.reservation_max))
+
+
+def _folded(_ctx: Context, _caps: Capabilities) -> None:
+    """A capability said within another's line: the reservation cap in `_reservation`,
+    the commission rate in `_commission`."""
     return
 
 
@@ -124,7 +135,9 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "export": _export,
     "manager": _manager,
     "referral_commission": _commission,
-    "commission_percent": _rate_in_commission_line,
+    "commission_percent": _folded,
+    "reservation": _reservation,
+    "reservation_max": _folded,
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from core.clock import Clock
@@ -30,7 +30,7 @@ from core.wallet import post_entry_on
 
 _members = table_of(Member).c
 _entries = table_of(WalletEntry).c
-_orders = table_of(Order).c
+_referrers = table_of(Member).alias("referrers")
 
 #: How far up the referrer chain a loop is looked for; deeper chains are taken as no loop.
 MAX_CHAIN = 64
@@ -42,6 +42,15 @@ ACTIVE_DAYS = 365
 def commission_amount(total: int, percent: int) -> int:
     """`percent` % of `total` 分, floored to the fen."""
     return total * percent // 100
+
+
+#: The buyer's referrer and their tier, in one statement (none: the buyer was not referred).
+_REFERRER = (
+    select(_referrers.c.id, _referrers.c.tier_key)
+    .select_from(table_of(Member))
+    .join(_referrers, _referrers.c.id == _members.referrer_id)
+    .where(_members.id == bindparam("buyer"))
+)
 
 
 def _in_loop(conn: Connection, buyer_id: int, referrer_id: int) -> bool:
@@ -64,11 +73,11 @@ def commission_on(
 
     Call it in the transaction that moved the order to delivered, once.
     """
-    referrer_id = conn.scalar(select(_members.referrer_id).where(_members.id == buyer_id))
-    if referrer_id is None or referrer_id == buyer_id:
+    found = conn.execute(_REFERRER, {"buyer": buyer_id}).first()
+    if found is None or found.id == buyer_id:
         return 0
-    tier_key = conn.scalar(select(_members.tier_key).where(_members.id == referrer_id))
-    capabilities = ladder.tier(str(tier_key)).capabilities
+    referrer_id = int(found.id)
+    capabilities = ladder.tier(found.tier_key).capabilities
     # The tier first: the chain is walked only when there is something to pay.
     if not capabilities.referral_commission or _in_loop(conn, buyer_id, referrer_id):
         return 0

@@ -158,11 +158,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    @property
-    def webhook_listen(self) -> str:
-        """The old name of `http_listen`, for code not yet moved to it."""
-        return self.http_listen
-
 
 def _key_file(settings: Settings) -> Path:
     return settings.data_dir / "code-encryption.key"

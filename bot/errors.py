@@ -170,6 +170,38 @@ def render_error(error: ShopError, t: Translator, ladder: Ladder) -> str:
             return t._("The payment provider refused the refund. The balance is unchanged.")
         case ErrorCode.RESERVATION_NOT_FOUND:
             return t._("This reservation has ended already.")
+        case ErrorCode.API_NOT_ALLOWED:
+            tier = _tier(error, "tier", t, ladder)
+            if tier:
+                return t._("API access is not part of {tier}.").format(tier=tier)
+            return t._("Your member level does not include API access.")
+        case ErrorCode.API_KEY_LIMIT:
+            most = error.params.get("max")
+            if isinstance(most, int) and not isinstance(most, bool):
+                return t.ngettext(
+                    "You already have {max} API key, the most your level allows. Revoke one first.",
+                    "You already have {max} API keys, the most your level allows."
+                    " Revoke one first.",
+                    most,
+                ).format(max=t.number(most))
+            return t._("You have as many API keys as your level allows. Revoke one first.")
+        case ErrorCode.API_KEY_NOT_FOUND:
+            key = error.params.get("key")
+            if isinstance(key, str) and key:
+                return t._("No API key {key}.").format(key=escape(key))
+            return t._("No such API key.")
+        case ErrorCode.PRICE_ABOVE_LIMIT:
+            total, most = _money(error, "total", t), _money(error, "max_total", t)
+            if total and most:
+                return t._(
+                    "The total is now {total}, above the limit of {max_total}. Nothing was charged."
+                ).format(total=total, max_total=most)
+            return t._("The total is above the limit given. Nothing was charged.")
+        case ErrorCode.IDEMPOTENCY_CONFLICT:
+            return t._(
+                "This idempotency key was already used for a different order."
+                " Use a new key for a new order."
+            )
         case _:
             assert_never(code)
 

@@ -52,6 +52,16 @@ class ErrorCode(StrEnum):
     PAYMENT_REFUND_REFUSED = "payment_refund_refused"
     #: No such open reservation, or not the member's; param reservation.
     RESERVATION_NOT_FOUND = "reservation_not_found"
+    #: The member's tier has no `api` capability (now); param tier.
+    API_NOT_ALLOWED = "api_not_allowed"
+    #: The member already holds the tier's most un-revoked API keys; param max.
+    API_KEY_LIMIT = "api_key_limit"
+    #: No such API key of the member's; param key.
+    API_KEY_NOT_FOUND = "api_key_not_found"
+    #: The recomputed total passes the caller's ceiling; params total, max_total, quote.
+    PRICE_ABOVE_LIMIT = "price_above_limit"
+    #: An idempotency key already paid for another product or quantity; param key.
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
 class ShopError(Exception):

@@ -1,6 +1,7 @@
 """Scheduled jobs run inside the bot process: tier review, trials, points, SLA, low stock,
 payments (top-ups paid without a notification, top-ups expired unpaid) and stock
-reservations (warned an hour before their end, released at it).
+reservations (warned an hour before their end, released at it; the same run forgets the
+API nonces whose replay window has passed, a cheap delete by index).
 
 Each job has a period key (a quarter, a shop-local day, or a slot of a few minutes) and
 each run is a `job_runs` row unique on (job, period): a finished run is never repeated,
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.api_keys import ApiKeys
 from core.catalog import Catalog, ProductView
 from core.clock import Clock, local_day
 from core.models import Code, JobNotice, JobRun, LowStockAlert, Product
@@ -191,6 +193,7 @@ class Jobs:
         catalog: Catalog,
         payments: Payments,
         reservations: Reservations,
+        api_keys: ApiKeys,
         sla_every: timedelta = timedelta(minutes=1),
         stock_every: timedelta = timedelta(minutes=5),
         payments_every: timedelta = timedelta(minutes=1),
@@ -206,6 +209,7 @@ class Jobs:
         self._catalog = catalog
         self._payments = payments
         self._reservations = reservations
+        self._api_keys = api_keys
         self.jobs = (
             _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
             _Job("trials", self._day, self._trials),
@@ -396,7 +400,8 @@ class Jobs:
         }
 
     async def _reservation_ends(self, _slot: str) -> dict[str, int]:
-        """Warn the holders of reservations ending soon, end those past their time.
+        """Warn the holders of reservations ending soon, end those past their time, and
+        forget expired API nonces (the same every-minute expiry sweep).
 
         `warn_due` marks each hold warned as it returns it and `expire_due` ends each
         hold once, so neither notice needs a key.
@@ -411,4 +416,5 @@ class Jobs:
             "warned": warned,
             "expired": len(ended),
             "released": sum(released for _, released in ended),
+            "nonces_forgotten": await self._api_keys.forget_nonces(),
         }

@@ -71,12 +71,24 @@ class Capabilities(Frozen):
     commission_percent: int = Field(default=0, ge=0, le=100)
     checkin_multiplier: float = Field(gt=0)
     sla_minutes: int = Field(gt=0)
+    #: Un-revoked reseller API keys a member may hold at once (with `api`).
+    api_keys_max: int = Field(default=0, ge=0)
+    #: Signed API requests one key may make per minute (with `api`).
+    api_requests_per_minute: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _api_limits(self) -> Capabilities:
+        """API access with no key allowed, or no request a minute, would be a promise
+        nobody could use: a tier with `api` names both limits."""
+        if self.api and (self.api_keys_max == 0 or self.api_requests_per_minute == 0):
+            raise ValueError("a tier with api needs api_keys_max and api_requests_per_minute > 0")
+        return self
 
 
 #: The capabilities the shop serves today, each with the code that honours it (a dotted
 #: path; a test resolves every one and checks it reads that capability). The level card
-#: shows only these: API access stays configured in tiers.toml but is promised to nobody
-#: until code serves it.
+#: shows only these, so a capability configured in tiers.toml is promised to nobody until
+#: code serves it.
 SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
         "pools": "core.pricing.check_allowed",
@@ -89,6 +101,9 @@ SERVED_CAPABILITIES: Mapping[str, str] = MappingProxyType(
         "commission_percent": "core.commission.commission_on",
         "reservation": "core.reservations.Reservations.reserve",
         "reservation_max": "core.reservations.Reservations.reserve",
+        "api": "core.api_keys.ApiKeys.authenticate",
+        "api_keys_max": "core.api_keys.ApiKeys.issue",
+        "api_requests_per_minute": "core.api_keys.ApiKeys.authenticate",
     }
 )
 

@@ -298,6 +298,39 @@ class Reservation(Base):
     end_reason: Mapped[str | None] = mapped_column(String(16))
 
 
+# --- reseller API ---------------------------------------------------------------------------
+
+
+class ApiKey(Base):
+    """A member's reseller API key (core/api_keys.py): a public id and a secret kept
+    encrypted with the codes' vault, since the server needs it back in clear to check
+    each request's HMAC. Revoked keys stay, for the audit trail and the member's list."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    #: Fernet token of the secret (`CodeVault.encrypt`), never the secret itself.
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    label: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class ApiNonce(Base):
+    """A nonce a signed request used, kept until its timestamp leaves the replay window
+    (when no Redis holds them); the primary key refuses a second use."""
+
+    __tablename__ = "api_nonces"
+    __table_args__ = (Index("ix_api_nonces_expires_at", "expires_at"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 # --- money ------------------------------------------------------------------------------
 
 

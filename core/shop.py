@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from core.admin import AdminActions, Operations
+from core.api_keys import ApiKeys
 from core.audit import Audit
 from core.broadcast import Broadcasts
 from core.catalog import Catalog
@@ -63,6 +64,8 @@ class Shop:
     payments: Payments
     #: Stock reservation (库存预留).
     reservations: Reservations
+    #: Reseller API keys (API接口对接).
+    api_keys: ApiKeys
     #: Running the shop: audit, admin actions, broadcasts, stats, exports.
     operations: Operations = field(init=False)
 
@@ -103,6 +106,7 @@ def build_shop(
             db, clock, settings.zone, ladder.topup, payment_providers(settings), Audit(db, clock)
         ),
         reservations=Reservations(db, ladder, clock, tiers, Audit(db, clock)),
+        api_keys=ApiKeys(db, ladder, vault, clock, Audit(db, clock)),
     )
     shop.operations = _operations(shop)
     return shop
@@ -145,7 +149,7 @@ def build_jobs(shop: Shop, notifier: Notifier) -> Jobs:
         shop.db, shop.clock, shop.settings.zone, notifier, tiers=shop.tiers,
         review=shop.quarterly_review, points=shop.points,
         tickets=shop.tickets, catalog=shop.catalog, payments=shop.payments,
-        reservations=shop.reservations,
+        reservations=shop.reservations, api_keys=shop.api_keys,
     )  # fmt: skip
 
 

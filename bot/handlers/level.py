@@ -119,9 +119,19 @@ def _reservation(ctx: Context, caps: Capabilities) -> str | None:
     ).format(count=ctx.number(caps.reservation_max))
 
 
+def _api(ctx: Context, caps: Capabilities) -> str | None:
+    if not caps.api or caps.api_keys_max == 0:
+        return None
+    return ctx.ngettext(
+        "API access for your own site or bot: up to {count} key, rate limit {rate}/min",
+        "API access for your own site or bot: up to {count} keys, rate limit {rate}/min each",
+        caps.api_keys_max,
+    ).format(count=ctx.number(caps.api_keys_max), rate=ctx.number(caps.api_requests_per_minute))
+
+
 def _folded(_ctx: Context, _caps: Capabilities) -> None:
     """A capability said within another's line: the reservation cap in `_reservation`,
-    the commission rate in `_commission`."""
+    the commission rate in `_commission`, the API's limits in `_api`."""
     return
 
 
@@ -138,6 +148,9 @@ CAPABILITY_LINES: dict[str, Callable[[Context, Capabilities], str | None]] = {
     "commission_percent": _folded,
     "reservation": _reservation,
     "reservation_max": _folded,
+    "api": _api,
+    "api_keys_max": _folded,
+    "api_requests_per_minute": _folded,
 }
 
 

@@ -274,6 +274,8 @@ class _Attempt:
     use_points: bool
     #: The total the member was shown, if any (see `Orders.place`).
     expected_total: int | None
+    #: The most the caller will pay, if any (see `Orders.place`).
+    max_total: int | None
     now: datetime
 
 
@@ -331,6 +333,18 @@ class Orders:
             )
             return [_view(row) for row in rows]
 
+    async def since(self, member_id: int, since: datetime, *, limit: int = 100) -> list[OrderView]:
+        """The member's orders placed at or after `since`, oldest first (for polling: ask
+        again from the last one's `created_at`)."""
+        async with self._db.read() as session:
+            rows = await session.execute(
+                _views()
+                .where(Order.member_id == member_id, Order.created_at >= since)
+                .order_by(Order.created_at, Order.id)
+                .limit(limit)
+            )
+            return [_view(row) for row in rows]
+
     async def reveal(self, member_id: int, order_id: int) -> tuple[OrderView, list[str]]:
         """An order's codes in clear, only for the member who bought them."""
         async with self._db.read() as session:
@@ -351,11 +365,19 @@ class Orders:
         idempotency_key: str,
         use_points: bool = False,
         expected_total: int | None = None,
+        max_total: int | None = None,
     ) -> Purchase:
         """Pay for `quantity` codes from the wallet and hand them over, exactly once per key.
 
         `expected_total` is what the member was shown; if the price has moved since, the
         purchase is refused with PRICE_CHANGED carrying the new quote, and nothing changes.
+        `max_total` is the most a program buying by API will pay: a total above it is
+        refused with PRICE_ABOVE_LIMIT (the new quote attached), again before any write.
+        Both refusals count against the member like any other.
+
+        A key that already paid for another product or quantity is refused with
+        IDEMPOTENCY_CONFLICT instead of handing that order back: the caller reused a key
+        for a different purchase, and neither answer it could expect is true.
         """
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
             raise ShopError(ErrorCode.INVALID_INPUT, field="idempotency_key")
@@ -366,11 +388,17 @@ class Orders:
             idempotency_key,
             use_points=use_points,
             expected_total=expected_total,
+            max_total=max_total,
             now=self._clock.now(),
         )
         paid = await self._attempt(attempt)
         if isinstance(paid, ShopError):
             raise paid
+        if not paid.created and (paid.order.product_id, paid.order.quantity) != (
+            product_id,
+            quantity,
+        ):
+            raise ShopError(ErrorCode.IDEMPOTENCY_CONFLICT, key=idempotency_key)
         return await self._delivered(paid)
 
     async def _attempt(self, attempt: _Attempt) -> _Paid | ShopError:
@@ -438,6 +466,7 @@ class Orders:
                 attempt.quantity,
                 use_points=attempt.use_points,
                 expected=attempt.expected_total,
+                most=attempt.max_total,
             )
         except ShopError as refusal:
             risk.record_failure_on(conn, member_id, key, refusal.code, now)
@@ -445,12 +474,22 @@ class Orders:
         return self._purchase_on(conn, row, facts, priced, attempt)
 
     def _price(
-        self, facts: PricingInput, quantity: int, *, use_points: bool, expected: int | None
+        self,
+        facts: PricingInput,
+        quantity: int,
+        *,
+        use_points: bool,
+        expected: int | None,
+        most: int | None,
     ) -> Quote:
         """The price charged, or the refusal the facts already decide."""
         priced = quote(self._ladder, facts, quantity, use_points=use_points)
         if expected is not None and expected != priced.total:
             raise ShopError(ErrorCode.PRICE_CHANGED, quote=priced)
+        if most is not None and priced.total > most:
+            raise ShopError(
+                ErrorCode.PRICE_ABOVE_LIMIT, total=priced.total, max_total=most, quote=priced
+            )
         if priced.balance_after < 0:
             # The balance read is the one the debit will guard (the member row is held).
             raise ShopError(

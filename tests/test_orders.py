@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
 from core.models import (
     ActivityEvent,
@@ -14,6 +18,7 @@ from core.models import (
     Order,
     PointLot,
     Product,
+    RiskEvent,
     TierPrice,
     WalletEntry,
 )
@@ -281,3 +286,107 @@ async def test_run_rolls_back_everything_when_the_work_raises(shop: Shop) -> Non
 
     assert await _balance(shop, member) == 1000
     assert len(await shop.wallet.history(member)) == 1
+
+
+async def test_a_total_above_max_total_is_refused_before_anything_is_charged(shop: Shop) -> None:
+    """Silver pays 90%: ¥9.00 each, ¥18.00 for two; a ceiling of ¥17.99 refuses it."""
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="silver")
+
+    with pytest.raises(ShopError) as refused:
+        await shop.orders.place(member, product, 2, idempotency_key="api:m1", max_total=1799)
+
+    assert refused.value.code is ErrorCode.PRICE_ABOVE_LIMIT
+    assert refused.value.params["total"] == 1800
+    assert refused.value.params["max_total"] == 1799
+    assert refused.value.params["quote"].total == 1800
+    assert await _balance(shop, member) == 10_000
+    assert await _available(shop, product) == 5
+    assert await _count(shop, select(func.count()).select_from(Order)) == 0
+    failures = select(RiskEvent.reason).where(RiskEvent.member_id == member)
+    assert await _count(shop, select(func.count()).select_from(failures.subquery())) == 1
+    async with shop.db.read() as session:
+        assert await session.scalar(failures) == "price_above_limit"
+
+    # The same key with a ceiling the price fits under buys, at exactly that total.
+    purchase = await shop.orders.place(member, product, 2, idempotency_key="api:m1", max_total=1800)
+    assert purchase.created
+    assert purchase.order.total == 1800
+    assert await _balance(shop, member) == 10_000 - 1800
+
+
+async def test_a_key_replayed_for_another_purchase_is_a_conflict(shop: Shop) -> None:
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
+    other, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=5)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="silver")
+    first = await shop.orders.place(member, product, 1, idempotency_key="api:c1")
+
+    for product_id, quantity in ((product, 2), (other, 1)):
+        with pytest.raises(ShopError) as refused:
+            await shop.orders.place(member, product_id, quantity, idempotency_key="api:c1")
+        assert refused.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+        assert refused.value.params == {"key": "api:c1"}
+
+    again = await shop.orders.place(member, product, 1, idempotency_key="api:c1")
+    assert (again.created, again.order, again.codes) == (False, first.order, codes[:1])
+    assert await _balance(shop, member) == 10_000 - 900
+    assert await _count(shop, select(func.count()).select_from(Order)) == 1
+
+
+async def test_twenty_places_with_one_key_at_once_make_one_order(shop: Shop) -> None:
+    product, codes = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=10)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="silver")
+
+    results = await asyncio.gather(
+        *(shop.orders.place(member, product, 2, idempotency_key="api:race") for _ in range(20))
+    )
+
+    assert sum(r.created for r in results) == 1
+    assert {r.order.id for r in results} == {results[0].order.id}
+    assert all(r.codes == codes[:2] for r in results)
+    assert await _balance(shop, member) == 10_000 - 1800
+    assert await _available(shop, product) == 8
+    assert await _count(shop, select(func.count()).select_from(Order)) == 1
+
+
+async def test_a_racing_replay_with_other_terms_is_a_conflict_never_a_second_order(
+    shop: Shop,
+) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=1000, codes=10)
+    member = await make_member(shop.db, shop.clock, balance=10_000, tier="silver")
+
+    results = await asyncio.gather(
+        *(
+            shop.orders.place(member, product, 1 + n % 2, idempotency_key="api:mixed")
+            for n in range(20)
+        ),
+        return_exceptions=True,
+    )
+
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    conflicts = [r for r in results if isinstance(r, ShopError)]
+    assert len(placed) + len(conflicts) == 20
+    assert {e.code for e in conflicts} == {ErrorCode.IDEMPOTENCY_CONFLICT}
+    quantity = placed[0].order.quantity
+    assert len(placed) == 10
+    assert {(p.order.id, p.order.quantity) for p in placed} == {(placed[0].order.id, quantity)}
+    assert await _balance(shop, member) == 10_000 - 900 * quantity
+    assert await _count(shop, select(func.count()).select_from(Order)) == 1
+
+
+async def test_orders_since_a_moment_come_oldest_first(shop: Shop) -> None:
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=10)
+    member = await make_member(shop.db, clock, balance=10_000)
+    other = await make_member(shop.db, clock, balance=10_000)
+    placed = []
+    for n in range(4):
+        placed.append((await shop.orders.place(member, product, 1, idempotency_key=f"s{n}")).order)
+        await shop.orders.place(other, product, 1, idempotency_key=f"o{n}")
+        clock.advance(timedelta(minutes=1))
+
+    assert await shop.orders.since(member, placed[0].created_at) == placed
+    assert await shop.orders.since(member, placed[2].created_at) == placed[2:]
+    assert await shop.orders.since(member, placed[1].created_at, limit=2) == placed[1:3]
+    assert await shop.orders.since(member, clock.now()) == []

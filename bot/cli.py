@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -24,6 +25,7 @@ from bot.adapters.screen import plain
 from bot.errors import render_error
 from bot.i18n import Translator
 from bot.payments import refund_refusal, star_refunder
+from core.api_keys import ApiKeyView
 from core.clock import Clock
 from core.config import Settings, SettingsError, load_settings
 from core.demo import DEMO_BUYER, is_empty, seed_demo
@@ -274,6 +276,74 @@ async def _reservations(shop: Shop, args: argparse.Namespace, t: Translator) -> 
     return 0
 
 
+async def _api_key(shop: Shop, args: argparse.Namespace, t: Translator) -> int:
+    """Reseller API keys of one member: issue (the secret shown this once), list, revoke.
+
+    Issuing and revoking are audited under the shell user. `--json` prints one JSON
+    value and nothing else on stdout, for scripts.
+    """
+    member = await shop.members.find(args.member)
+    keys = shop.api_keys
+    if args.action == "issue":
+        issued = await keys.issue(member.id, label=args.label, actor=_actor())
+        if args.json:
+            print(json.dumps({"key_id": issued.key.key_id, "secret": issued.secret}))
+            return 0
+        print(
+            t._("API key {key_id} issued for member #{member}.").format(
+                key_id=issued.key.key_id, member=member.id
+            )
+        )
+        print(
+            t._("Secret (shown only this once, keep it safe): {secret}").format(
+                secret=issued.secret
+            )
+        )
+        return 0
+    if args.action == "revoke":
+        revoked = await keys.revoke(member.id, args.key_id, actor=_actor())
+        print(
+            t._("API key {key_id} of member #{member} is revoked.").format(
+                key_id=revoked.key_id, member=member.id
+            )
+        )
+        return 0
+    listed = await keys.list(member.id, include_revoked=args.all)
+    if args.json:
+        print(json.dumps([_key_json(key) for key in listed]))
+        return 0
+    for key in listed:
+        print(_key_line(key, t))
+    print(t.ngettext("{count} API key", "{count} API keys", len(listed)).format(count=len(listed)))
+    return 0
+
+
+def _key_json(key: ApiKeyView) -> dict[str, object]:
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "key_id": key.key_id,
+        "label": key.label,
+        "created_at": moment(key.created_at),
+        "last_used_at": moment(key.last_used_at),
+        "revoked_at": moment(key.revoked_at),
+    }
+
+
+def _key_line(key: ApiKeyView, t: Translator) -> str:
+    used = t._("never") if key.last_used_at is None else t.datetime(key.last_used_at)
+    line = t._("{key_id} {label}: created {created}, last used {used}").format(
+        key_id=key.key_id,
+        label=json.dumps(key.label or "", ensure_ascii=False),
+        created=t.datetime(key.created_at),
+        used=used,
+    )
+    if key.revoked_at is not None:
+        line += t._(", revoked {revoked}").format(revoked=t.datetime(key.revoked_at))
+    return line
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardshop", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -332,6 +402,25 @@ def _parser() -> argparse.ArgumentParser:
     command("referrals", "referrers: members joined, buying in 365 days, commission earned")
     reservations = command("reservations", "open stock reservations (held codes), or cancel one")
     reservations.add_argument("--cancel", type=int, metavar="ID", help="end reservation #ID")
+    api_key = commands.add_parser(
+        "api-key", help="a member's reseller API keys: issue, list, revoke"
+    )
+    actions = api_key.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=text, parents=[common])
+
+    issue = action("issue", "a new key; its secret is shown only this once")
+    issue.add_argument("member", help="Telegram id, @username or #member-id")
+    issue.add_argument("--label", default=None, help="a name for the key (up to 64 characters)")
+    issue.add_argument("--json", action="store_true", help='print {"key_id": ..., "secret": ...}')
+    listing = action("list", "the member's keys (never their secrets)")
+    listing.add_argument("member", help="Telegram id, @username or #member-id")
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    revoke = action("revoke", "end a key at once")
+    revoke.add_argument("member", help="Telegram id, @username or #member-id")
+    revoke.add_argument("key_id", help="the key's id (ak_...)")
     return parser
 
 
@@ -347,6 +436,7 @@ SHOP_COMMANDS: dict[str, Command] = {
     "payments": _payments,
     "referrals": _referrals,
     "reservations": _reservations,
+    "api-key": _api_key,
 }
 
 

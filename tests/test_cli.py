@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,78 @@ async def test_refusals_name_what_to_fix(
     argv = ("export", "orders", "--from", "2026-11-30", "--to", "2026-11-01", "--lang", "en")
     assert await cardshop(*argv) == 1
     assert capsys.readouterr().err == "The --from date is after the --to date.\n"
+
+
+async def test_api_key_issue_json_is_one_object_for_scripts(
+    shell: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    member = await make_member(shell.db, shell.clock, telegram_id=777, tier="platinum")
+
+    assert await cardshop("api-key", "issue", "777", "--label", "shop site", "--json") == 0
+
+    out = capsys.readouterr().out
+    issued = json.loads(out)
+    assert out == json.dumps(issued) + "\n"
+    assert set(issued) == {"key_id", "secret"}
+    caller = await shell.api_keys.authenticate(issued["key_id"])
+    assert caller is not None
+    assert (caller.member_id, caller.secret) == (member, issued["secret"])
+    (entry,) = await shell.operations.audit.recent(action="api_key.issue")
+    assert entry.actor.startswith("cli:")
+    assert issued["secret"] not in json.dumps(entry.after)
+
+
+async def test_api_keys_are_issued_listed_and_revoked_from_the_shell(
+    shell: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    member = await make_member(shell.db, shell.clock, telegram_id=777, tier="platinum")
+
+    assert await cardshop("api-key", "issue", f"#{member}", "--lang", "en") == 0
+    out = capsys.readouterr().out.splitlines()
+    (key,) = await shell.api_keys.list(member)
+    caller = await shell.api_keys.authenticate(key.key_id)
+    assert caller is not None
+    assert out == [
+        f"API key {key.key_id} issued for member #{member}.",
+        f"Secret (shown only this once, keep it safe): {caller.secret}",
+    ]
+
+    assert await cardshop("api-key", "list", "777", "--lang", "en") == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith(f'{key.key_id} "": created ')
+    assert listed.endswith(", last used never\n1 API key\n")
+    assert caller.secret not in listed
+    assert await cardshop("api-key", "list", "777", "--json") == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert shown["key_id"] == key.key_id
+    assert "secret" not in shown
+    assert shown["revoked_at"] is None
+
+    assert await cardshop("api-key", "revoke", "777", key.key_id, "--lang", "en") == 0
+    assert capsys.readouterr().out == f"API key {key.key_id} of member #{member} is revoked.\n"
+    assert await shell.api_keys.authenticate(key.key_id) is None
+    assert await cardshop("api-key", "list", "777", "--lang", "en") == 0
+    assert capsys.readouterr().out == "0 API keys\n"
+    assert await cardshop("api-key", "list", "777", "--all", "--json") == 0
+    (shown,) = json.loads(capsys.readouterr().out)
+    assert shown["revoked_at"] is not None
+    (entry,) = await shell.operations.audit.recent(action="api_key.revoke")
+    assert entry.after == {"key_id": key.key_id}
+
+
+async def test_api_key_refusals_are_sentences(
+    shell: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await make_member(shell.db, shell.clock, telegram_id=777, tier="gold")
+    await make_member(shell.db, shell.clock, telegram_id=888, tier="platinum")
+
+    assert await cardshop("api-key", "issue", "777", "--json", "--lang", "en") == 1
+    assert capsys.readouterr() == ("", "API access is not part of Gold.\n")
+    assert await cardshop("api-key", "revoke", "888", "ak_0123456789abcdef", "--lang", "en") == 1
+    assert capsys.readouterr().err == "No API key ak_0123456789abcdef.\n"
+    for _ in range(3):
+        assert await cardshop("api-key", "issue", "888", "--json") == 0
+    capsys.readouterr()
+    assert await cardshop("api-key", "issue", "888", "--lang", "en") == 1
+    err = capsys.readouterr().err
+    assert err == "You already have 3 API keys, the most your level allows. Revoke one first.\n"

@@ -34,7 +34,8 @@ BALANCE = 100_000_000
 PRICE = 1000
 #: Rows per executemany: large enough to amortise the round trip, small enough for asyncpg.
 CHUNK = 20_000
-CATEGORIES = 100
+#: Products per category: enough to fill a category page (5) in a shop of any size.
+PER_CATEGORY = 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Population:
     categories: list[int]
     products: list[int]
     telegram_ids: list[int]
+    #: Members with money to spend (the ones who bought before).
+    buyers: list[int]
 
 
 def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -83,13 +86,14 @@ async def populate(
     """Grow an empty, migrated shop to `size`, then `ANALYZE` it as a live one would be."""
     rng = random.Random(seed)
     now = clock.now()
+    categories = max(1, min(100, size.products // PER_CATEGORY))
     year = timedelta(days=365)
     await _fill(
         db,
         table_of(Category),
         (
             {"id": n, "slug": f"cat-{n}", "name_zh": f"分类 {n}", "name_en": f"Category {n}"}
-            for n in range(1, CATEGORIES + 1)
+            for n in range(1, categories + 1)
         ),
     )
     await _fill(
@@ -99,7 +103,7 @@ async def populate(
             {
                 "id": n,
                 "sku": f"SKU-{n:06d}",
-                "category_id": (n - 1) % CATEGORIES + 1,
+                "category_id": (n - 1) % categories + 1,
                 "name_zh": f"商品 {n}",
                 "name_en": f"Product {n}",
                 "base_price": 100 * rng.randint(1, 500),
@@ -166,9 +170,10 @@ async def populate(
     )
     await _settle(db, buyers)
     return Population(
-        categories=list(range(1, CATEGORIES + 1)),
+        categories=list(range(1, categories + 1)),
         products=list(range(1, size.products + 1)),
         telegram_ids=[FIRST_TELEGRAM_ID + n for n in range(1, size.members + 1)],
+        buyers=[FIRST_TELEGRAM_ID + n for n in sorted(spenders)],
     )
 
 
@@ -208,6 +213,7 @@ def _ledger(buyers: Sequence[int], paid: Sequence[Any], opened: Any) -> Iterator
             "kind": "topup",
             "amount": balance,
             "balance_after": balance,
+            "order_id": None,
             "reason": "grown",
             "created_at": opened,
         }

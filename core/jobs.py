@@ -12,20 +12,32 @@ expired lots at zero) and the notices a service cannot mark are claimed by key i
 `job_notices` or `low_stock_alerts` before they are sent. A notice is therefore sent at
 most once: one cut off by a crash between its claim and the send is lost, never doubled.
 
+Several workers may tick at once: a run is held under a lease (`job_runs.held_by`,
+`lease_until`) that its worker renews every `HEARTBEAT` while the job runs. Another
+worker starts a run only when it is new, or unfinished with its lease expired (its
+worker died: it resumes after at most `LEASE`) or released (it failed here: the next
+tick retries it at once). The lease is the database's, so this holds on PostgreSQL
+without Redis and on SQLite alike.
+
 Core holds no text: the bot's `Notifier` turns each event into a localized message for
 the member, the staff chat or the admins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.api_keys import ApiKeys
@@ -43,6 +55,19 @@ from core.tiers.rules import ConditionProgress, ReviewResult
 from core.uow import Database
 
 log = logging.getLogger(__name__)
+
+#: How long a run stays held without a heartbeat: a worker that dies mid-run leaves it
+#: to the others after this long.
+LEASE = timedelta(seconds=60)
+#: How often a running job renews its lease: a few renewals fit in one lease, so a slow
+#: database round trip does not lose it.
+HEARTBEAT = timedelta(seconds=15)
+
+
+def worker_name() -> str:
+    """Who holds a lease: host and process, plus a random tail for a reused pid."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
 
 # --- events ------------------------------------------------------------------------------
 
@@ -197,8 +222,11 @@ class Jobs:
         sla_every: timedelta = timedelta(minutes=1),
         stock_every: timedelta = timedelta(minutes=5),
         payments_every: timedelta = timedelta(minutes=1),
+        holder: str | None = None,
     ) -> None:
         self._db = db
+        #: This worker's name on the runs it holds (see the module docstring).
+        self.holder = holder or worker_name()
         self._clock = clock
         self._zone = zone
         self._notifier = notifier
@@ -237,13 +265,16 @@ class Jobs:
         reports = []
         for job in self.jobs:
             period = job.period(moment)
-            if not await self._start(job.name, period, moment):
+            run_id = await self._start(job.name, period, moment)
+            if run_id is None:
                 reports.append(JobReport(job.name, period, ran=False, result=None))
                 continue
             try:
-                result = await job.run(period)
+                async with self._heartbeat(run_id):
+                    result = await job.run(period)
             except Exception as exc:
                 log.exception("job %s for %s failed; it runs again next tick", job.name, period)
+                await self._release(run_id)
                 reports.append(
                     JobReport(job.name, period, ran=True, result=None, error=type(exc).__name__)
                 )
@@ -251,25 +282,88 @@ class Jobs:
             async with self._db.transaction() as session:
                 await session.execute(
                     update(JobRun)
-                    .where(JobRun.job == job.name, JobRun.period == period)
-                    .values(finished_at=self._clock.now(), result=result)
+                    .where(JobRun.id == run_id)
+                    .values(finished_at=self._clock.now(), result=result, lease_until=None)
                 )
             reports.append(JobReport(job.name, period, ran=True, result=result))
         return reports
 
-    async def _start(self, job: str, period: str, now: datetime) -> bool:
-        """Record the run; False when this period's run already finished."""
+    async def _start(self, job: str, period: str, now: datetime) -> int | None:
+        """Take the period's run under this worker's lease; its id, or None when it has
+        finished or another worker holds it.
+
+        The take is one conditional `UPDATE`: on PostgreSQL a second worker racing for
+        the same expired lease re-reads the row after the first commits and finds it
+        held; on SQLite write transactions run one at a time.
+        """
+        lease = {"held_by": self.holder, "lease_until": self._clock.now() + LEASE}
         async with self._db.transaction() as session:
             created = await session.scalar(
                 insert_ignoring_conflict(session, JobRun),
-                {"job": job, "period": period, "started_at": now},
+                {"job": job, "period": period, "started_at": now, **lease},
             )
             if created is not None:
-                return True
-            finished = await session.scalar(
-                select(JobRun.finished_at).where(JobRun.job == job, JobRun.period == period)
+                return int(created)
+            taken = await session.scalar(
+                update(JobRun)
+                .where(
+                    JobRun.job == job,
+                    JobRun.period == period,
+                    JobRun.finished_at.is_(None),
+                    or_(JobRun.lease_until.is_(None), JobRun.lease_until <= self._clock.now()),
+                )
+                .values(started_at=now, **lease)
+                .returning(JobRun.id)
             )
-            return finished is None
+            return None if taken is None else int(taken)
+
+    @asynccontextmanager
+    async def _heartbeat(self, run_id: int) -> AsyncIterator[None]:
+        """Renew the run's lease every `HEARTBEAT` while the block runs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT.total_seconds())
+                try:
+                    held = await self._renew(run_id)
+                except Exception:
+                    log.exception("job run %s: could not renew its lease", run_id)
+                    continue
+                if not held:
+                    # Only after this worker stalled past the lease: another may run it too.
+                    log.error("job run %s: lease lost to another worker", run_id)
+                    return
+
+        beating = asyncio.create_task(beat(), name=f"job-lease-{run_id}")
+        try:
+            yield
+        finally:
+            beating.cancel()
+            with suppress(asyncio.CancelledError):
+                await beating
+
+    async def _renew(self, run_id: int) -> bool:
+        """Push the lease on; False when another worker holds the run now."""
+        async with self._db.transaction() as session:
+            renewed = await session.scalar(
+                update(JobRun)
+                .where(JobRun.id == run_id, JobRun.held_by == self.holder)
+                .values(lease_until=self._clock.now() + LEASE)
+                .returning(JobRun.id)
+            )
+        return renewed is not None
+
+    async def _release(self, run_id: int) -> None:
+        """A run that failed here: free at once, so the next tick (anyone's) retries it."""
+        try:
+            async with self._db.transaction() as session:
+                await session.execute(
+                    update(JobRun)
+                    .where(JobRun.id == run_id, JobRun.held_by == self.holder)
+                    .values(lease_until=None, held_by=None)
+                )
+        except Exception:
+            log.exception("job run %s: could not release its lease; it expires", run_id)
 
     async def _notify(self, event: Event, *, key: str | None = None) -> bool:
         """Send one event; with `key`, only if no run claimed that key before."""

@@ -772,6 +772,10 @@ class JobRun(Base):
     #: Unset while running, or when the run crashed: the next tick runs it again.
     finished_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The worker running it, and until when its lease holds without a heartbeat: no
+    #: other worker starts the run before then (`core.jobs`); unset when free.
+    held_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
 
 class JobNotice(Base):

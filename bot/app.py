@@ -23,6 +23,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.adapters.terminal import chat
 from bot.conversation import Transport
+from bot.flood import GLOBAL_PER_SECOND, FloodControl, SharedPace
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS, topup
 from bot.http import HttpServer
@@ -30,7 +31,7 @@ from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
-from core.config import EPAY_TYPES, Settings
+from core.config import EPAY_TYPES, Settings, SettingsError
 from core.demo import DEMO_BUYER
 from core.payments import Credit
 from core.shop import Shop, build_shop
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 #: The terminal chat (`cardshop run` without a token) acts as the demo buyer.
 TERMINAL_USER_ID = DEMO_BUYER
 
+
+#: Where the shared paces live in Redis (`bot.flood.SharedPace`).
+TELEGRAM_PACE_KEY = "cardshop:pace:telegram"
+BROADCAST_PACE_KEY = "cardshop:pace:broadcast"
 
 #: Redis connections one process keeps open; an update beyond them waits for one.
 REDIS_MAX_CONNECTIONS = 32
@@ -66,12 +71,29 @@ def redis_client(
 
 
 def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
-    """Every conversation over the shop; state and de-duplication in Redis when given."""
+    """Every conversation over the shop; state and de-duplication in Redis when given.
+
+    A worker behind the ingress (UPDATES_FROM=redis) keeps both in the database even
+    with Redis: there an update's claim commits with its effect, so an update a dead
+    worker left half done is handled again by another, never lost nor doubled
+    (`bot.workers`). With Redis, the flood pace and the broadcast rate are the shop's,
+    shared by every process, not each process's own.
+    """
     records = ChatStates(shop.db, shop.clock, UPDATE_SOURCE)
     store: ChatStore = (
-        RedisChatStore(records, redis, UPDATE_SOURCE) if redis is not None else DbChatStore(records)
+        RedisChatStore(records, redis, UPDATE_SOURCE)
+        if redis is not None and shop.settings.updates_from == "telegram"
+        else DbChatStore(records)
     )
-    return Runtime(shop, Registry(ALL_CONVERSATIONS), store)
+    runtime = Runtime(shop, Registry(ALL_CONVERSATIONS), store)
+    if redis is not None:
+        runtime.flood = FloodControl(
+            shared=SharedPace(redis, TELEGRAM_PACE_KEY, GLOBAL_PER_SECOND, burst=GLOBAL_PER_SECOND)
+        )
+        shop.operations.broadcasts.pace_with(
+            SharedPace(redis, BROADCAST_PACE_KEY, shop.settings.broadcast_rate)
+        )
+    return runtime
 
 
 @asynccontextmanager
@@ -160,6 +182,10 @@ async def run(
 
     `money_landed` is told of each credit a gateway's callback brings (None: only logged).
     """
+    if settings.updates_from == "redis" and (
+        settings.redis_url is None or settings.telegram_bot_token is None
+    ):
+        raise SettingsError("UPDATES_FROM=redis: a worker needs REDIS_URL and TELEGRAM_BOT_TOKEN")
     async with running(settings, clock=clock) as runtime:
         if settings.telegram_bot_token is None:
             await chat(
@@ -225,6 +251,23 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+    return 0
+
+
+def main_ingress(settings: Settings) -> int:
+    """`cardshop ingress`: Telegram's one webhook into Redis streams for the workers."""
+    from bot.workers import ingress, ingress_settings_problem
+
+    problem = ingress_settings_problem(settings)
+    if problem is not None:
+        raise SettingsError(problem)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(until_terminated(ingress(settings)))
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 

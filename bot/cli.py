@@ -362,6 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     codes.add_argument("sku")
     codes.add_argument("file", type=Path)
     command("run", "run the Telegram bot, or the terminal chat with no token")
+    command("ingress", "take Telegram's webhook into Redis for several workers")
     chat = commands.add_parser("chat", help="try the shop in this terminal")
     chat.add_argument(
         "--lang",
@@ -514,6 +515,10 @@ def _run(settings: Settings, args: argparse.Namespace, t: Translator, clock: Clo
         from bot.app import main_run
 
         return main_run(settings)
+    if args.command == "ingress":
+        from bot.app import main_ingress
+
+        return main_ingress(settings)
     if args.command == "chat":
         from bot.app import main_chat
 

@@ -9,6 +9,11 @@ global limit, and a 429 is waited out for exactly `retry_after` and sent again, 
 every other request to that chat held back as long. Replies, job notices and
 broadcasts share the pace, because they share the bot's limit.
 
+With several workers (`bot.workers`) the pace is the bot's, not each process's: given
+a `SharedPace`, every worker reserves its turns from one schedule kept in Redis, and
+broadcasts (`core.broadcast`, BROADCAST_RATE) use another such pace. Should Redis fail,
+a worker falls back to its own pace rather than stop sending.
+
 Both adapters route every API request through `FloodControl.send` (aiogram as a
 session middleware, python-telegram-bot as its rate limiter); nothing above them
 retries a 429. Neither framework retries a request by itself: aiogram raises
@@ -24,6 +29,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +57,75 @@ def flood_wait(error: BaseException) -> float | None:
     return None
 
 
+#: Reserve the next turn of a pace kept in Redis (GCRA, "generic cell rate"): KEYS[1]
+#: holds the theoretical arrival time of the next request in ms of Redis's clock, so
+#: every worker reads one time; ARGV: ms per request, ms of burst tolerance. Returns
+#: the ms to wait and the turn's time.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local go = tat - tonumber(ARGV[2])
+if go < now then go = now end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX',
+           math.ceil(next_tat - now) + 1000)
+return {string.format('%.3f', go - now), string.format('%.3f', go)}
+"""
+
+
+class SharedPace:
+    """`per_second` turns a second (bursts of `burst`) across every process sharing `key`.
+
+    One Lua call per turn reserves a place on a schedule in Redis and says how long to
+    sleep for it, so turns leave in the order they were reserved, whichever worker took
+    them, and no one-second window holds more than `per_second` plus the burst.
+    """
+
+    def __init__(self, redis: Redis, key: str, per_second: float, burst: float = 1.0) -> None:
+        if per_second <= 0 or burst < 1:
+            raise ValueError("per_second must be positive and burst at least 1")
+        self._reserve = redis.register_script(_RESERVE)
+        self._key = key
+        self._interval_ms = 1000.0 / per_second
+        self._tolerance_ms = (burst - 1) * self._interval_ms
+        self.per_second = per_second
+
+    async def reserve(self) -> tuple[float, float]:
+        """Take the next turn: (seconds to wait for it, its time in Redis ms)."""
+        wait, at = await self._reserve(
+            keys=[self._key], args=[self._interval_ms, self._tolerance_ms]
+        )
+        return max(float(wait), 0.0) / 1000.0, float(at)
+
+    async def acquire(self) -> None:
+        """Wait for the next turn (the `core.broadcast.Pace` a broadcast takes).
+
+        Redis away: one interval, this worker pacing itself, rather than a failed send.
+        """
+        try:
+            wait, _ = await self.reserve()
+        except RedisError:
+            log.warning("shared pace unavailable: pacing this worker alone", exc_info=True)
+            wait = self._interval_ms / 1000.0
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
 class FloodControl:
     """The shop's one pace for requests to chats, and the one place a 429 is waited out.
 
     Turns are reserved in arrival order, so waiting requests leave in the order they
-    came and none is starved; one instance serves every client of the process.
+    came and none is starved; one instance serves every client of the process, and
+    with `shared` every worker of the bot (see the module docstring).
     """
 
-    def __init__(self, per_second: float = GLOBAL_PER_SECOND) -> None:
+    def __init__(
+        self, per_second: float = GLOBAL_PER_SECOND, *, shared: SharedPace | None = None
+    ) -> None:
+        self._shared = shared
         self._rate = per_second
         self._burst = max(per_second, 1.0)
         self._tokens = self._burst
@@ -93,9 +162,20 @@ class FloodControl:
                 now = loop.time()
             if self._held.get(chat_id) == until:
                 del self._held[chat_id]
-        wait = self._reserve(now)
+        wait = await self._reserve_turn(now)
         if wait > 0:
             await asyncio.sleep(wait)
+
+    async def _reserve_turn(self, now: float) -> float:
+        """Seconds until this request's turn: the shared pace's, else this process's."""
+        if self._shared is not None:
+            try:
+                wait, _ = await self._shared.reserve()
+            except RedisError:
+                log.warning("shared pace unavailable: pacing this worker alone", exc_info=True)
+            else:
+                return wait
+        return self._reserve(now)
 
     def _reserve(self, now: float) -> float:
         """Take a token from the shop-wide bucket; seconds until it is really there."""

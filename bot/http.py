@@ -83,13 +83,19 @@ class HttpServer:
     # --- Telegram's webhook ---------------------------------------------------------------
 
     def add_webhook(
-        self, parse: Callable[[dict[str, Any]], U], accept: Callable[[U], Awaitable[object]]
+        self,
+        parse: Callable[[dict[str, Any]], U],
+        accept: Callable[[U], Awaitable[object]],
+        *,
+        answer_after: bool = False,
     ) -> str:
         """Receive updates at WEBHOOK_URL's path; returns the secret to give setWebhook.
 
         A call without the secret is a 403; a body that is no update (not JSON, or a shape
         `parse`, the framework's reading, trips over) a 400, logged in one line; anything
-        else a 200 at once, `accept` handling it in a task of its own.
+        else a 200 at once, `accept` handling it in a task of its own. With
+        `answer_after` (the ingress, `bot.workers`) the 200 waits for `accept`, and its
+        failure is a 503, so Telegram sends the update again.
         """
         settings = self._settings
         assert settings.webhook_url is not None
@@ -108,7 +114,14 @@ class HttpServer:
             except Exception as exc:  # the framework raises whatever a wrong shape trips over
                 reason = f"not an update: {type(exc).__name__}"
             else:
-                self.later("webhook: an update", accept(update))
+                if not answer_after:
+                    self.later("webhook: an update", accept(update))
+                    return web.Response(text="ok")
+                try:
+                    await accept(update)
+                except Exception:
+                    log.exception("webhook: an update not taken; Telegram sends it again")
+                    return web.Response(status=503, text="Service Unavailable")
                 return web.Response(text="ok")
             log.warning("webhook: refused a body (%s)", reason)
             return web.Response(status=400, text="Bad Request")

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from sqlalchemy import Integer, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -142,6 +142,12 @@ SendFn = Callable[[int, str | None, str, Button | None], Awaitable[SendOutcome]]
 ProgressFn = Callable[[BroadcastReport], Awaitable[None]]
 
 
+class Pace(Protocol):
+    """What paces broadcast sends: `acquire` returns when the next send may go."""
+
+    async def acquire(self) -> None: ...
+
+
 class TokenBucket:
     """At most `rate` sends a second, shared by every worker of a process.
 
@@ -211,9 +217,18 @@ class Broadcasts:
         self._db = db
         self._ladder = ladder
         self._clock = clock
-        self._bucket = TokenBucket(rate)
+        self._bucket: Pace = TokenBucket(rate)
         self._concurrency = concurrency
         self._progress_every = progress_every
+
+    def pace_with(self, pace: Pace) -> None:
+        """Pace sends with `pace` instead of this process's own bucket.
+
+        BROADCAST_RATE is the shop's rate: with several workers the bot hands one pace
+        they share (`bot.flood.SharedPace`, in Redis), or each would send at the full
+        rate and the shop at N times it.
+        """
+        self._bucket = pace
 
     # --- creating -----------------------------------------------------------------------
 

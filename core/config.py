@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # Database and cache
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    #: Where `cardshop run` takes Telegram's updates: from Telegram itself (polling, or
+    #: WEBHOOK_URL), or `redis`: from the streams `cardshop ingress` fills, as one of
+    #: several workers (`bot.workers`).
+    updates_from: Literal["telegram", "redis"] = "telegram"
+    #: Streams the ingress spreads chats over (chat id mod N); ingress and workers agree.
+    update_partitions: int = Field(default=16, ge=1, le=1024)
 
     # The shop
     shop_timezone: str = "Asia/Shanghai"

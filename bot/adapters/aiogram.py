@@ -206,6 +206,7 @@ async def serve(runtime: Runtime, settings: Settings, http: HttpServer) -> None:
             http,
             parse=lambda body: Update.model_validate(body, context={"bot": bot}),
             accept=lambda update: dispatcher.feed_update(bot, update),
+            handle=lambda update: dispatcher.feed_update(bot, update),
             set_webhook=lambda url, secret: bot.set_webhook(
                 url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
             ),

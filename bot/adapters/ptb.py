@@ -226,6 +226,7 @@ async def serve(runtime: Runtime, settings: Settings, http: HttpServer) -> None:
                 http,
                 parse=lambda body: Update.de_json(body, application.bot),
                 accept=application.update_queue.put,
+                handle=application.process_update,
                 set_webhook=lambda url, secret: application.bot.set_webhook(
                     url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
                 ),

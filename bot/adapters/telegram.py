@@ -199,18 +199,27 @@ async def take_updates(
     *,
     parse: Callable[[dict[str, Any]], U],
     accept: Callable[[U], Awaitable[object]],
+    handle: Callable[[U], Awaitable[object]],
     set_webhook: Callable[[str, str], Awaitable[object]],
     delete_webhook: Callable[[], Awaitable[object]],
     poll: Callable[[], Awaitable[None]],
 ) -> None:
     """Take updates until cancelled, the shop's HTTP server running alongside.
 
-    With WEBHOOK_URL, Telegram posts them to that path on the HTTP server (`parse` is
-    the framework's reading of one, `accept` hands it on), and `set_webhook(url, secret)`
-    is called once it listens; else the webhook is deleted and `poll` long-polls, the
-    server listening only for the routes others gave it (易支付).
+    With UPDATES_FROM=redis this is one of several workers: updates come from the
+    streams the ingress fills (`bot.workers`), each read with `parse` and handed to
+    `handle`, which returns once it is handled, and Telegram's webhook is left to the
+    ingress. With WEBHOOK_URL, Telegram posts them to that path on the HTTP server
+    (`parse` is the framework's reading of one, `accept` hands it on), and
+    `set_webhook(url, secret)` is called once it listens; else the webhook is deleted
+    and `poll` long-polls, the server listening only for the routes others gave it (易支付).
     """
-    if settings.webhook_url is not None:
+    if settings.updates_from == "redis":
+        from bot.workers import consume
+
+        async with http.serving():
+            await consume(settings, parse, handle)
+    elif settings.webhook_url is not None:
         secret = http.add_webhook(parse, accept)
         async with http.serving():
             await set_webhook(settings.webhook_url, secret)

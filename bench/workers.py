@@ -96,6 +96,8 @@ class Cluster:
             "CODE_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "DATA_DIR": str(folder / "data"),
             "TIERS_FILE": str(tiers_file_with(folder, max_orders=10**6, max_failures=10**6)),
+            # The checkout, for `bench.workers_main` (the shop's own packages are installed).
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
             "UPDATES_FROM": "redis",
             "UPDATE_PARTITIONS": str(partitions),
             "WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
@@ -193,6 +195,12 @@ class Round:
         return self.updates / self.seconds
 
     @property
+    def worker_busy(self) -> float:
+        """The workers' CPU time over their wall time: how much of a core each really got."""
+        spent = sum(v for k, v in self.cpu.items() if k != "ingress")
+        return spent / (self.seconds * self.workers)
+
+    @property
     def worker_cpu_per_update_ms(self) -> float:
         spent = sum(v for k, v in self.cpu.items() if k != "ingress")
         return spent / self.updates * 1000
@@ -254,12 +262,12 @@ async def one_round(
 
 
 def report(rounds: list[Round]) -> None:
-    columns = ("workers", "updates", "upd/s", "worker CPU ms/upd", "ingress CPU s")
+    columns = ("workers", "updates", "upd/s", "worker CPU ms/upd", "core/worker", "ingress CPU s")
     print(" ".join(f"{c:>8}" for c in columns))
     for r in rounds:
         print(
-            f"{r.workers:8d} {r.updates:8d} {r.per_second:8.1f} {r.worker_cpu_per_update_ms:17.2f}"
-            f" {r.cpu.get('ingress', 0.0):13.2f}"
+            f"{r.workers:7d} {r.updates:7d} {r.per_second:5.1f} {r.worker_cpu_per_update_ms:17.2f}"
+            f" {r.worker_busy:11.2f} {r.cpu.get('ingress', 0.0):13.2f}"
         )
     by = {n: [r for r in rounds if r.workers == n] for n in (1, 2)}
     if by[1] and by[2]:
@@ -271,8 +279,9 @@ def report(rounds: list[Round]) -> None:
         print(
             f"one worker spends {cost:.2f} CPU-ms per update: a core of its own carries"
             f" ~{1000 / cost:.0f} updates/s; this machine has {cores} core(s), shared with"
-            " PostgreSQL, Redis, the ingress and the stand-in, so it cannot show that"
-            " per-core figure added up"
+            " PostgreSQL, Redis, the ingress and the stand-in (and whatever else runs:"
+            " 'core/worker' is the share of a core each worker got), so it cannot show"
+            " that per-core figure added up"
         )
 
 

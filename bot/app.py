@@ -24,7 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from bot.adapters.terminal import chat
 from bot.conversation import Transport
 from bot.flood import GLOBAL_PER_SECOND, FloodControl, SharedPace
-from bot.framework import UPDATE_SOURCE, Registry, Runtime
+from bot.framework import UPDATE_SOURCE, Registry, Runtime, ShownMessages
 from bot.handlers import ALL_CONVERSATIONS, topup
 from bot.http import HttpServer
 from bot.notifier import background
@@ -86,6 +86,11 @@ def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
         else DbChatStore(records)
     )
     runtime = Runtime(shop, Registry(ALL_CONVERSATIONS), store)
+    if shop.settings.updates_from == "redis":
+        # A chat moves between workers as partitions are rebalanced, so what this process
+        # last drew in a message may be stale: remember nothing, and let Telegram's "not
+        # modified" (taken as success) stand for an unchanged edit.
+        runtime.shown = ShownMessages(capacity=0)
     if redis is not None:
         runtime.flood = FloodControl(
             shared=SharedPace(redis, TELEGRAM_PACE_KEY, GLOBAL_PER_SECOND, burst=GLOBAL_PER_SECOND)

@@ -18,6 +18,15 @@ done (see `bot.framework.Runtime.begin` and `run`):
   never both take it) and reads the state, then the member is read in the database. A
   crash after the claim loses the update, as a claim-first store does: no double
   effect, at the price of an update dropped in that rare case.
+
+A chat's state is read on arrival and written when the update is done, with no lock in
+the store: what keeps two updates of one chat from interleaving that read and write is
+that one chat is handled by one process at a time, one update after the other. One
+process takes updates from Telegram (`bot.framework.ChatLocks` orders a chat's updates
+there); with several workers (`bot.workers`) a chat's stream partition is read by one
+worker at a time under a lease, and its updates in order. Workers use `DbChatStore`,
+whose claim commits with the update's effect, so a dead worker's updates can be handled
+again by another without being lost (as `RedisChatStore`'s claim-first would).
 """
 
 from __future__ import annotations

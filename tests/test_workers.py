@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 
 from bench.updates import FIRST_MEMBER, seed
 from bench.workers import Cluster, free_port, wait_until_ready
+from bot.flood import FloodControl, SharedPace
 from bot.handlers.browse import ProductCallback
 from bot.handlers.buy import PayCallback, QuantityCallback
 from bot.http import SECRET_HEADER, HttpServer
@@ -120,6 +121,39 @@ async def test_the_ingress_answers_only_after_the_update_is_in_redis(
     entries: Any = await redis.xrange(streams.stream(6 % 4))
     assert [json.loads(fields[FIELD.encode()]) for _, fields in entries] == [body]
     assert sum([await redis.xlen(streams.stream(p)) for p in range(4)]) == 1
+
+
+@needs_both
+async def test_a_shared_pace_puts_every_processs_turns_on_one_schedule(redis: Redis) -> None:
+    """Two processes' paces (two clients, one key): their turns together keep the rate.
+
+    The turns are Redis's times, not sleeps measured here, so this holds on a slow
+    machine: after the burst, any `k` more turns span at least `k` intervals.
+    """
+    clients = [Redis.from_url(REDIS_URL) for _ in range(2)]
+    paces = [SharedPace(c, "test:pace", per_second=10, burst=3) for c in clients]
+    turns = await asyncio.gather(*(paces[i % 2].reserve() for i in range(20)))
+    for client in clients:
+        await client.aclose()
+    times = sorted(at for _, at in turns)
+    interval_ms = 100.0
+    for first in range(len(times)):
+        for later in range(first + 3, len(times)):
+            assert times[later] - times[first] >= (later - first - 2) * interval_ms - 0.01
+    assert all(wait >= 0 for wait, _ in turns)
+
+
+async def test_a_pace_without_redis_still_sends_at_this_processs_own_pace() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0")
+    flood = FloodControl(per_second=1000, shared=SharedPace(dead, "k", per_second=1000))
+    sent = [await flood.send(5, lambda i=i: _echo(i)) for i in range(3)]
+    await SharedPace(dead, "k", per_second=1000).acquire()
+    await dead.aclose()
+    assert sent == [0, 1, 2]
+
+
+async def _echo(value: int) -> int:
+    return value
 
 
 # --- the whole layout ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ async def test_a_shared_pace_puts_every_processs_turns_on_one_schedule(redis: Re
 async def test_a_pace_without_redis_still_sends_at_this_processs_own_pace() -> None:
     dead = Redis.from_url("redis://127.0.0.1:1/0")
     flood = FloodControl(per_second=1000, shared=SharedPace(dead, "k", per_second=1000))
-    sent = [await flood.send(5, lambda i=i: _echo(i)) for i in range(3)]
+    sent = [await flood.send(5, partial(_echo, i)) for i in range(3)]
     await SharedPace(dead, "k", per_second=1000).acquire()
     await dead.aclose()
     assert sent == [0, 1, 2]

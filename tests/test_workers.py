@@ -230,8 +230,9 @@ def redelivered(log: str) -> set[int]:
 
 @needs_both
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("adapter", ["aiogram", "ptb"])
 async def test_three_workers_one_killed_mid_load_handle_each_update_once_in_order(
-    shop: Shop, redis: Redis, tmp_path: Path
+    shop: Shop, redis: Redis, tmp_path: Path, adapter: str
 ) -> None:
     catalog = await seed(shop, CHATS, CHATS)
     async with shop.db.transaction() as session:
@@ -248,7 +249,7 @@ async def test_three_workers_one_killed_mid_load_handle_each_update_once_in_orde
             database_url=str(shop.settings.database_url),
             redis_url=REDIS_URL,
             api=api,
-            extra={"CODE_ENCRYPTION_KEYS": TEST_KEY},
+            extra={"CODE_ENCRYPTION_KEYS": TEST_KEY, "BOT_FRAMEWORK": adapter},
         )
         try:
             cluster.start_ingress()
@@ -271,8 +272,15 @@ async def test_three_workers_one_killed_mid_load_handle_each_update_once_in_orde
             # Mid-load: a third of the updates handled, every chat with more to come.
             while len(progress.done) < total // 3:
                 await progress.changed.wait()
+            streams = UpdateStreams(redis, int(cluster.env["UPDATE_PARTITIONS"]))
+            leases = [streams.lease(p) for p in range(streams.partitions)]
+            dead = f":{cluster.processes['worker0'].pid}:".encode()
+            assert any(dead in holder for holder in await redis.mget(leases) if holder)
             cluster.kill("worker0")
             await asyncio.gather(*flows)
+            # Its partitions were taken over: every one held, none by the dead worker.
+            holders = await redis.mget(leases)
+            assert all(holder and dead not in holder for holder in holders), holders
             poller.cancel()
         finally:
             cluster.stop()

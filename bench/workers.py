@@ -262,12 +262,11 @@ async def one_round(
 
 
 def report(rounds: list[Round]) -> None:
-    columns = ("workers", "updates", "upd/s", "worker CPU ms/upd", "core/worker", "ingress CPU s")
-    print(" ".join(f"{c:>8}" for c in columns))
+    print("workers updates  upd/s  worker CPU ms/upd  core/worker  ingress CPU s")
     for r in rounds:
         print(
-            f"{r.workers:7d} {r.updates:7d} {r.per_second:5.1f} {r.worker_cpu_per_update_ms:17.2f}"
-            f" {r.worker_busy:11.2f} {r.cpu.get('ingress', 0.0):13.2f}"
+            f"{r.workers:7d} {r.updates:7d} {r.per_second:6.1f} {r.worker_cpu_per_update_ms:18.2f}"
+            f" {r.worker_busy:12.2f} {r.cpu.get('ingress', 0.0):14.2f}"
         )
     by = {n: [r for r in rounds if r.workers == n] for n in (1, 2)}
     if by[1] and by[2]:

@@ -47,9 +47,9 @@ class ApiKeyCallback(Callback):
 
 
 def require_api(ctx: Context) -> None:
-    """Refuse, with the tier's name, a member whose tier has no API access."""
+    """Refuse a member whose tier has no API access ("your level does not include it")."""
     if not offers_api(ctx):
-        raise ShopError(ErrorCode.API_NOT_ALLOWED, tier=ctx.member.tier_key)
+        raise ShopError(ErrorCode.API_NOT_ALLOWED)
 
 
 async def api_members_only(ctx: Context) -> bool:

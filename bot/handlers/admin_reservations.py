@@ -108,9 +108,11 @@ async def card_text(ctx: Context, hold: ReservationView) -> str:
             ctx._("Product: {name} ({sku})").format(
                 name=escape(hold.product_name(ctx.locale)), sku=escape(hold.sku)
             ),
-            ctx._("Held: {remaining} of {quantity} codes still unbought").format(
-                remaining=ctx.number(hold.remaining), quantity=ctx.number(hold.quantity)
-            ),
+            ctx.ngettext(
+                "Held: {remaining} of {quantity} code still unbought",
+                "Held: {remaining} of {quantity} codes still unbought",
+                hold.quantity,
+            ).format(remaining=ctx.number(hold.remaining), quantity=ctx.number(hold.quantity)),
             ctx._("Reserved {start}, until {end}").format(
                 start=ctx.datetime(hold.created_at), end=ctx.datetime(hold.expires_at)
             ),

@@ -147,6 +147,14 @@ async def test_a_key_is_made_shown_once_listed_without_its_secret_and_revoked(
     assert await live_keys(shop, member_id) == []
     assert await shop.api_keys.authenticate(key_id) is None
 
+    # Someone else's key, forged into the button, is no key of this member's.
+    other = await make_member(shop.db, shop.clock, tier="platinum")
+    theirs = (await shop.api_keys.issue(other)).key.key_id
+    for action in ("revoke", "confirm"):
+        await member.press(done.message_id, f"apikey:{theirs}:{action}")
+        assert member.answer() == en._("No API key {key}.").format(key=theirs)
+    assert await live_keys(shop, other) == [theirs]
+
 
 async def test_the_tier_caps_the_keys_and_a_double_tapped_skip_makes_one(
     chat: Callable[..., Chat], shop: Shop

@@ -149,11 +149,17 @@ def serve(
     a free port; `it.client` talks to it, `it.shop` sets up members and keys."""
 
     @contextlib.asynccontextmanager
-    async def start(per_minute: int = 10_000, redis: bool = False) -> AsyncIterator[Served]:
+    async def start(
+        per_minute: int = 10_000, redis: bool = False, platinum_reserves: bool = True
+    ) -> AsyncIterator[Served]:
+        tiers = limited_tiers(tmp_path, per_minute)
+        if not platinum_reserves:  # platinum is the first tier with `reservation`
+            text = tiers.read_text(encoding="utf-8")
+            tiers.write_text(text.replace("reservation = true", "reservation = false", 1))
         settings = bot_settings.model_copy(
             update={
                 "api_enabled": True,
-                "tiers_file": limited_tiers(tmp_path, per_minute),
+                "tiers_file": tiers,
                 "redis_url": REDIS_URL if redis else None,
             }
         )
@@ -557,6 +563,21 @@ async def test_reserving_listing_and_releasing_by_api(
         assert released.body == {"id": held.body["id"], "released": 3}
         assert (await it.client.call(key, "DELETE", path)).error == "reservation_not_found"
         assert (await snapshot(db))["held"] == 0
+
+
+async def test_reservations_need_a_tier_with_reservation(serve: Callable[..., Any]) -> None:
+    async with serve(platinum_reserves=False) as it:
+        key = await it.key()
+        sku = await a_product(it)
+        for method, path, payload in [
+            ("GET", "/api/v1/reservations", None),
+            ("POST", "/api/v1/reservations", {"sku": sku, "quantity": 1}),
+            ("DELETE", "/api/v1/reservations/1", None),
+        ]:
+            refused = await it.client.call(key, method, path, payload)
+            assert (refused.status, refused.error) == (403, "not_allowed_for_tier"), path
+            assert refused.body["message"] == "This is available from Diamond up."
+        assert (await it.client.call(key, "GET", "/api/v1/products")).status == 200
 
 
 # --- the docs page --------------------------------------------------------------------------

@@ -280,20 +280,20 @@ class _Facts:
     stock: dict[int, int]
     #: Per-account prices of the products on the screen that have one.
     member_prices: dict[int, int]
-    #: Codes of each product the member holds under a reservation (read only when asked).
+    #: Of `stock`, the codes of each product the member holds under a reservation.
     held: dict[int, int]
 
 
 @functools.cache
-def _facts_query(*, holds: bool = False) -> Select[*tuple[Any, ...]]:
-    """The revision, the member, and each listed product's stock and per-account price
-    (and, with `holds`, the codes of it the member holds under a reservation).
+def _facts_query() -> Select[*tuple[Any, ...]]:
+    """The revision, the member, and each listed product's stock (the open shelf and the
+    codes of it the member holds under a reservation, apart) and per-account price.
 
     Binds `member`, `at` (for the points spendable then) and `products` (a list, maybe
     empty: the member's row still comes back, with NULL product columns). One row per
     product; no row at all when the member does not exist.
     """
-    query = (
+    return (
         select(
             _REVISION.label("revision"),
             Member.tier_key,
@@ -301,6 +301,7 @@ def _facts_query(*, holds: bool = False) -> Select[*tuple[Any, ...]]:
             available_points(Member.id.expression, bindparam("at")).label("points"),
             Product.id.label("product_id"),
             _STOCK.label("stock"),
+            _HELD.label("held"),
             MemberPrice.price.label("member_price"),
         )
         .select_from(Member)
@@ -311,7 +312,6 @@ def _facts_query(*, holds: bool = False) -> Select[*tuple[Any, ...]]:
         )
         .where(Member.id == bindparam("member", type_=Integer))
     )
-    return query.add_columns(_HELD.label("held")) if holds else query
 
 
 def _pricing_input(product: ProductView, facts: _Facts) -> PricingInput:
@@ -529,9 +529,7 @@ class Catalog:
         One statement, like a category page; prices come from `pricing`, as charged.
         """
         shelf, facts = await self._read(
-            member_id,
-            lambda shelf: [pid for ids in shelf.on_sale.values() for pid in ids],
-            holds=True,
+            member_id, lambda shelf: [pid for ids in shelf.on_sale.values() for pid in ids]
         )
         lines = []
         for product in sorted(
@@ -546,7 +544,7 @@ class Catalog:
                 continue
             lines.append(
                 PriceLine(
-                    product=replace(product, stock=facts.stock[product.id] + held),
+                    product=replace(product, stock=facts.stock[product.id]),
                     unit_price=pricing.unit_price(self._ladder, inputs)[0],
                     max_per_order=pricing.quantity_limit(self._ladder, inputs),
                     held=held,
@@ -565,18 +563,18 @@ class Catalog:
             shelf = await self._reload()
 
     async def _read(
-        self, member_id: int, shown: Callable[[_Shelf], Sequence[int]], *, holds: bool = False
+        self, member_id: int, shown: Callable[[_Shelf], Sequence[int]]
     ) -> tuple[_Shelf, _Facts]:
         """Current definitions and the member's fresh facts for the products `shown`
         picks from them, in one statement whenever the definitions have not moved.
 
-        `holds` also counts the member's reserved codes of each product (the API's price
-        list); the chat's screens leave it off and keep their statement as it was."""
+        A product's stock for this member is the open shelf plus their own holds: what
+        they can buy, and what their purchase takes first."""
         shelf = self._shelf or await self._reload()
         while True:
             params = {"member": member_id, "at": self._clock.now(), "products": list(shown(shelf))}
             async with self._db.read() as session:
-                rows = (await session.execute(_facts_query(holds=holds), params)).all()
+                rows = (await session.execute(_facts_query(), params)).all()
             if not rows:
                 raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
             first = rows[0]
@@ -585,7 +583,11 @@ class Catalog:
                     tier_key=first.tier_key,
                     balance=first.balance,
                     points=int(first.points),
-                    stock={row.product_id: row.stock for row in rows if row.product_id is not None},
+                    stock={
+                        row.product_id: row.stock + row.held
+                        for row in rows
+                        if row.product_id is not None
+                    },
                     member_prices={
                         row.product_id: row.member_price
                         for row in rows
@@ -594,7 +596,7 @@ class Catalog:
                     held={
                         row.product_id: row.held
                         for row in rows
-                        if holds and row.product_id is not None and row.held
+                        if row.product_id is not None and row.held
                     },
                 )
             shelf = await self._reload()

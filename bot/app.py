@@ -27,11 +27,13 @@ from bot.api import ResellerApi
 from bot.conversation import Transport
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS, topup
+from bot.handlers.delivery import tell_referrer
 from bot.http import HttpServer
 from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
+from core.commission import CommissionCredit
 from core.config import EPAY_TYPES, Settings
 from core.demo import DEMO_BUYER
 from core.payments import Credit
@@ -138,7 +140,14 @@ def http_server(
         landed = None if money_landed is None else partial(money_landed, runtime, transport)
         http.add_epay(shop.payments, landed)
     if api and shop.settings.api_enabled:
-        http.add_api(ResellerApi(shop, runtime.redis))
+
+        def earned(credit: CommissionCredit) -> None:
+            http.later(
+                f"telling of commission on order {credit.order_id}",
+                tell_referrer(shop, transport, credit),
+            )
+
+        http.add_api(ResellerApi(shop, runtime.redis, earned=earned))
     return http
 
 

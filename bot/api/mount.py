@@ -31,7 +31,7 @@ from bot.api.guard import Guard
 from bot.api.models import ID_MAX
 from bot.api.nonces import DbNonces, NonceStore, RedisNonces
 from bot.api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from bot.api.routes import PREFIX, ROUTES, Call, Route
+from bot.api.routes import DOCS_PATH, PREFIX, ROUTES, Call, Earned, Route
 from bot.i18n import Translator
 from core.errors import ShopError
 from core.shop import Shop
@@ -47,9 +47,12 @@ _ID = r"[1-9][0-9]{0,18}"
 class ResellerApi:
     """The API over one shop; Redis (when given) shares nonces and rate limits."""
 
-    def __init__(self, shop: Shop, redis: Redis | None = None) -> None:
+    def __init__(
+        self, shop: Shop, redis: Redis | None = None, *, earned: Earned | None = None
+    ) -> None:
         settings = shop.settings
         self._shop = shop
+        self._earned = earned
         self._english = Translator("en", currency=settings.shop_currency, zone=settings.zone)
         nonces: NonceStore
         limiter: RateLimiter
@@ -69,7 +72,7 @@ class ResellerApi:
                 path = path.replace(f"{{{name}}}", f"{{{name}:{_ID}}}")
             router.add_route(route.method, path, self._serving(route))
         router.add_get(f"{PREFIX}/openapi.json", self._document)
-        router.add_get(f"{PREFIX}/docs", self._page)
+        router.add_get(DOCS_PATH, self._page)
         router.add_route("*", PREFIX + "/{tail:.*}", self._not_found)
 
     async def _document(self, request: web.Request) -> web.Response:
@@ -112,6 +115,7 @@ class ResellerApi:
             body=None if route.body is None else _body(route.body, raw),
             query=None if route.query is None else _query(route.query, request),
             ids=ids,
+            earned=self._earned,
         )
         reply = await route.handler(call)
         body = reply.answer.model_dump(mode="json")

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from bot.api import models
 from core.api_keys import ApiCaller
+from core.commission import CommissionCredit
 from core.models import OrderStatus
 from core.orders import OrderView
 from core.reservations import ReservationView
@@ -26,6 +27,10 @@ from core.shop import Shop
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Told of a commission an API order's delivery just credited, to tell the referrer in
+#: their chat (after the answer: the buyer's program never waits on Telegram).
+Earned = Callable[[CommissionCredit], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class Call:
     query: BaseModel | None
     #: The integer path parameters (`{order_id}`...).
     ids: dict[str, int]
+    earned: Earned | None = None
 
     def parsed(self, model: type[M]) -> M:
         """The body or query, as the route's model."""
@@ -177,10 +183,13 @@ async def place_order(call: Call) -> Reply:
     status = order.status
     if status is OrderStatus.PAID:
         try:
-            await shop.orders.mark_delivered(order.id)
+            credit = await shop.orders.mark_delivered(order.id)
             status = OrderStatus.DELIVERED
         except Exception:
             log.exception("api: order %s handed over but not marked delivered", order.id)
+        else:
+            if credit is not None and call.earned is not None:
+                call.earned(credit)
     placed = _order(order, call.currency, purchase.codes).model_dump()
     placed.update(status=status.value, balance_after=purchase.balance_after)
     answer = models.PlacedOrder(**placed, created=purchase.created)
@@ -218,6 +227,8 @@ async def release(call: Call) -> Reply:
 
 
 PREFIX = "/api/v1"
+#: The human docs page (`bot.api.docs`), linked from the chat's 🔑 API screen.
+DOCS_PATH = f"{PREFIX}/docs"
 
 ROUTES: tuple[Route, ...] = (
     Route(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from bot.api.routes import DOCS_PATH
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
 from bot.errors import render_error
@@ -25,8 +26,6 @@ from bot.i18n import N_
 from core.api_keys import LABEL_MAX, ApiKeyView
 from core.errors import ErrorCode, ShopError
 
-#: Where the HTTP server serves the human docs page, under PUBLIC_URL or HTTP_LISTEN.
-DOCS_PATH = "/api/v1/docs"
 #: Typing the new key's label.
 LABEL = "api:label"
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.api.routes import ROUTES
 from bot.app import run
@@ -616,3 +616,29 @@ async def test_the_docs_pages_python_example_works_as_pasted(
     state = await snapshot(db)
     assert state["orders"] == 1
     assert (key.member_id, 10_000 - PLATINUM_PRICE) in state["balances"]  # type: ignore[operator]
+
+
+async def test_an_api_order_tells_the_referrer_of_their_commission_once(
+    serve: Callable[..., Any], api: BotApiStub
+) -> None:
+    async with serve() as it:
+        shop = it.shop
+        referrer = await make_member(shop.db, shop.clock, tier="platinum", telegram_id=4242)
+        key = await it.key()
+        async with shop.db.transaction() as session:
+            await session.execute(
+                update(Member).where(Member.id == key.member_id).values(referrer_id=referrer)
+            )
+            await session.execute(update(Member).where(Member.id == referrer).values(locale="en"))
+        sku = await a_product(it)
+        placed = await it.client.call(key, "POST", "/api/v1/orders", order(sku, 2, key="ref-1"))
+        again = await it.client.call(key, "POST", "/api/v1/orders", order(sku, 2, key="ref-1"))
+        assert (placed.status, again.status) == (201, 200)
+
+        def told() -> list[str]:
+            return [m.text or "" for m in api.sent_to(4242) if "commission" in (m.text or "")]
+
+        await api.wait_for(told, what="the commission notice")
+        await asyncio.sleep(0.2)  # a second notice would be on its way by now
+        # Platinum earns 3 % of the 1,600 the order cost.
+        assert told() == ["💰 +¥0.48 commission from an order of a member you referred (b***)."]

@@ -91,8 +91,8 @@ async def show_keys(ctx: Context, *, notice: str | None = None) -> None:
     lines += [
         ctx._("🔑 <b>API keys</b>"),
         ctx.ngettext(
-            "Your level allows {count} key at a time, {rate} requests a minute each.",
-            "Your level allows {count} keys at a time, {rate} requests a minute each.",
+            "Your level allows {count} key at a time, rate limit {rate}/min.",
+            "Your level allows {count} keys at a time, rate limit {rate}/min each.",
             caps.api_keys_max,
         ).format(
             count=ctx.number(caps.api_keys_max), rate=ctx.number(caps.api_requests_per_minute)

@@ -54,7 +54,7 @@ async def show_page(ctx: Context, page: int) -> None:
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(max(page, 1), pages)
     shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    lines = [ctx._("👥 <b>Referrals</b>")]
+    lines = [ctx._("👥 <b>Referral report</b>")]
     if pages > 1:
         lines.append(
             ctx._("Page {page} of {pages}").format(page=ctx.number(page), pages=ctx.number(pages))

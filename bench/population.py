@@ -117,7 +117,10 @@ async def populate(
     sold = int(size.codes * size.sold)
     buyers = [rng.randint(1, size.members) for _ in range(sold)]
     spenders = set(buyers)
-    products = [rng.randint(1, size.products) for _ in range(size.codes)]
+    # Sold codes were any product's; what is left is spread evenly, so every product
+    # has some to sell.
+    products = [rng.randint(1, size.products) for _ in range(sold)]
+    products += [n % size.products + 1 for n in range(size.codes - sold)]
     paid = [now - timedelta(seconds=rng.randint(60, int(year.total_seconds()))) for _ in buyers]
     await _fill(
         db,

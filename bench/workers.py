@@ -107,11 +107,17 @@ class Cluster:
         }
         return cls(env, folder)
 
-    def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *command: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """`command` (a `cardshop` command line) as process `name`, its log in the folder."""
         with (self.folder / f"{name}.log").open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, *command], env=self.env, cwd=self.folder, stdout=log, stderr=log
+                [sys.executable, *command],
+                env={**self.env, **(env or {})},
+                cwd=self.folder,
+                stdout=log,
+                stderr=log,
             )
         self.processes[name] = process
         return process
@@ -120,7 +126,8 @@ class Cluster:
         self.start("ingress", "-m", "bot.cli", "ingress")
 
     def start_worker(self, name: str, module: str = "bot.cli") -> None:
-        self.start(name, "-m", module, "run")
+        """A worker; its HTTP server (the reseller API, 易支付) on a port of its own."""
+        self.start(name, "-m", module, "run", env={"HTTP_LISTEN": f"127.0.0.1:{free_port()}"})
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")

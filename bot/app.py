@@ -2,8 +2,9 @@
 
 BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot (`bot.adapters`); without
 a TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. `run` also
-runs the shop's one HTTP server (`bot.http`) when something needs it: the webhook, or
-易支付 calling back. The tests run exactly this (`run`) against a Bot API stand-in.
+runs the shop's one HTTP server (`bot.http`) when something needs it: the webhook,
+易支付 calling back, the reseller API (`bot.api`, unless API_ENABLED is off). The tests
+run exactly this (`run`) against a Bot API stand-in.
 Dependencies go one way: this module picks an adapter, the adapters know only the
 runtime they feed.
 """
@@ -22,15 +23,18 @@ from typing import Any, Protocol
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.adapters.terminal import chat
+from bot.api import ResellerApi
 from bot.conversation import Transport
 from bot.flood import GLOBAL_PER_SECOND, FloodControl, SharedPace
 from bot.framework import UPDATE_SOURCE, Registry, Runtime, ShownMessages
 from bot.handlers import ALL_CONVERSATIONS, topup
+from bot.handlers.delivery import tell_referrer
 from bot.http import HttpServer
 from bot.notifier import background
 from bot.state import ChatStore, DbChatStore, RedisChatStore
 from core.chat_state import ChatStates
 from core.clock import Clock
+from core.commission import CommissionCredit
 from core.config import EPAY_TYPES, Settings, SettingsError
 from core.demo import DEMO_BUYER
 from core.payments import Credit
@@ -85,7 +89,7 @@ def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
         if redis is not None and shop.settings.updates_from == "telegram"
         else DbChatStore(records)
     )
-    runtime = Runtime(shop, Registry(ALL_CONVERSATIONS), store)
+    runtime = Runtime(shop, Registry(ALL_CONVERSATIONS), store, redis)
     if shop.settings.updates_from == "redis":
         # A chat moves between workers as partitions are rebalanced, so what this process
         # last drew in a message may be stale: remember nothing, and let Telegram's "not
@@ -153,26 +157,37 @@ MoneyLanded = Callable[[Runtime, Transport, Credit], Awaitable[None]]
 
 
 def http_server(
-    runtime: Runtime, transport: Transport, money_landed: MoneyLanded | None
+    runtime: Runtime, transport: Transport, money_landed: MoneyLanded | None, *, api: bool = True
 ) -> HttpServer:
-    """The HTTP server with the payment gateways' routes the shop is configured for."""
+    """The HTTP server with the payment gateways' routes the shop is configured for, and
+    the reseller API when `api` and API_ENABLED (Redis, when set, shares its limits)."""
     shop = runtime.shop
     http = HttpServer(shop.settings)
     if any(method in EPAY_TYPES for method in shop.payments.methods()):
         landed = None if money_landed is None else partial(money_landed, runtime, transport)
         http.add_epay(shop.payments, landed)
+    if api and shop.settings.api_enabled:
+
+        def earned(credit: CommissionCredit) -> None:
+            http.later(
+                f"telling of commission on order {credit.order_id}",
+                tell_referrer(shop, transport, credit),
+            )
+
+        http.add_api(ResellerApi(shop, runtime.redis, earned=earned))
     return http
 
 
 @asynccontextmanager
 async def beside_the_chat(
-    runtime: Runtime, money_landed: MoneyLanded | None, transport: Transport
+    runtime: Runtime, money_landed: MoneyLanded | None, transport: Transport, *, api: bool = False
 ) -> AsyncIterator[None]:
     """What runs next to the terminal chat, as next to the Telegram bot: the jobs and
-    broadcasts, and the HTTP server (so an 易支付 top-up started in the chat lands there)."""
+    broadcasts, and the HTTP server (so an 易支付 top-up started in the chat lands there;
+    with `api`, the reseller API too, so a script can buy while you watch the chat)."""
     async with (
         background(runtime.shop, transport),
-        http_server(runtime, transport, money_landed).serving(),
+        http_server(runtime, transport, money_landed, api=api).serving(),
     ):
         yield
 
@@ -197,7 +212,7 @@ async def run(
                 runtime,
                 user_id=TERMINAL_USER_ID,
                 lang=None,
-                alongside=partial(beside_the_chat, runtime, money_landed),
+                alongside=partial(beside_the_chat, runtime, money_landed, api=True),
             )
             return
         async with own_transport(runtime, settings) as own:
@@ -251,7 +266,8 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
                 runtime,
                 user_id=user_id,
                 lang=lang,
-                alongside=partial(beside_the_chat, runtime, topup.money_landed),
+                # A member's try-out chat: no API listening (that is `cardshop run`).
+                alongside=partial(beside_the_chat, runtime, topup.money_landed, api=False),
             )
 
     with contextlib.suppress(KeyboardInterrupt):

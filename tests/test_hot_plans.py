@@ -31,6 +31,7 @@ from bot.handlers.start import MenuCallback
 from bot.state import DbChatStore
 from core.chat_state import ChatStates
 from core.shop import Shop
+from tests.query_plans import postgres_full_reads
 from tests.test_bot_framework import RecordingTransport
 
 #: Big enough that reading a whole table costs more than an index would on any planner.
@@ -170,7 +171,7 @@ async def test_everyday_statements_read_growing_tables_through_indexes(
                 await conn.execute(text("SET enable_seqscan = off"))
                 rows = await conn.exec_driver_sql("EXPLAIN " + statement, params)
                 plan = [str(row[0]) for row in rows]
-                full = _postgres_full_reads(plan)
+                full = postgres_full_reads(plan, GROWING)
             else:
                 rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
                 plan = [str(row[-1]) for row in rows]
@@ -220,22 +221,3 @@ def _sqlite_full_reads(plan: list[str]) -> list[str]:
         if "AUTOMATIC" in line
         or any(line.startswith((f"SCAN {table}", f"SCAN {table} ")) for table in GROWING)
     ]
-
-
-def _postgres_full_reads(plan: list[str]) -> list[str]:
-    """A growing table read without an index condition (with sequential scans off, a
-    missing index shows as a `Seq Scan` all the same, or a walk over a whole index)."""
-    full = []
-    for at, line in enumerate(plan):
-        table = next((t for t in GROWING if f" on {t} " in line + " "), None)
-        if table is None or line.strip().startswith(("Update on", "Delete on", "Insert on")):
-            continue  # the write node; what it reads is planned below it
-        depth = len(line) - len(line.lstrip())
-        details = []
-        for below in plan[at + 1 :]:
-            if "->" in below or len(below) - len(below.lstrip()) <= depth:
-                break
-            details.append(below)
-        if "Seq Scan" in line or not any("Cond:" in detail for detail in details):
-            full.append(line)
-    return full

@@ -8,7 +8,11 @@ outcome right after it, so two workers never send to the same member.
 The rule is at-most-once ("never send twice to one member"): a `sending` row found at
 start-up belongs to a send that was cut off (crash, cancel, restart) and may or may not
 have reached Telegram, so `resume_unfinished` marks it `failed` with the error
-`interrupted` and never sends it again.
+`interrupted` and never sends it again. With several workers, one that dies leaves its
+claims behind while the others keep running: every `run` first settles claims older
+than `STALE_CLAIM` (longer than any send takes) the same way, so the broadcast still
+finishes. A worker starting while another sends marks that one's few claims in flight
+interrupted too; their sender then records the real outcome over it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, cast
 
-from sqlalchemy import Integer, exists, func, insert, literal, select, update
+from sqlalchemy import Integer, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -36,6 +40,9 @@ AUDIENCE_ALL: Final = "all"
 #: Telegram's documented ceiling for bulk messages from one bot.
 TELEGRAM_RATE: Final = 25.0
 INTERRUPTED: Final = "interrupted"
+#: A claim older than this belongs to a worker that died: a send takes at most the flood
+#: control's longest wait (`bot.flood.LONGEST_WAIT`, 5 minutes) and its pace.
+STALE_CLAIM: Final = timedelta(minutes=10)
 TEXT_MAX = 4096
 BUTTON_TEXT_MAX = 64
 URL_MAX = 512
@@ -340,6 +347,7 @@ class Broadcasts:
         broadcast stays running, for the next start to resume.
         """
         broadcast = await self.get(broadcast_id)
+        await self._settle_stale(broadcast_id)
         done = 0
 
         def stopping() -> bool:
@@ -390,6 +398,22 @@ class Broadcasts:
             reports.append(await self.run(broadcast_id, send, progress=progress, stop=stop))
         return reports
 
+    async def _settle_stale(self, broadcast_id: int) -> None:
+        """Claims a dead worker left (see the module docstring): failed, `interrupted`."""
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(BroadcastDelivery)
+                .where(
+                    BroadcastDelivery.broadcast_id == broadcast_id,
+                    BroadcastDelivery.status == Delivery.SENDING.value,
+                    or_(
+                        BroadcastDelivery.claimed_at.is_(None),
+                        BroadcastDelivery.claimed_at < self._clock.now() - STALE_CLAIM,
+                    ),
+                )
+                .values(status=Delivery.FAILED.value, error=INTERRUPTED)
+            )
+
     async def _claim(self, broadcast_id: int) -> _Claim | None:
         """Take the next pending delivery for this worker, in a transaction of its own."""
         next_one = (
@@ -411,7 +435,7 @@ class Broadcasts:
                         BroadcastDelivery.id == next_one.scalar_subquery(),
                         BroadcastDelivery.status == Delivery.PENDING.value,
                     )
-                    .values(status=Delivery.SENDING.value)
+                    .values(status=Delivery.SENDING.value, claimed_at=self._clock.now())
                     .returning(BroadcastDelivery.id, BroadcastDelivery.member_id)
                 )
             ).first()

@@ -832,3 +832,5 @@ class BroadcastDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None]
+    #: When a worker took it (`sending`): a claim this old belongs to a dead worker.
+    claimed_at: Mapped[datetime | None]

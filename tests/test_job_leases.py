@@ -1,4 +1,5 @@
-"""Jobs under a lease: never two workers in one run at once, a dead worker's run resumed.
+"""Jobs under a lease: never two workers in one run at once, a dead worker's run resumed;
+a dead worker's broadcast claims settled so the others finish the broadcast.
 
 Each test races real `Jobs` instances (each with its own holder, as separate worker
 processes have) on a SQLite file and on PostgreSQL.
@@ -12,10 +13,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from core.broadcast import STALE_CLAIM, Broadcasts, SendOutcome
 from core.clock import ManualClock
 from core.jobs import LEASE, Event, Jobs
 from core.models import JobRun
 from core.shop import Shop, build_jobs
+from tests.factories import make_member
 
 
 class Quiet:
@@ -126,3 +129,32 @@ async def test_the_heartbeat_keeps_the_lease_and_notices_losing_it(shop: Shop) -
     async with shop.db.transaction() as session:
         await session.execute(update(JobRun).values(finished_at=clock.now()))
     assert await first._start("trials", "p", clock.now()) is None
+
+
+async def test_a_dead_workers_broadcast_claim_is_settled_once_stale(shop: Shop) -> None:
+    """A worker died mid-send: the others finish the broadcast, never sending to that
+    member (it may have reached them), once the claim is older than any send."""
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    for _ in range(3):
+        await make_member(shop.db, shop.clock)
+    dead = Broadcasts(shop.db, shop.ladder, shop.clock, rate=1000.0, concurrency=1)
+    broadcast, recipients = await dead.create("tg:1", "all", "news")
+    assert recipients == 3
+    claim = await dead._claim(broadcast.id)
+    assert claim is not None
+    sent: list[int] = []
+
+    async def send(telegram_id: int, *_: object) -> SendOutcome:
+        sent.append(telegram_id)
+        return SendOutcome.sent()
+
+    alive = Broadcasts(shop.db, shop.ladder, shop.clock, rate=1000.0, concurrency=2)
+    clock.advance(STALE_CLAIM - timedelta(seconds=1))
+    early = await alive.run(broadcast.id, send)
+    assert (early.sent, early.status) == (2, "running")
+    clock.advance(timedelta(seconds=1))
+    done = await alive.run(broadcast.id, send)
+    assert (done.sent, done.failed, done.status) == (2, 1, "finished")
+    assert claim.telegram_id not in sent
+    assert len(sent) == 2

@@ -408,7 +408,7 @@ class Broadcasts:
                     BroadcastDelivery.status == Delivery.SENDING.value,
                     or_(
                         BroadcastDelivery.claimed_at.is_(None),
-                        BroadcastDelivery.claimed_at < self._clock.now() - STALE_CLAIM,
+                        BroadcastDelivery.claimed_at <= self._clock.now() - STALE_CLAIM,
                     ),
                 )
                 .values(status=Delivery.FAILED.value, error=INTERRUPTED)

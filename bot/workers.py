@@ -370,7 +370,20 @@ class PartitionWorker:
             cursor, entries = reply[0], reply[1]
             claimed.extend(_update_id(fields) for _, fields in entries)
             if cursor in (b"0-0", "0-0"):
-                return claimed
+                break
+        await self._forget_consumers(stream)
+        return claimed
+
+    async def _forget_consumers(self, stream: str) -> None:
+        """Drop the group's other consumers on this stream that hold nothing: every
+        worker that ever ran would otherwise stay listed (one that reads again is
+        simply listed anew)."""
+        consumers: Any = await self.redis.xinfo_consumers(stream, GROUP)
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name != self.name and int(consumer["pending"]) == 0:
+                await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
     async def _handle_batch(self, stream: str, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
         """Each chat's entries in order, the chats at once; each acknowledged when done."""

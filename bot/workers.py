@@ -386,12 +386,18 @@ class PartitionWorker:
                 await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
     async def _handle_batch(self, stream: str, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
-        """Each chat's entries in order, the chats at once; each acknowledged when done."""
-        by_chat: dict[int, list[tuple[Any, dict[str, Any] | None]]] = {}
+        """Each chat's entries in order, the chats at once; each acknowledged when done.
+
+        A pre-checkout query waits for nothing (Telegram wants its answer within 10 s
+        and it changes nothing; the runtime answers it outside the chat's lock too).
+        """
+        by_chat: dict[object, list[tuple[Any, dict[str, Any] | None]]] = {}
         for entry_id, fields in entries:
             update = _decoded(fields)
-            chat = _chat_or_none(update)
-            by_chat.setdefault(chat if chat is not None else 0, []).append((entry_id, update))
+            chat: object = _chat_or_none(update)
+            if update is not None and "pre_checkout_query" in update:
+                chat = entry_id
+            by_chat.setdefault(chat, []).append((entry_id, update))
 
         async def one_chat(queue: list[tuple[Any, dict[str, Any] | None]]) -> None:
             for entry_id, update in queue:

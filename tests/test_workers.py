@@ -12,11 +12,13 @@ Skipped without TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from bot.flood import FloodControl, SharedPace
 from bot.handlers.browse import ProductCallback
 from bot.handlers.buy import PayCallback, QuantityCallback
 from bot.http import SECRET_HEADER, HttpServer
-from bot.workers import FIELD, UpdateStreams, checked_update, update_chat
+from bot.workers import FIELD, PartitionWorker, UpdateStreams, checked_update, update_chat
 from core.config import Settings
 from core.models import CheckIn, Code, Member, Order, ProcessedUpdate
 from core.shop import Shop
@@ -155,6 +157,50 @@ async def test_a_pace_without_redis_still_sends_at_this_processs_own_pace() -> N
 
 async def _echo(value: int) -> int:
     return value
+
+
+@needs_both
+async def test_a_worker_keeps_each_chats_order_and_lets_go_when_stopped(redis: Redis) -> None:
+    """In one process: a chat's entries in order while chats interleave, a pre-checkout
+    query not held behind its payer's chat; stopped, the worker frees its leases."""
+    streams = UpdateStreams(redis, 2)
+    handled: list[tuple[int, int]] = []
+    gate, everything = asyncio.Event(), asyncio.Event()
+
+    async def handle(update: dict[str, Any]) -> None:
+        if "pre_checkout_query" in update:
+            gate.set()  # while chat 10's first update still waits below
+        elif update["update_id"] == 4:  # chat 10's first
+            await gate.wait()
+        handled.append((update_chat(update), update["update_id"]))
+        if len(handled) == 21:
+            everything.set()
+
+    def message(update_id: int, chat: int) -> dict[str, Any]:
+        sender = {"id": chat, "is_bot": False, "first_name": "A"}
+        body = {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "private"}}
+        return {"update_id": update_id, "message": {**body, "from": sender, "text": "x"}}
+
+    updates = [message(i, 10 + i % 4) for i in range(1, 21)]
+    query = {"id": "q", "from": {"id": 10, "is_bot": False, "first_name": "A"}}
+    updates.append({"update_id": 99, "pre_checkout_query": {**query, "currency": "XTR"}})
+    for one in updates:
+        await streams.publish(one)
+    worker = PartitionWorker(
+        streams, handle, dict, lease=timedelta(seconds=2), heartbeat=timedelta(seconds=0.1)
+    )
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(everything.wait(), 30)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    for chat in range(10, 14):
+        ids = [u for c, u in handled if c == chat and u != 99]
+        assert ids == sorted(ids)
+    assert handled.index((10, 99)) < handled.index((10, 4))
+    assert await redis.mget([streams.lease(p) for p in range(2)]) == [None, None]
+    assert await redis.zcard(streams.workers_key) == 0
+    assert [await redis.xlen(streams.stream(p)) for p in range(2)] == [0, 0]
 
 
 # --- the whole layout ----------------------------------------------------------------------

@@ -132,11 +132,15 @@ class _GroupCommit:
                         outcomes.append(_in_savepoint(conn, queued.work))
         except BaseException as failure:  # nothing of the group is kept
             outcomes = [(None, failure)] * len(group)
+        # One wake-up per event loop for the whole group, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for queued, (result, error) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(queued.loop, []).append((queued.future, result, error))
+        for loop, resolved in by_loop.items():
             try:
-                queued.loop.call_soon_threadsafe(_resolve, queued.future, result, error)
-            except RuntimeError:  # the caller's loop is closed: nobody is waiting
-                log.warning("a writer result arrived after its event loop closed")
+                loop.call_soon_threadsafe(_resolve, resolved)
+            except RuntimeError:  # that loop is closed: nobody is waiting
+                log.warning("writer results arrived after their event loop closed")
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -167,14 +171,19 @@ def _in_savepoint(
     return result, None
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """Hand a group member its outcome, unless its caller stopped waiting."""
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+#: A caller's future, and the result or the error to hand it.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    """Hand each member of a group its outcome, unless its caller stopped waiting."""
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 class Rider:

@@ -16,7 +16,11 @@ async engine's greenlet on PostgreSQL):
    the same key gets the first order back), the wallet debited with a guard
    (`balance >= total`, backed by a CHECK), the ledger row written and the codes claimed
    with `UPDATE ... RETURNING`;
-3. purchase points and the activity event are keyed by the order id.
+3. purchase points and the activity event are keyed by the order id;
+4. the tier check (`core.tiers.moves.settlement_due_on`) starts from the member row step
+   1 read and holds, its spend grown by this total, and measures only what could still
+   move the member, so the usual purchase needs nothing after it commits; one that
+   earns a move or a reward is settled in a transaction of its own (`on_paid`).
 
 Risk control (`core.risk`) reads the member's window between steps 1 and 2, under the
 same lock, and refuses a member at a limit. Every refusal the facts already decide

@@ -90,8 +90,8 @@ class _GroupCommit:
     as a plain transaction (no savepoint). If the COMMIT itself fails, nothing of the
     group was kept and every caller gets the error.
 
-    The caller's future is resolved from the writer thread through the loop, after the
-    COMMIT, so no caller hears of success before its work is durable in the WAL.
+    Callers' futures are resolved through their loop after the COMMIT, so no caller
+    hears of success before its work is committed.
     """
 
     def __init__(self, engine: Engine, *, name: str) -> None:
@@ -270,7 +270,9 @@ class Database:
 
         `work` must only touch the database through `conn` (it may run in another
         thread). If the awaiting task is cancelled on SQLite, the transaction still
-        finishes in the writer thread; callers make such work idempotent.
+        finishes in the writer thread; callers make such work idempotent. On SQLite the
+        transaction may be shared with other `run`s (`_GroupCommit`), `work` in a
+        savepoint of its own: it must not end the transaction itself.
         """
         rider = self._boarding()
         if rider is None:

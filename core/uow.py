@@ -160,14 +160,22 @@ class _Queued(Generic[T]):
 def _in_savepoint(
     conn: Connection, work: Callable[[Connection], T]
 ) -> tuple[Any, Exception | None]:
-    """`work` between a SAVEPOINT and its RELEASE; rolled back to it if it raises."""
-    savepoint = conn.begin_nested()
+    """`work` between a SAVEPOINT and its RELEASE; rolled back to it if it raises.
+
+    The three statements go straight to the `sqlite3` connection: through SQLAlchemy
+    (`begin_nested`) they would cost as much as a purchase's own statements, and work
+    run here never opens savepoints of its own, so SQLAlchemy has nothing to track.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("SAVEPOINT run")
     try:
         result = work(conn)
     except Exception as error:
-        savepoint.rollback()
+        driver.execute("ROLLBACK TO run")
+        driver.execute("RELEASE run")
         return None, error
-    savepoint.commit()
+    driver.execute("RELEASE run")
     return result, None
 
 

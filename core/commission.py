@@ -44,9 +44,29 @@ def commission_amount(total: int, percent: int) -> int:
     return total * percent // 100
 
 
-#: The buyer's referrer and their tier, in one statement (none: the buyer was not referred).
+@dataclass(frozen=True, slots=True)
+class CommissionCredit:
+    """A commission just credited, with what the bot needs to tell the referrer: their
+    chat and language, and the buyer's name already masked (see `mask_name`)."""
+
+    order_id: int
+    referrer_id: int
+    telegram_id: int | None
+    locale: str | None
+    buyer_name: str
+    amount: int
+
+
+#: The buyer's referrer and their tier, in one statement (none: the buyer was not referred),
+#: with the referrer's chat and language and the buyer's name for the notice.
 _REFERRER = (
-    select(_referrers.c.id, _referrers.c.tier_key)
+    select(
+        _referrers.c.id,
+        _referrers.c.tier_key,
+        _referrers.c.telegram_id,
+        _referrers.c.locale,
+        _members.display_name,
+    )
     .select_from(table_of(Member))
     .join(_referrers, _referrers.c.id == _members.referrer_id)
     .where(_members.id == bindparam("buyer"))
@@ -68,22 +88,23 @@ def _in_loop(conn: Connection, buyer_id: int, referrer_id: int) -> bool:
 
 def commission_on(
     conn: Connection, ladder: Ladder, order_id: int, buyer_id: int, total: int, at: datetime
-) -> int:
-    """Credit the buyer's referrer for a just-delivered order; returns the 分 credited.
+) -> CommissionCredit | None:
+    """Credit the buyer's referrer for a just-delivered order; what was credited, if any.
 
-    Call it in the transaction that moved the order to delivered, once.
+    Call it in the transaction that moved the order to delivered, once: the credit it
+    returns is then the one and only, so telling the referrer about it tells them once.
     """
     found = conn.execute(_REFERRER, {"buyer": buyer_id}).first()
     if found is None or found.id == buyer_id:
-        return 0
+        return None
     referrer_id = int(found.id)
     capabilities = ladder.tier(found.tier_key).capabilities
     # The tier first: the chain is walked only when there is something to pay.
     if not capabilities.referral_commission or _in_loop(conn, buyer_id, referrer_id):
-        return 0
+        return None
     amount = commission_amount(total, capabilities.commission_percent)
     if amount <= 0:
-        return 0
+        return None
     post_entry_on(
         conn,
         referrer_id,
@@ -93,7 +114,14 @@ def commission_on(
         order_id=order_id,
         reason=f"referral order {order_id}",
     )
-    return amount
+    return CommissionCredit(
+        order_id=order_id,
+        referrer_id=referrer_id,
+        telegram_id=found.telegram_id,
+        locale=found.locale,
+        buyer_name=mask_name(found.display_name or ""),
+        amount=amount,
+    )
 
 
 def reverse_commission_on(conn: Connection, order_id: int, at: datetime) -> int:
@@ -152,7 +180,10 @@ class ReferrerRow:
     name: str
     joined: int
     bought: int
+    #: Net: commission credited minus what refunds took back.
     earned: int
+    #: What refunds took back, in 分 (positive).
+    reversed: int
 
 
 def mask_name(name: str) -> str:
@@ -236,15 +267,18 @@ class Referrals:
                     )
                 ).all()
             )
-            earned = dict(
-                (
-                    await session.execute(
-                        select(WalletEntry.member_id, func.sum(WalletEntry.amount))
-                        .where(WalletEntry.kind.in_(("commission", "commission_rev")))
-                        .group_by(WalletEntry.member_id)
-                    )
-                ).all()
-            )
+            earned: dict[int, int] = {}
+            taken_back: dict[int, int] = {}
+            for member_id, kind, amount in (
+                await session.execute(
+                    select(WalletEntry.member_id, WalletEntry.kind, func.sum(WalletEntry.amount))
+                    .where(WalletEntry.kind.in_(("commission", "commission_rev")))
+                    .group_by(WalletEntry.member_id, WalletEntry.kind)
+                )
+            ).all():
+                earned[member_id] = earned.get(member_id, 0) + int(amount or 0)
+                if kind == "commission_rev":
+                    taken_back[member_id] = -int(amount or 0)
             ids = sorted(i for i in set(joined) | set(earned) if i is not None)
             names = dict(
                 (
@@ -259,7 +293,8 @@ class Referrals:
                 name=names.get(i) or "",
                 joined=int(joined.get(i, 0)),
                 bought=int(bought.get(i, 0)),
-                earned=int(earned.get(i, 0) or 0),
+                earned=earned.get(i, 0),
+                reversed=taken_back.get(i, 0),
             )
             for i in ids
         ]

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import activity, points, risk
 from core.clock import Clock
-from core.commission import commission_on, reverse_commission_on
+from core.commission import CommissionCredit, commission_on, reverse_commission_on
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import (
@@ -629,11 +629,13 @@ class Orders:
             log.exception("after-purchase hook failed for order %s", order.id)
             return None
 
-    async def mark_delivered(self, order_id: int) -> None:
+    async def mark_delivered(self, order_id: int) -> CommissionCredit | None:
         """The codes reached the buyer's chat; the buyer's referrer earns commission.
 
         Only the one call that moves the order from paid to delivered credits it, in the
-        same transaction, so a redelivery or a racing delivery credits nothing more.
+        same transaction, so a redelivery or a racing delivery credits nothing more. That
+        call alone returns the credit (None from every other, and when nothing was
+        earned), so the referrer can be told exactly once.
         """
         now = self._clock.now()
         async with self._db.transaction() as session:
@@ -645,9 +647,12 @@ class Orders:
                     .returning(Order.member_id, Order.total)
                 )
             ).first()
-            if moved is not None:
-                buyer_id, total = moved
-                await run_on(session, commission_on, self._ladder, order_id, buyer_id, total, now)
+            if moved is None:
+                return None
+            buyer_id, total = moved
+            return await run_on(
+                session, commission_on, self._ladder, order_id, buyer_id, total, now
+            )
 
     # --- refunds -------------------------------------------------------------------------
 

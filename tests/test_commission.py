@@ -70,10 +70,14 @@ async def test_fifty_concurrent_deliveries_credit_once(shop: Shop) -> None:
     await _refer(shop, buyer, referrer)
     order = await _bought(shop, buyer)
 
-    await asyncio.gather(*(shop.orders.mark_delivered(order) for _ in range(50)))
+    credits = await asyncio.gather(*(shop.orders.mark_delivered(order) for _ in range(50)))
 
     assert [amount for amount, _, _ in await _rows(shop, "commission", referrer)] == [475]
     assert await shop.wallet.balance(referrer) == 475
+    # Only the delivery that credited returns the credit, so the referrer is told once.
+    [credit] = [credit for credit in credits if credit is not None]
+    assert (credit.order_id, credit.referrer_id, credit.amount) == (order, referrer, 475)
+    assert credit.buyer_name == "b***"
 
 
 async def test_the_database_refuses_a_second_commission_for_one_order(shop: Shop) -> None:

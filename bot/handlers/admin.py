@@ -21,7 +21,17 @@ from bot.names import actor_for
 from core.admin import Operations
 
 Section = Literal[
-    "home", "products", "stock", "members", "tickets", "broadcast", "stats", "export", "payments"
+    "home",
+    "products",
+    "stock",
+    "members",
+    "tickets",
+    "broadcast",
+    "stats",
+    "export",
+    "payments",
+    "referrals",
+    "reservations",
 ]
 
 
@@ -38,6 +48,7 @@ MENU_ROWS: tuple[tuple[tuple[Section, str], ...], ...] = (
     (("members", N_("👥 Members")), ("tickets", N_("🎫 Tickets"))),
     (("broadcast", N_("📣 Broadcast")), ("stats", N_("📊 Stats"))),
     (("export", N_("📄 Export")), ("payments", N_("💳 Payments"))),
+    (("referrals", N_("👥 Referrals")), ("reservations", N_("📌 Reservations"))),
 )
 
 SECTIONS: dict[Section, Handler] = {}

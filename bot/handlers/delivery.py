@@ -9,12 +9,17 @@ member's chat written to unprompted, so the codes read the same every way they a
 
 from __future__ import annotations
 
-from bot.conversation import Button, Context, Keyboard, Transport, escape
+import logging
+
+from bot.conversation import Button, Context, Keyboard, Transport, UnreachableError, escape
 from bot.handlers.level import reward_lines
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import Translator
+from core.commission import CommissionCredit
 from core.orders import Purchase
 from core.shop import Shop
+
+log = logging.getLogger(__name__)
 
 #: Telegram's message limit; codes that would not fit come as one text file instead.
 MESSAGE_LIMIT = 4096
@@ -72,7 +77,33 @@ async def deliver(screen: Screen, purchase: Purchase) -> None:
         [menu_button(screen)],
     ]
     await show_codes(screen, order.id, head, purchase.codes, keyboard)
-    await screen.shop.orders.mark_delivered(order.id)
+    credit = await screen.shop.orders.mark_delivered(order.id)
+    if credit is not None:
+        await tell_referrer(screen.shop, screen.transport, credit)
+
+
+async def tell_referrer(shop: Shop, transport: Transport, credit: CommissionCredit) -> None:
+    """The referrer hears of a commission just credited, in their own language.
+
+    `mark_delivered` returns a credit only from the one call that delivered the order,
+    so a redelivery or a double tap tells nobody twice. The notice is best effort: the
+    money is in the ledger and on the 👥 screen whatever happens here, and the buyer,
+    whose codes are already shown, must not get an apology for someone else's chat.
+    """
+    if credit.telegram_id is None:
+        return
+    chat = MemberChat(shop, transport, credit.telegram_id, credit.locale)
+    text = chat._(
+        "💰 +{amount} commission from an order of a member you referred ({name})."
+    ).format(amount=chat.money(credit.amount), name=escape(credit.buyer_name))
+    keyboard = [[Button(chat._("👥 Referrals"), MenuCallback(item="referrals"))]]
+    try:
+        await chat.reply(text, keyboard)
+    except UnreachableError:
+        await shop.members.set_reachable(credit.referrer_id, False)
+    except Exception:
+        log.exception("could not tell member %s of commission on order %s",
+                      credit.referrer_id, credit.order_id)  # fmt: skip
 
 
 async def show_codes(

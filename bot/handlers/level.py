@@ -11,7 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from bot.conversation import Button, Context, Conversation, Keyboard, escape
-from bot.handlers.start import MenuCallback, menu_button
+from bot.handlers.start import MenuCallback, api_button, menu_button, offers_api
 from bot.i18n import N_, Translator
 from core.ladder import SERVED_CAPABILITIES, Capabilities, Ladder, Metric, Tier
 from core.tiers.metrics import VIOLATION_WINDOW
@@ -295,13 +295,17 @@ def level_text(ctx: Context, evaluation: Evaluation) -> str:
 
 
 def level_keyboard(ctx: Context) -> Keyboard:
-    return [
+    """Check-in and referrals for everyone, 🔑 API for the tiers that have it."""
+    rows = [
         [
             Button(ctx._("📅 Check in"), MenuCallback(item="checkin")),
             Button(ctx._("👥 Referrals"), MenuCallback(item="referrals")),
-        ],
-        [menu_button(ctx)],
+        ]
     ]
+    if offers_api(ctx):
+        rows.append([api_button(ctx)])
+    rows.append([menu_button(ctx)])
+    return rows
 
 
 @conversation.command("level", description=N_("My member level"))

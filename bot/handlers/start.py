@@ -24,6 +24,7 @@ MenuItem = Literal[
     "level",
     "checkin",
     "referrals",
+    "api",
     "ticket",
     "manager",
     "language",
@@ -46,10 +47,23 @@ MENU_ROWS: tuple[tuple[tuple[MenuItem, str], ...], ...] = (
 )
 
 
+def offers_api(ctx: Context) -> bool:
+    """The member's tier has reseller API access (a tier with `api` names its limits)."""
+    return ctx.shop.ladder.tier(ctx.member.tier_key).capabilities.api
+
+
+def api_button(ctx: Context) -> Button:
+    return Button(ctx._("🔑 API"), MenuCallback(item="api"))
+
+
 def main_menu(ctx: Context) -> Keyboard:
-    return [
+    """`MENU_ROWS`, plus 🔑 API above the language for the tiers that have it."""
+    rows = [
         [Button(ctx._(label), MenuCallback(item=item)) for item, label in row] for row in MENU_ROWS
     ]
+    if offers_api(ctx):
+        rows.insert(len(rows) - 1, [api_button(ctx)])
+    return rows
 
 
 def menu_button(t: Translator) -> Button:

@@ -21,6 +21,7 @@ from bot.callbacks import Callback
 from bot.errors import bad_button, render_error
 from bot.framework import Registry
 from bot.handlers import ALL_CONVERSATIONS
+from bot.handlers.admin import admins_only
 from bot.names import actor_for
 from core.clock import ManualClock
 from core.config import Settings
@@ -109,7 +110,7 @@ def extreme_datas() -> list[str]:
 
 def is_admin_prefix(data: str) -> bool:
     spec = Registry(ALL_CONVERSATIONS).callbacks.get(Callback.prefix_of(storable(data)))
-    return spec is not None and spec.guard is not None
+    return spec is not None and spec.guard is admins_only
 
 
 async def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:

@@ -336,7 +336,8 @@ def _line(db: str, label: str, rate: float, base: float | None = None) -> None:
     print(f"{db:10} {label:44} {rate:8.0f} purchases/s {ratio}")
 
 
-async def sqlite_bench(n: int, rounds: int) -> None:
+async def sqlite_bench(n: int, rounds: int) -> dict[str, float]:
+    """The SQLite rounds, printed; the median rate of each measure."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         shop = await _open(f"sqlite+aiosqlite:///{path}", Path(tmp))
@@ -358,6 +359,7 @@ async def sqlite_bench(n: int, rounds: int) -> None:
     for k in (1, CROWD):
         label = f"Orders.place, {k:2d} at once"
         _line("sqlite", label, rates[label], rates[base])
+    return rates
 
 
 async def postgres_bench(url: str, n: int, rounds: int) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -210,6 +211,22 @@ async def measure(
     parts = frozenset(_PART_OF[metric] for metric in metrics)
     query = _statement(parts)
     row = (await session.execute(query, windows(member_id, now))).mappings().one_or_none()
+    return _measured(row, member_id, parts, metrics)
+
+
+def measure_on(
+    conn: Connection, member_id: int, metrics: Collection[Metric], now: datetime
+) -> dict[Metric, int]:
+    """`measure` over a `Connection`: the purchase measures inside its own transaction."""
+    parts = frozenset(_PART_OF[metric] for metric in metrics)
+    row = conn.execute(_statement(parts), windows(member_id, now)).mappings().one_or_none()
+    return _measured(row, member_id, parts, metrics)
+
+
+def _measured(
+    row: RowMapping | None, member_id: int, parts: frozenset[_Part], metrics: Collection[Metric]
+) -> dict[Metric, int]:
+    """The metrics asked for, from the row `_statement(parts)` read."""
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     measured: dict[Metric, int] = {}

@@ -1,0 +1,110 @@
+"""The set-based quarterly review gives the per-member review's results, member for member.
+
+A seeded random population (every tier and tier source, review counts, protection
+ending before, at and after the quarter, orders in every status and window, violations,
+referrals, growth) is reviewed over three quarters in a row, so members go from warned
+to protected to dropped. Each quarter the per-member reference (`tests/review_reference.py`)
+runs first, the database is put back, and the set-based review runs from the same state
+in small batches, so members of one batch meet referrals and orders across batch ends:
+the outcomes and every row a review writes must be the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from bench.population import populate
+from core.clock import ManualClock
+from core.config import DEFAULT_TIERS_FILE
+from core.ladder import Ladder, load_ladder
+from core.models import TierReview
+from core.tiers.review import QuarterlyReview, quarter_end
+from core.tiers.rules import ReviewResult
+from core.uow import Database
+from tests.conftest import SHOP_ZONE
+from tests.review_reference import PerMemberReview, restore, review_state, snapshot
+
+#: Each quarter reviewed, with the moment its review runs (days into the next quarter).
+QUARTERS = (
+    ("2026Q3", datetime(2026, 10, 3, 2, 0, tzinfo=SHOP_ZONE)),
+    ("2026Q4", datetime(2027, 1, 1, 0, 0, 5, tzinfo=SHOP_ZONE)),
+    ("2027Q1", datetime(2027, 4, 9, 23, 0, tzinfo=SHOP_ZONE)),
+)
+
+
+@pytest.fixture
+def ladder() -> Ladder:
+    return load_ladder(DEFAULT_TIERS_FILE)
+
+
+@pytest.mark.parametrize("seed", [7, 2026])
+async def test_the_set_based_review_equals_the_per_member_one(
+    db: Database, clock: ManualClock, ladder: Ladder, seed: int
+) -> None:
+    await populate(db, ladder, 400, seed=seed, ended=quarter_end(QUARTERS[0][0], SHOP_ZONE))
+    reference = PerMemberReview(db, ladder, clock, SHOP_ZONE)
+    bulk = QuarterlyReview(db, ladder, clock, SHOP_ZONE)
+    seen: Counter[ReviewResult] = Counter()
+    for quarter, moment in QUARTERS:
+        clock.set(moment)
+        before = await snapshot(db)
+        expected = await reference.run(quarter=quarter)
+        expected_state = await review_state(db)
+        expected_again = await reference.run(quarter=quarter)
+        await restore(db, before, quarter)
+
+        outcomes = await bulk.run(quarter=quarter, batch_size=37)
+        assert outcomes == expected
+        assert await review_state(db) == expected_state
+        assert await bulk.run(quarter=quarter, batch_size=50) == expected_again
+        seen.update(outcome.outcome for outcome in outcomes)
+    # The population is varied enough to exercise every verdict.
+    assert set(seen) == set(ReviewResult), seen
+    assert seen[ReviewResult.DROPPED] >= 5
+
+
+async def test_a_dry_run_writes_nothing_and_tells_what_the_run_does(
+    db: Database, clock: ManualClock, ladder: Ladder
+) -> None:
+    quarter, moment = QUARTERS[0]
+    await populate(db, ladder, 150, seed=3, ended=quarter_end(quarter, SHOP_ZONE))
+    clock.set(moment)
+    review = QuarterlyReview(db, ladder, clock, SHOP_ZONE)
+    before = await review_state(db)
+
+    preview = await review.run(quarter=quarter, dry_run=True, batch_size=20)
+
+    assert await review_state(db) == before
+    assert await review.run(quarter=quarter, batch_size=20) == preview
+
+
+async def test_a_review_cut_off_between_batches_resumes_after_the_last_one(
+    db: Database, clock: ManualClock, ladder: Ladder
+) -> None:
+    quarter, moment = QUARTERS[0]
+    await populate(db, ladder, 150, seed=5, ended=quarter_end(quarter, SHOP_ZONE))
+    clock.set(moment)
+    review = QuarterlyReview(db, ladder, clock, SHOP_ZONE)
+    before = await snapshot(db)
+    whole = await review.run(quarter=quarter, batch_size=25)
+    finished = await review_state(db)
+    await restore(db, before, quarter)
+
+    batches = review.batches(quarter=quarter, batch_size=25)
+    first = await anext(batches)
+    await batches.aclose()  # the process stops after its first batch committed
+    async with db.read() as session:
+        recorded = await session.scalar(select(func.count()).select_from(TierReview))
+    assert recorded == len(first)
+
+    resumed = await review.run(quarter=quarter, batch_size=25)
+
+    assert await review_state(db) == finished
+    assert [o.recorded for o in resumed] == [True] * len(first) + [False] * (
+        len(whole) - len(first)
+    )
+    assert resumed[len(first) :] == whole[len(first) :]

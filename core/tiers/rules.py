@@ -7,6 +7,7 @@ numbers, call these and write down what they decided.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from core.clock import add_months
-from core.ladder import SPEND_METRICS, Condition, Ladder, Metric, Rule, Tier
+from core.ladder import SPEND_METRICS, Condition, GrowthRules, Ladder, Metric, Rule, Tier
 
 
 class TierSource(StrEnum):
@@ -47,7 +48,9 @@ class Metrics:
     growth_points: int
 
     def value(self, metric: Metric) -> int:
-        return int(getattr(self, metric.value))
+        # A `Metric` is the field's name itself (a StrEnum): no `.value` lookup, which
+        # the quarterly review would pay a few million times.
+        return int(getattr(self, metric))
 
     @classmethod
     def of(cls, values: Mapping[Metric, int]) -> Metrics:
@@ -104,11 +107,13 @@ class Progress:
 
 def measure(ladder: Ladder, condition: Condition, metrics: Metrics) -> ConditionProgress:
     """One condition against the numbers; growth points stand in for part of a spend."""
-    return _measure(ladder, condition, metrics.value(condition.metric), metrics.growth_points)
+    return _measure(
+        ladder.growth, condition, metrics.value(condition.metric), metrics.growth_points
+    )
 
 
 def _measure(
-    ladder: Ladder, condition: Condition, value: int, growth_points: int
+    growth: GrowthRules, condition: Condition, value: int, growth_points: int
 ) -> ConditionProgress:
     if condition.max is not None:
         met = value <= condition.max
@@ -125,7 +130,6 @@ def _measure(
     required = condition.min if condition.min is not None else 0
     credit = 0
     if condition.metric in SPEND_METRICS:
-        growth = ladder.growth
         credit = min(
             growth_points * growth.fen_per_growth_point,
             required * growth.max_share_percent // 100,
@@ -171,7 +175,15 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
 
 
 def _met_by_default(ladder: Ladder, condition: Condition) -> bool:
-    return measure(ladder, condition, NO_ACTIVITY).met
+    return _met_by_default_under(ladder.growth, condition)
+
+
+@functools.lru_cache(maxsize=256)
+def _met_by_default_under(growth: GrowthRules, condition: Condition) -> bool:
+    """Cached: a ladder has a handful of conditions, and the review asks for each of them
+    for every member it measures."""
+    value = NO_ACTIVITY.value(condition.metric)
+    return _measure(growth, condition, value, NO_ACTIVITY.growth_points).met
 
 
 def earned_tier(ladder: Ladder, metrics: Metrics) -> Tier:
@@ -285,7 +297,7 @@ def _bound(
         value = known.get(condition.metric)
         bound = _BOUNDED_BY.get(condition.metric)
         if value is None and condition.min is not None and bound is not None:
-            best = _measure(ladder, condition, known[bound], growth)
+            best = _measure(ladder.growth, condition, known[bound], growth)
             could = could and best.met
             total += 100 if by_default else best.percent
             counted += 1
@@ -294,7 +306,7 @@ def _bound(
                 total += 100
                 counted += 1
         else:
-            measured = _measure(ladder, condition, value, growth)
+            measured = _measure(ladder.growth, condition, value, growth)
             could = could and measured.met
             if not (measured.met and by_default):
                 total += measured.percent

@@ -20,12 +20,15 @@ from sqlalchemy import func, select
 from bench.population import populate
 from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
+from core.jobs import Event, TierWarning
 from core.ladder import Ladder, load_ladder
 from core.models import TierReview
+from core.shop import Shop, build_jobs
 from core.tiers.review import QuarterlyReview, quarter_end
 from core.tiers.rules import ReviewResult
 from core.uow import Database
 from tests.conftest import SHOP_ZONE
+from tests.factories import make_member
 from tests.review_reference import PerMemberReview, restore, review_state, snapshot
 
 #: Each quarter reviewed, with the moment its review runs (days into the next quarter).
@@ -108,3 +111,43 @@ async def test_a_review_cut_off_between_batches_resumes_after_the_last_one(
         len(whole) - len(first)
     )
     assert resumed[len(first) :] == whole[len(first) :]
+
+
+class _Killed(BaseException):
+    """The process dying mid-send: no `except Exception` on the way stops it."""
+
+
+class _DyingNotifier:
+    """Records the events it is given and dies at the `dies_at`-th (1-based)."""
+
+    def __init__(self, dies_at: int | None = None) -> None:
+        self.events: list[Event] = []
+        self._dies_at = dies_at
+
+    async def notify(self, event: Event) -> None:
+        if len(self.events) + 1 == self._dies_at:
+            raise _Killed
+        self.events.append(event)
+
+
+async def test_review_notices_resume_after_a_crash_without_sending_twice(shop: Shop) -> None:
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    slipping = [await make_member(shop.db, clock, tier="silver") for _ in range(4)]
+    first = _DyingNotifier(dies_at=3)
+
+    with pytest.raises(_Killed):
+        await build_jobs(shop, first).run_due()
+
+    async with shop.db.read() as session:
+        reviewed = await session.scalar(select(func.count()).select_from(TierReview))
+    assert reviewed == 4
+    assert [e.member_id for e in first.events] == slipping[:2]
+    resumed = _DyingNotifier()
+    reports = {r.job: r for r in await build_jobs(shop, resumed).run_due()}
+    assert reports["tier_review"].ran
+    assert reports["tier_review"].result is not None
+    assert reports["tier_review"].result["notified"] == 1
+    # The third was claimed when the process died: lost, never doubled (at most once).
+    assert [e.member_id for e in resumed.events] == slipping[3:]
+    assert all(isinstance(e, TierWarning) and e.unmet == () for e in resumed.events)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import functools
 import itertools
 import random
 import time
@@ -318,7 +319,7 @@ async def populate(
         if db.is_postgres:
             await _write_postgres(db, chunk)
         else:
-            await db.run(lambda conn, chunk=chunk: _write_sqlite(conn, chunk))
+            await db.run(functools.partial(_write_sqlite, chunk=chunk))
         counts.members += len(chunk.members)
         counts.orders += len(chunk.orders)
         counts.violations += len(chunk.violations)

@@ -56,7 +56,7 @@ async def compare(url: str, ladder: Ladder, members: int, rounds: int) -> None:
     """Per-member reference against the set-based review, same state, alternating order."""
     db, _ = await _fresh(url, ladder, members)
     clock = ManualClock(REVIEW_AT)
-    reviews = {
+    reviews: dict[str, PerMemberReview | QuarterlyReview] = {
         "per-member": PerMemberReview(db, ladder, clock, ZONE),
         "set-based": QuarterlyReview(db, ladder, clock, ZONE),
     }
@@ -105,9 +105,9 @@ async def at_scale(url: str, ladder: Ladder, members: int) -> None:
         await db.dispose()
 
 
-async def main(small: int, members: int, rounds: int) -> None:
+async def main(small: int, members: int, rounds: int, skip_sqlite: bool) -> None:
     ladder = load_ladder(DEFAULT_TIERS_FILE)
-    targets: list[tuple[str, str | None]] = [("SQLite", None)]
+    targets: list[tuple[str, str | None]] = [] if skip_sqlite else [("SQLite", None)]
     if pg_url := os.environ.get("BENCH_DATABASE_URL"):
         targets.append(("PostgreSQL", pg_url))
     print("The machine may be shared: compare figures from one run, not across runs.")
@@ -129,5 +129,6 @@ if __name__ == "__main__":
     parser.add_argument("--small", type=int, default=10_000, help="members for old vs new")
     parser.add_argument("--members", type=int, default=1_000_000, help="members at scale")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
-    asyncio.run(main(args.small, args.members, args.rounds))
+    asyncio.run(main(args.small, args.members, args.rounds, args.skip_sqlite))

@@ -125,9 +125,12 @@ class _Many:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_many(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> _Many:
+def _compiled_many(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> _Many | None:
+    """None for a driver with named parameters (the shop's sqlite3 and asyncpg take
+    positional ones): the caller then lets SQLAlchemy do it."""
     compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
-    assert compiled.positional, "the shop's drivers (sqlite3, asyncpg) take positional parameters"
+    if not compiled.positional:
+        return None
     params: list[tuple[str | None, Any]] = []
     for name in compiled.positiontup or []:
         bind = compiled.binds[name]
@@ -148,6 +151,9 @@ def _execute_many(conn: Connection, statement: UpdateBase, rows: list[dict[str, 
     datetimes, booleans on SQLite) get called.
     """
     many = _compiled_many(statement, conn.dialect, tuple(rows[0]))
+    if many is None:
+        conn.execute(statement, rows)
+        return
     # Processed values by input: a batch's rows share their few timestamps and flags.
     processed: dict[tuple[str, Any], Any] = {}
     values: list[tuple[Any, ...]] = []

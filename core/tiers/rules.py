@@ -7,7 +7,6 @@ numbers, call these and write down what they decided.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,12 +154,15 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
     member who has done nothing stands at 0%, not halfway.
     """
     best: Progress | None = None
+    growth, points = ladder.growth, metrics.growth_points
     for alternative in rule:
-        conditions = tuple(measure(ladder, c, metrics) for c in alternative)
+        conditions = tuple(
+            _measure(growth, c, metrics.value(c.metric), points) for c in alternative
+        )
         counted = [
             measured
             for condition, measured in zip(alternative, conditions, strict=True)
-            if not (measured.met and _met_by_default(ladder, condition))
+            if not (measured.met and _met_by_default(growth, condition))
         ]
         percent = min(100, sum(c.percent for c in counted) // len(counted)) if counted else 100
         candidate = Progress(
@@ -174,16 +176,31 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
     return best or Progress(tier=tier_key, conditions=(), percent=0, met=False)
 
 
-def _met_by_default(ladder: Ladder, condition: Condition) -> bool:
-    return _met_by_default_under(ladder.growth, condition)
+#: `_met_by_default`'s answers by everything they depend on, so no stale entry can be
+#: read whatever ladder asks; a ladder has a handful of conditions.
+_MET_BY_DEFAULT: dict[tuple[Metric, int | None, int | None, int, int], bool] = {}
 
 
-@functools.lru_cache(maxsize=256)
-def _met_by_default_under(growth: GrowthRules, condition: Condition) -> bool:
-    """Cached: a ladder has a handful of conditions, and the review asks for each of them
-    for every member it measures."""
-    value = NO_ACTIVITY.value(condition.metric)
-    return _measure(growth, condition, value, NO_ACTIVITY.growth_points).met
+def _met_by_default(growth: GrowthRules, condition: Condition) -> bool:
+    """Whether the numbers of a member who did nothing meet `condition`.
+
+    Remembered: the quarterly review asks it for every condition of every member it
+    measures, and hashing the pydantic models for a cache would cost more than this.
+    """
+    key = (
+        condition.metric,
+        condition.min,
+        condition.max,
+        growth.fen_per_growth_point,
+        growth.max_share_percent,
+    )
+    met = _MET_BY_DEFAULT.get(key)
+    if met is None:
+        value = NO_ACTIVITY.value(condition.metric)
+        met = _MET_BY_DEFAULT[key] = _measure(
+            growth, condition, value, NO_ACTIVITY.growth_points
+        ).met
+    return met
 
 
 def earned_tier(ladder: Ladder, metrics: Metrics) -> Tier:
@@ -293,7 +310,7 @@ def _bound(
     growth = known[Metric.GROWTH_POINTS]
     could, total, counted = True, 0, 0
     for condition in alternative:
-        by_default = _met_by_default(ladder, condition)
+        by_default = _met_by_default(ladder.growth, condition)
         value = known.get(condition.metric)
         bound = _BOUNDED_BY.get(condition.metric)
         if value is None and condition.min is not None and bound is not None:

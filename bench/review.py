@@ -1,6 +1,6 @@
 """The quarterly review: set-based against the per-member reference, then at a million members.
 
-Part one generates `--small` members (`bench.population`) and reviews them with the
+Part one generates `--small` members (`bench.review_population`) and reviews them with the
 per-member reference (`tests/review_reference.py`, the review before it went
 set-based) and with `QuarterlyReview`, alternating which goes first in each of
 `--rounds` rounds; the database is put back between runs, so both review the same
@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bench.population import DEFAULT_ZONE, QUARTER, populate
+from bench.review_population import DEFAULT_ZONE, QUARTER, populate
 from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.ladder import Ladder, load_ladder

@@ -17,7 +17,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from bench.population import populate
+from bench.review_population import populate
 from core.clock import ManualClock
 from core.config import DEFAULT_TIERS_FILE
 from core.jobs import Event, TierWarning

@@ -13,7 +13,7 @@ executemany in one transaction per chunk. Ids of members are given explicitly (a
 referrer is an earlier member), so the PostgreSQL sequence is moved past them at the
 end; `ANALYZE` then gives the planners real statistics.
 
-Run: `python -m bench.population --members 1000000 --database-url sqlite+aiosqlite:///...`
+Run: `python -m bench.review_population --members 1000000 --database-url sqlite+aiosqlite:///...`
 (`bench/review.py` calls it on a fresh database of its own).
 """
 

@@ -2,8 +2,9 @@
 
 BOT_FRAMEWORK chooses aiogram (default) or python-telegram-bot (`bot.adapters`); without
 a TELEGRAM_BOT_TOKEN the same conversations run in this terminal instead. `run` also
-runs the shop's one HTTP server (`bot.http`) when something needs it: the webhook, or
-易支付 calling back. The tests run exactly this (`run`) against a Bot API stand-in.
+runs the shop's one HTTP server (`bot.http`) when something needs it: the webhook,
+易支付 calling back, the reseller API (`bot.api`, unless API_ENABLED is off). The tests
+run exactly this (`run`) against a Bot API stand-in.
 Dependencies go one way: this module picks an adapter, the adapters know only the
 runtime they feed.
 """
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.adapters.terminal import chat
+from bot.api import ResellerApi
 from bot.conversation import Transport
 from bot.framework import UPDATE_SOURCE, Registry, Runtime
 from bot.handlers import ALL_CONVERSATIONS, topup
@@ -71,7 +73,7 @@ def build_runtime(shop: Shop, redis: Redis | None = None) -> Runtime:
     store: ChatStore = (
         RedisChatStore(records, redis, UPDATE_SOURCE) if redis is not None else DbChatStore(records)
     )
-    return Runtime(shop, Registry(ALL_CONVERSATIONS), store)
+    return Runtime(shop, Registry(ALL_CONVERSATIONS), store, redis)
 
 
 @asynccontextmanager
@@ -126,26 +128,30 @@ MoneyLanded = Callable[[Runtime, Transport, Credit], Awaitable[None]]
 
 
 def http_server(
-    runtime: Runtime, transport: Transport, money_landed: MoneyLanded | None
+    runtime: Runtime, transport: Transport, money_landed: MoneyLanded | None, *, api: bool = True
 ) -> HttpServer:
-    """The HTTP server with the payment gateways' routes the shop is configured for."""
+    """The HTTP server with the payment gateways' routes the shop is configured for, and
+    the reseller API when `api` and API_ENABLED (Redis, when set, shares its limits)."""
     shop = runtime.shop
     http = HttpServer(shop.settings)
     if any(method in EPAY_TYPES for method in shop.payments.methods()):
         landed = None if money_landed is None else partial(money_landed, runtime, transport)
         http.add_epay(shop.payments, landed)
+    if api and shop.settings.api_enabled:
+        http.add_api(ResellerApi(shop, runtime.redis))
     return http
 
 
 @asynccontextmanager
 async def beside_the_chat(
-    runtime: Runtime, money_landed: MoneyLanded | None, transport: Transport
+    runtime: Runtime, money_landed: MoneyLanded | None, transport: Transport, *, api: bool = False
 ) -> AsyncIterator[None]:
     """What runs next to the terminal chat, as next to the Telegram bot: the jobs and
-    broadcasts, and the HTTP server (so an 易支付 top-up started in the chat lands there)."""
+    broadcasts, and the HTTP server (so an 易支付 top-up started in the chat lands there;
+    with `api`, the reseller API too, so a script can buy while you watch the chat)."""
     async with (
         background(runtime.shop, transport),
-        http_server(runtime, transport, money_landed).serving(),
+        http_server(runtime, transport, money_landed, api=api).serving(),
     ):
         yield
 
@@ -166,7 +172,7 @@ async def run(
                 runtime,
                 user_id=TERMINAL_USER_ID,
                 lang=None,
-                alongside=partial(beside_the_chat, runtime, money_landed),
+                alongside=partial(beside_the_chat, runtime, money_landed, api=True),
             )
             return
         async with own_transport(runtime, settings) as own:
@@ -220,7 +226,8 @@ def main_chat(settings: Settings, *, user_id: int, lang: str | None, admin: bool
                 runtime,
                 user_id=user_id,
                 lang=lang,
-                alongside=partial(beside_the_chat, runtime, topup.money_landed),
+                # A member's try-out chat: no API listening (that is `cardshop run`).
+                alongside=partial(beside_the_chat, runtime, topup.money_landed, api=False),
             )
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
+from redis.asyncio import Redis
+
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import (
     Button,
@@ -259,9 +261,14 @@ class RecentUpdates:
 
 
 class Runtime:
-    def __init__(self, shop: Shop, registry: Registry, store: ChatStore) -> None:
+    def __init__(
+        self, shop: Shop, registry: Registry, store: ChatStore, redis: Redis | None = None
+    ) -> None:
         self.shop = shop
         self.registry = registry
+        #: The shop's Redis when REDIS_URL is set: shared state across workers (the API's
+        #: rate limits and nonces); None keeps it in the database or this process.
+        self.redis = redis
         #: Chat state and handled update ids (database or Redis), read once per update.
         self.store = store
         self.recent = RecentUpdates()

@@ -1,8 +1,10 @@
-"""The bot's one HTTP server: Telegram's webhook and the payment gateways' callbacks.
+"""The bot's one HTTP server: Telegram's webhook, the payment gateways' callbacks and
+the reseller API.
 
 `cardshop run` builds one `HttpServer` for HTTP_LISTEN; the Telegram adapter adds its
 webhook to it when WEBHOOK_URL is set, `bot.app` adds the 易支付 routes when 易支付 is
-configured, and it listens only when some route needs it. Everything that answers
+configured and the reseller API (`bot.api`) unless API_ENABLED is off, and it listens
+only when some route needs it. Everything that answers
 after the request (an update from the webhook, telling a member their money landed)
 runs as a task of its own, and stopping gives those tasks and the requests in progress
 `STOP_GRACE_SECONDS` together, as the adapters do for their updates.
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bot.api import ResellerApi
 from bot.framework import STOP_GRACE_SECONDS
 from bot.i18n import Translator
 from bot.incoming import BadUpdateError, update_json
@@ -170,6 +173,12 @@ class HttpServer:
         first = request.headers.get("Accept-Language", "").split(",")[0].split(";")[0].strip()
         locale = locale_for(first) if first else settings.default_locale
         return Translator(locale, currency=settings.shop_currency, zone=settings.zone)
+
+    # --- the reseller API ----------------------------------------------------------------
+
+    def add_api(self, api: ResellerApi) -> None:
+        """The reseller API under /api/v1/ (`bot.api`): signed JSON, its document, its docs."""
+        api.mount(self._app.router)
 
     # --- running ----------------------------------------------------------------------------
 

@@ -67,6 +67,18 @@ _STOCK = (
     .correlate(Product)
     .scalar_subquery()
 )
+#: Unsold codes of the product in the enclosing query that its member holds under a
+#: reservation (uses `ix_codes_reserved`): stock for that member alone.
+_HELD = (
+    select(func.count(Code.id))
+    .where(
+        Code.product_id == Product.id,
+        Code.order_id.is_(None),
+        Code.reserved_by == Member.id,
+    )
+    .correlate(Product, Member)
+    .scalar_subquery()
+)
 _CHILD = aliased(Category)
 _CHILDREN = (
     select(func.count(_CHILD.id))
@@ -223,6 +235,20 @@ class CategoryPage:
 
 
 @dataclass(frozen=True, slots=True)
+class PriceLine:
+    """A product a member may buy, as a program buying for them needs it (the API)."""
+
+    #: With `stock` what this member can buy now: the open shelf plus their own holds.
+    product: ProductView
+    #: The member's price for one unit now, in 分.
+    unit_price: int
+    #: The most one order may hold (tier batch cap, product cap), stock aside.
+    max_per_order: int
+    #: Of `stock`, the codes the member holds under a reservation.
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Shelf:
     """The catalog's definitions as of `revision`: what buyers' screens are drawn from."""
 
@@ -254,11 +280,14 @@ class _Facts:
     stock: dict[int, int]
     #: Per-account prices of the products on the screen that have one.
     member_prices: dict[int, int]
+    #: Of `stock`, the codes of each product the member holds under a reservation.
+    held: dict[int, int]
 
 
 @functools.cache
 def _facts_query() -> Select[*tuple[Any, ...]]:
-    """The revision, the member, and each listed product's stock and per-account price.
+    """The revision, the member, and each listed product's stock (the open shelf and the
+    codes of it the member holds under a reservation, apart) and per-account price.
 
     Binds `member`, `at` (for the points spendable then) and `products` (a list, maybe
     empty: the member's row still comes back, with NULL product columns). One row per
@@ -272,6 +301,7 @@ def _facts_query() -> Select[*tuple[Any, ...]]:
             available_points(Member.id.expression, bindparam("at")).label("points"),
             Product.id.label("product_id"),
             _STOCK.label("stock"),
+            _HELD.label("held"),
             MemberPrice.price.label("member_price"),
         )
         .select_from(Member)
@@ -281,6 +311,23 @@ def _facts_query() -> Select[*tuple[Any, ...]]:
             and_(MemberPrice.member_id == Member.id, MemberPrice.product_id == Product.id),
         )
         .where(Member.id == bindparam("member", type_=Integer))
+    )
+
+
+def _pricing_input(product: ProductView, facts: _Facts) -> PricingInput:
+    """What `pricing` needs for one product and the member whose facts were read."""
+    return PricingInput(
+        product_id=product.id,
+        sku=product.sku,
+        active=product.active,
+        pool=product.pool,
+        base_price=product.base_price,
+        max_per_order=product.max_per_order,
+        tier_key=facts.tier_key,
+        tier_prices=product.tier_prices,
+        member_price=facts.member_prices.get(product.id),
+        balance=facts.balance,
+        available_points=facts.points,
     )
 
 
@@ -466,19 +513,7 @@ class Catalog:
         use_points: bool = False,
     ) -> Offer:
         product = replace(shelf.products[product_id], stock=facts.stock[product_id])
-        inputs = PricingInput(
-            product_id=product.id,
-            sku=product.sku,
-            active=product.active,
-            pool=product.pool,
-            base_price=product.base_price,
-            max_per_order=product.max_per_order,
-            tier_key=facts.tier_key,
-            tier_prices=product.tier_prices,
-            member_price=facts.member_prices.get(product_id),
-            balance=facts.balance,
-            available_points=facts.points,
-        )
+        inputs = _pricing_input(product, facts)
         try:
             quote = pricing.quote(
                 self._ladder, inputs, quantity, use_points=use_points, stock=product.stock
@@ -486,6 +521,36 @@ class Catalog:
         except ShopError as refusal:
             return Offer(product, None, refusal, facts.points)
         return Offer(product, quote, None, facts.points)
+
+    async def price_list(self, member_id: int) -> tuple[str, list[PriceLine]]:
+        """The member's tier and every product on sale their tier may buy, in catalog
+        order, each at their price with the stock they can buy (their holds included).
+
+        One statement, like a category page; prices come from `pricing`, as charged.
+        """
+        shelf, facts = await self._read(
+            member_id, lambda shelf: [pid for ids in shelf.on_sale.values() for pid in ids]
+        )
+        lines = []
+        for product in sorted(
+            (shelf.products[pid] for ids in shelf.on_sale.values() for pid in ids),
+            key=lambda product: (product.sort, product.id),
+        ):
+            held = facts.held.get(product.id, 0)
+            inputs = _pricing_input(product, facts)
+            try:
+                pricing.check_allowed(self._ladder, inputs)
+            except ShopError:
+                continue
+            lines.append(
+                PriceLine(
+                    product=replace(product, stock=facts.stock[product.id]),
+                    unit_price=pricing.unit_price(self._ladder, inputs)[0],
+                    max_per_order=pricing.quantity_limit(self._ladder, inputs),
+                    held=held,
+                )
+            )
+        return facts.tier_key, lines
 
     async def _current(self) -> _Shelf:
         """The definitions, checked against the revision in one statement."""
@@ -501,7 +566,10 @@ class Catalog:
         self, member_id: int, shown: Callable[[_Shelf], Sequence[int]]
     ) -> tuple[_Shelf, _Facts]:
         """Current definitions and the member's fresh facts for the products `shown`
-        picks from them, in one statement whenever the definitions have not moved."""
+        picks from them, in one statement whenever the definitions have not moved.
+
+        A product's stock for this member is the open shelf plus their own holds: what
+        they can buy, and what their purchase takes first."""
         shelf = self._shelf or await self._reload()
         while True:
             params = {"member": member_id, "at": self._clock.now(), "products": list(shown(shelf))}
@@ -515,11 +583,20 @@ class Catalog:
                     tier_key=first.tier_key,
                     balance=first.balance,
                     points=int(first.points),
-                    stock={row.product_id: row.stock for row in rows if row.product_id is not None},
+                    stock={
+                        row.product_id: row.stock + row.held
+                        for row in rows
+                        if row.product_id is not None
+                    },
                     member_prices={
                         row.product_id: row.member_price
                         for row in rows
                         if row.member_price is not None
+                    },
+                    held={
+                        row.product_id: row.held
+                        for row in rows
+                        if row.product_id is not None and row.held
                     },
                 )
             shelf = await self._reload()
@@ -635,6 +712,11 @@ class Catalog:
     async def product_by_sku(self, sku: str) -> ProductView:
         async with self._db.read() as session:
             return await _product(session, Product.sku == sku, sku=sku)
+
+    async def product_id(self, sku: str) -> int:
+        """The id of the product with `sku` (active or not); PRODUCT_NOT_FOUND else."""
+        async with self._db.read() as session:
+            return await _product_id(session, sku)
 
     async def stock_counts(self, product_ids: Sequence[int]) -> dict[int, int]:
         """Available codes per product in one grouped query; 0 for a product with none."""

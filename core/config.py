@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     http_listen: str = Field(
         default="127.0.0.1:8080", validation_alias=AliasChoices("http_listen", "webhook_listen")
     )
+    #: The reseller API (/api/v1/) on HTTP_LISTEN whenever `cardshop run` runs.
+    api_enabled: bool = True
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     staff_chat_id: int | None = None
     #: Broadcast messages per second (Telegram allows about 30 per bot).

@@ -173,6 +173,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         code_encryption_keys=TEST_KEY,
         data_dir=tmp_path / "data",
+        # The reseller API would listen on the default HTTP_LISTEN in every scenario;
+        # its tests (tests/e2e/test_api.py) turn it on with a free port.
+        api_enabled=False,
         _env_file=None,
     )
 

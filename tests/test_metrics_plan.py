@@ -23,6 +23,7 @@ from core.models import Category, Member, Order, Product
 from core.tiers.metrics import METRICS, statement_for, windows
 from core.tiers.rules import ROW_METRICS
 from core.uow import Database
+from tests.query_plans import postgres_full_reads
 
 MEMBERS = 400
 ORDERS_EACH = 5
@@ -110,7 +111,11 @@ async def test_metrics_statements_read_through_indexes(db: Database, clock: Manu
             if db.is_postgres:
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
             plan = await conn.run_sync(_plan, windows(3, clock.now()), query)
-        scans = _postgres_full_reads(plan) if db.is_postgres else _sqlite_full_reads(plan)
+        scans = (
+            postgres_full_reads(plan, ("members", "orders"))
+            if db.is_postgres
+            else _sqlite_full_reads(plan)
+        )
         assert scans == [], f"{name}:\n" + "\n".join(plan)
 
 
@@ -124,24 +129,3 @@ def _sqlite_full_reads(plan: list[str]) -> list[str]:
         or "AUTOMATIC" in line
         or (line.startswith("SEARCH orders") and "_at>? AND" not in line)
     ]
-
-
-def _postgres_full_reads(plan: list[str]) -> list[str]:
-    """Scans of `members` or `orders` not bounded by an index condition.
-
-    With sequential scans off, a missing index shows as a walk over the whole primary key
-    with `Filter: (referrer_id = …)` instead of a `Seq Scan`: a full read all the same.
-    """
-    full = []
-    for at, line in enumerate(plan):
-        if " on members" not in line and " on orders" not in line:
-            continue
-        depth = len(line) - len(line.lstrip())
-        details = []
-        for below in plan[at + 1 :]:
-            if "->" in below or len(below) - len(below.lstrip()) <= depth:
-                break
-            details.append(below)
-        if "Seq Scan" in line or not any("Cond:" in detail for detail in details):
-            full.append(line)
-    return full

@@ -271,3 +271,18 @@ async def test_a_platinum_member_reserves_in_chat_and_releases(shop: Shop) -> No
     assert f"#{hold.id} Tencent Q-Coins ¥10: 5 of 5 left" in mine
     assert "5 codes are back on sale" in await screen.tap(f"Release #{hold.id}")
     assert "You have no reservations." in await screen.type("/reservations")
+
+
+async def test_the_holder_is_offered_what_they_hold_when_the_shelf_is_empty(shop: Shop) -> None:
+    product, _ = await make_product(shop.db, shop.vault, shop.clock, codes=4, price=1000)
+    holder = await make_member(shop.db, shop.clock, tier="platinum", balance=RICH)
+    other = await make_member(shop.db, shop.clock, tier="platinum", balance=RICH)
+    await shop.reservations.reserve(holder, product, 4)
+
+    mine = await shop.catalog.offer(holder, product, 4)
+    assert mine.product.stock == 4
+    assert mine.quoted().quantity == 4
+    theirs = await shop.catalog.offer(other, product, 1)
+    assert theirs.sold_out
+    page = await shop.catalog.browse(holder, mine.product.category_id, page_size=5)
+    assert [offer.product.stock for offer in page.offers.items] == [4]

@@ -18,6 +18,9 @@ conversation = Conversation("browse")
 
 #: Products on one page of a category; small enough that the buttons fit one screen.
 PAGE_SIZE = 5
+#: Categories on one page of a list of them: a big shop's hundreds would not fit one
+#: screen (nor Telegram's 100 buttons), and drawing them all costs every visit.
+CATEGORY_PAGE_SIZE = 10
 
 
 class ShopCallback(Callback):
@@ -89,26 +92,23 @@ async def shop_command(ctx: Context) -> None:
 
 
 @conversation.menu("shop")
-async def top_level(ctx: Context) -> None:
+async def top_level(ctx: Context, page: int = 1) -> None:
     ctx.state.clear()
     shown = await ctx.shop.catalog.browse(ctx.member.id, None, page_size=PAGE_SIZE)
     if not shown.children:
         text = ctx._("The shop has nothing on sale yet. Please come back soon.")
         await ctx.reply(text, [[menu_button(ctx)]])
         return
-    text = "{title}\n{hint}".format(title=ctx._(CATALOG_TITLE), hint=ctx._("Choose a category:"))
-    keyboard: list[list[Button]] = [
-        [Button(category.name(ctx.locale), ShopCallback(category=category.id))]
-        for category in shown.children
-    ]
+    lines = [ctx._(CATALOG_TITLE)]
+    keyboard = category_buttons(ctx, None, shown.children, page, lines)
     keyboard.append([menu_button(ctx)])
-    await ctx.reply(text, keyboard)
+    await ctx.reply("\n".join(lines), keyboard)
 
 
 @conversation.callback(ShopCallback)
 async def open_category(ctx: Context, data: ShopCallback) -> None:
     if data.category is None:
-        await top_level(ctx)
+        await top_level(ctx, data.page)
         return
     ctx.state.clear()
     shown = await ctx.shop.catalog.browse(
@@ -116,24 +116,42 @@ async def open_category(ctx: Context, data: ShopCallback) -> None:
     )
     assert shown.category is not None
     if shown.children:
-        await subcategories(ctx, shown.category, shown.children)
+        await subcategories(ctx, shown.category, shown.children, data.page)
     else:
         await products(ctx, shown.category, shown)
 
 
 async def subcategories(
-    ctx: Context, category: CategoryView, children: tuple[CategoryView, ...]
+    ctx: Context, category: CategoryView, children: tuple[CategoryView, ...], page: int
 ) -> None:
-    text = "{title}\n<b>{name}</b>\n{hint}".format(
-        title=ctx._(CATALOG_TITLE),
-        name=escape(category.name(ctx.locale)),
-        hint=ctx._("Choose a category:"),
-    )
-    keyboard: list[list[Button]] = [
-        [Button(child.name(ctx.locale), ShopCallback(category=child.id))] for child in children
-    ]
+    lines = [ctx._(CATALOG_TITLE), f"<b>{escape(category.name(ctx.locale))}</b>"]
+    keyboard = category_buttons(ctx, category, children, page, lines)
     keyboard.append([Button(ctx._("« Back"), back_from(category)), menu_button(ctx)])
-    await ctx.reply(text, keyboard)
+    await ctx.reply("\n".join(lines), keyboard)
+
+
+def category_buttons(
+    ctx: Context,
+    parent: CategoryView | None,
+    children: tuple[CategoryView, ...],
+    page: int,
+    lines: list[str],
+) -> list[list[Button]]:
+    """One page of a list of categories (the last page when `page` is past it), its
+    "Page n of m" and hint added to `lines`."""
+    pages = -(-len(children) // CATEGORY_PAGE_SIZE)
+    page = min(max(page, 1), pages)
+    if pages > 1:
+        lines.append(
+            ctx._("Page {page} of {pages}").format(page=ctx.number(page), pages=ctx.number(pages))
+        )
+    lines.append(ctx._("Choose a category:"))
+    start = (page - 1) * CATEGORY_PAGE_SIZE
+    keyboard: list[list[Button]] = [
+        [Button(child.name(ctx.locale), ShopCallback(category=child.id))]
+        for child in children[start : start + CATEGORY_PAGE_SIZE]
+    ]
+    return keyboard + paging(ctx, parent, page, page < pages)
 
 
 async def products(ctx: Context, category: CategoryView, shown: CategoryPage) -> None:
@@ -162,10 +180,14 @@ async def products(ctx: Context, category: CategoryView, shown: CategoryPage) ->
     await ctx.reply("\n".join(lines), keyboard)
 
 
-def paging(ctx: Context, category: CategoryView, page: int, has_next: bool) -> list[list[Button]]:
+def paging(
+    ctx: Context, category: CategoryView | None, page: int, has_next: bool
+) -> list[list[Button]]:
+    """‹ Previous / Next › for a page of a category (None: the top level)."""
+    at = category.id if category is not None else None
     row: list[Button] = []
     if page > 1:
-        row.append(Button(ctx._("‹ Previous"), ShopCallback(category=category.id, page=page - 1)))
+        row.append(Button(ctx._("‹ Previous"), ShopCallback(category=at, page=page - 1)))
     if has_next:
-        row.append(Button(ctx._("Next ›"), ShopCallback(category=category.id, page=page + 1)))
+        row.append(Button(ctx._("Next ›"), ShopCallback(category=at, page=page + 1)))
     return [row] if row else []

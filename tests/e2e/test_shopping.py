@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from bot.handlers.browse import ShopCallback
 from bot.i18n import Translator
 from core.models import Code, Order, PointLot, WalletEntry
 from core.shop import Shop
@@ -460,3 +461,27 @@ async def test_short_balance_says_how_much_is_missing(
         "menu:ticket"
     ]
     assert await count(shop, Order) == 0
+
+
+async def test_a_long_list_of_categories_pages_ten_at_a_time(
+    chat: Callable[..., Chat], shop: Shop
+) -> None:
+    """23 categories: three pages, paged both ways; a page past the end shows the last."""
+    for n in range(1, 24):
+        await shop.catalog.upsert_category(f"cat-{n:02d}", f"分类 {n:02d}", f"Category {n:02d}")
+    member, _ = await buyer(chat, shop, 2011, "en")
+    [menu] = await member.say("/shop")
+    names = [b["text"] for b in menu.buttons]
+    assert names[:10] == [f"Category {n:02d}" for n in range(1, 11)]
+    assert "Category 11" not in names
+    assert "Page 1 of 3" in (menu.text or "")
+    second = await press(member, menu, "Next ›")
+    assert "Page 2 of 3" in (second.text or "")
+    assert "Category 11" in [b["text"] for b in second.buttons]
+    third = await press(member, second, "Next ›")
+    assert [b["text"] for b in third.buttons][:3] == [f"Category {n}" for n in (21, 22, 23)]
+    assert "Next ›" not in [b["text"] for b in third.buttons]
+    back = await press(member, third, "‹ Previous")
+    assert "Page 2 of 3" in (back.text or "")
+    [stale] = await member.press(back.message_id, ShopCallback(page=9).pack())
+    assert "Page 3 of 3" in (stale.text or "")

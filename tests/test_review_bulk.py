@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from bench.review_population import populate
 from core.clock import ManualClock
@@ -24,12 +24,16 @@ from core.jobs import Event, TierWarning
 from core.ladder import Ladder, load_ladder
 from core.models import TierReview
 from core.shop import Shop, build_jobs
+from core.tiers.metrics import range_statements, windows
 from core.tiers.review import QuarterlyReview, quarter_end
 from core.tiers.rules import ReviewResult
 from core.uow import Database
 from tests.conftest import SHOP_ZONE
 from tests.factories import make_member
+from tests.query_plans import postgres_full_reads
 from tests.review_reference import PerMemberReview, restore, review_state, snapshot
+from tests.test_metrics_plan import _plan as explain
+from tests.test_metrics_plan import _seed as seed_for_plans
 
 #: Each quarter reviewed, with the moment its review runs (days into the next quarter).
 QUARTERS = (
@@ -151,3 +155,25 @@ async def test_review_notices_resume_after_a_crash_without_sending_twice(shop: S
     # The third was claimed when the process died: lost, never doubled (at most once).
     assert [e.member_id for e in resumed.events] == slipping[3:]
     assert all(isinstance(e, TierWarning) and e.unmet == () for e in resumed.events)
+
+
+async def test_therange_statements_read_through_indexes(db: Database, clock: ManualClock) -> None:
+    """The review's GROUP BY statements read a range of members through the indexes the
+    per-member ones use, never a whole table (on a seeded, analysed database)."""
+    await seed_for_plans(db, clock)
+    values = {**windows(0, clock.now()), "lo": 100, "hi": 200}
+    for query in range_statements():
+        async with db.engine.begin() as conn:
+            if db.is_postgres:
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = await conn.run_sync(explain, values, query)
+        if db.is_postgres:
+            scans = postgres_full_reads(plan, ("members", "orders", "violations"))
+        else:
+            scans = [
+                line
+                for line in plan
+                if line.startswith(("SCAN members", "SCAN orders", "SCAN violations"))
+                or "AUTOMATIC" in line
+            ]
+        assert scans == [], "\n".join(plan)

@@ -279,7 +279,7 @@ _hi = bindparam("hi", type_=Integer())
 
 
 @functools.cache
-def _range_statements() -> tuple[Select[*tuple[Any, ...]], ...]:
+def range_statements() -> tuple[Select[*tuple[Any, ...]], ...]:
     """The four parts over the members with ids from `lo` to `hi`, one row per member
     that has any (members without one get the part's zero), built once."""
     paid = (
@@ -325,7 +325,7 @@ def measure_range(
     and the conditions are the same functions, so both give the same numbers.
     """
     params = {**windows(0, now), "lo": lo, "hi": hi}
-    paid_stmt, settled_stmt, violations_stmt, referrals_stmt = _range_statements()
+    paid_stmt, settled_stmt, violations_stmt, referrals_stmt = range_statements()
     paid = {m: (int(s), int(p)) for m, s, p in conn.execute(paid_stmt, params)}
     settled = {m: fulfilment_rate(int(s), int(f)) for m, s, f in conn.execute(settled_stmt, params)}
     violations = {int(m): int(n) for m, n in conn.execute(violations_stmt, params)}

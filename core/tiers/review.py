@@ -24,15 +24,32 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
 from core.clock import Clock, add_months, quarter_of
 from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
-from core.models import Member, TierChange, TierReview
+from core.models import Member, TierChange, TierReview, UTCDateTime
 from core.tiers.metrics import RowMetrics, measure_range
 from core.tiers.moves import SYSTEM
 from core.tiers.rules import (
@@ -94,29 +111,99 @@ REVIEW_REASON = "quarterly_review"
 _members = table_of(Member)
 _reviews = table_of(TierReview)
 _changes = table_of(TierChange)
-_INSERT_REVIEWS = insert(_reviews)
-_INSERT_CHANGES = insert(_changes)
 
-#: A dropped member, as `moves.move` leaves one: on the tier below by the rules, the
-#: review count and the protection cleared, no trial.
-_DROP = (
-    update(_members)
-    .where(_members.c.id == bindparam("b_id"))
-    .values(
-        tier_key=bindparam("b_tier"),
-        tier_source=TierSource.RULES.value,
-        quarters_below=0,
-        protected_until=None,
-        trial_base_tier=None,
-        trial_until=None,
+
+def _drop(member_id: ColumnElement[Any], tier: ColumnElement[Any]) -> Update:
+    """A dropped member, as `moves.move` leaves one: on the tier below by the rules, the
+    review count and the protection cleared, no trial."""
+    return (
+        update(_members)
+        .where(_members.c.id == member_id)
+        .values(
+            tier_key=tier,
+            tier_source=TierSource.RULES.value,
+            quarters_below=0,
+            protected_until=None,
+            trial_base_tier=None,
+            trial_until=None,
+        )
     )
-)
-#: A member kept on their tier whose review count or protection changed.
-_COUNT = (
-    update(_members)
-    .where(_members.c.id == bindparam("b_id"))
-    .values(quarters_below=bindparam("b_below"), protected_until=bindparam("b_until"))
-)
+
+
+def _count(
+    member_id: ColumnElement[Any], below: ColumnElement[Any], until: ColumnElement[Any]
+) -> Update:
+    """A member kept on their tier whose review count or protection changed."""
+    return (
+        update(_members)
+        .where(_members.c.id == member_id)
+        .values(quarters_below=below, protected_until=until)
+    )
+
+
+#: The four writes of a batch, by name, each as the statement run once per row: its
+#: parameters are the keys of the batch's row dicts.
+_WRITES: dict[str, UpdateBase] = {
+    "reviews": insert(_reviews),
+    "drops": _drop(bindparam("b_id"), bindparam("b_tier")),
+    "changes": insert(_changes),
+    "counts": _count(bindparam("b_id"), bindparam("b_below"), bindparam("b_until")),
+}
+
+_ROW_TYPES: dict[str, TypeEngine[Any]] = {
+    "b_id": Integer(),
+    "b_tier": String(),
+    "b_below": Integer(),
+    "b_until": UTCDateTime(),
+}
+
+
+@functools.cache
+def _postgres_writes() -> dict[str, tuple[UpdateBase, tuple[str, ...]]]:
+    """The same writes on PostgreSQL as one statement each over `unnest` of one array
+    per parameter (INSERT … SELECT, UPDATE … FROM): asyncpg's executemany still sends
+    each row as a message of its own, which cost more than the whole measure."""
+
+    def rows(*names: str, table: Table | None = None) -> TableValuedAlias:
+        arrays = [
+            bindparam(
+                name, type_=ARRAY(table.c[name].type if table is not None else _ROW_TYPES[name])
+            )
+            for name in names
+        ]
+        return func.unnest(*arrays).table_valued(*names).render_derived()
+
+    review_keys = ("member_id", "quarter", "tier_key", "met_maintenance", "outcome", "created_at")
+    change_keys = ("member_id", "from_tier", "to_tier", "reason", "actor", "created_at")
+    reviews = rows(*review_keys, table=_reviews)
+    changes = rows(*change_keys, table=_changes)
+    drops = rows("b_id", "b_tier")
+    counts = rows("b_id", "b_below", "b_until")
+    return {
+        "reviews": (
+            insert(_reviews).from_select(review_keys, select(*reviews.c)),
+            review_keys,
+        ),
+        "drops": (_drop(drops.c.b_id, drops.c.b_tier), ("b_id", "b_tier")),
+        "changes": (
+            insert(_changes).from_select(change_keys, select(*changes.c)),
+            change_keys,
+        ),
+        "counts": (
+            _count(counts.c.b_id, counts.c.b_below, counts.c.b_until),
+            ("b_id", "b_below", "b_until"),
+        ),
+    }
+
+
+def _write(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
+    """One of `_WRITES` for every row: one statement over arrays on PostgreSQL, the
+    driver's executemany on SQLite."""
+    if conn.dialect.name != "postgresql":
+        _execute_many(conn, _WRITES[name], rows)
+        return
+    statement, keys = _postgres_writes()[name]
+    conn.execute(statement, {key: [row[key] for row in rows] for key in keys})
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,12 +477,8 @@ class QuarterlyReview:
                 )
             )
         if write:
-            for statement, values in (
-                (_INSERT_REVIEWS, reviews),
-                (_DROP, drops),
-                (_INSERT_CHANGES, changes),
-                (_COUNT, counts),
-            ):
+            batch = {"reviews": reviews, "drops": drops, "changes": changes, "counts": counts}
+            for name, values in batch.items():
                 if values:
-                    _execute_many(conn, statement, values)
+                    _write(conn, name, values)
         return outcomes, rows[-1][0]

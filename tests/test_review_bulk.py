@@ -11,20 +11,23 @@ the outcomes and every row a review writes must be the same.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections import Counter
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from bench.review_population import populate
-from core.clock import ManualClock
+from core.clock import ManualClock, add_months
 from core.config import DEFAULT_TIERS_FILE
 from core.jobs import Event, TierWarning
 from core.ladder import Ladder, load_ladder
-from core.models import TierReview
+from core.models import Member, TierChange, TierReview
 from core.shop import Shop, build_jobs
 from core.tiers.metrics import range_statements, windows
+from core.tiers.moves import Tiers
 from core.tiers.review import QuarterlyReview, quarter_end
 from core.tiers.rules import ReviewResult
 from core.uow import Database
@@ -177,3 +180,54 @@ async def test_therange_statements_read_through_indexes(db: Database, clock: Man
                 or "AUTOMATIC" in line
             ]
         assert scans == [], "\n".join(plan)
+
+
+async def test_admin_moves_during_a_review_keep_every_history_consistent(
+    db: Database, clock: ManualClock, ladder: Ladder
+) -> None:
+    """Admins moving members while the review drops them: whichever comes first, each
+    member's `tier_changes` chain from their old tier to their tier has no gap, as when
+    the per-member review held each member's lock (here the batch holds its rows')."""
+    quarter, moment = QUARTERS[0]
+    members = [await make_member(db, clock, tier="silver") for _ in range(40)]
+    protected_until = add_months(quarter_end(quarter, SHOP_ZONE), -1)
+    async with db.transaction() as session:
+        await session.execute(
+            update(Member)
+            .where(Member.id.in_(members))
+            .values(quarters_below=2, protected_until=protected_until)
+        )
+    clock.set(moment)
+    tiers = Tiers(db, ladder, clock)
+    review = QuarterlyReview(db, ladder, clock, SHOP_ZONE)
+
+    async def admin() -> None:
+        for member in reversed(members):
+            await tiers.set_tier(member, "gold", actor="admin", reason="race")
+
+    batches = review.batches(quarter=quarter, batch_size=5)
+    outcomes = await anext(batches)  # so some members are surely dropped first
+
+    async def rest() -> None:
+        async for batch in batches:
+            outcomes.extend(batch)
+
+    await asyncio.gather(rest(), admin())
+
+    dropped = {o.member_id for o in outcomes if o.outcome is ReviewResult.DROPPED}
+    assert len(dropped) >= 5
+    async with db.read() as session:
+        rows = (
+            await session.execute(
+                select(TierChange.member_id, TierChange.from_tier, TierChange.to_tier).order_by(
+                    TierChange.id
+                )
+            )
+        ).all()
+        held = dict(await session.execute(select(Member.id, Member.tier_key)))
+    for member in members:
+        chain = [(f, t) for m, f, t in rows if m == member]
+        assert chain[0][0] == "silver"
+        assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(chain)), chain
+        assert chain[-1][1] == held[member] == "gold"
+        assert len(chain) == (2 if member in dropped else 1)

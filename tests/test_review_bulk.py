@@ -224,7 +224,7 @@ async def test_admin_moves_during_a_review_keep_every_history_consistent(
                 )
             )
         ).all()
-        held = dict(await session.execute(select(Member.id, Member.tier_key)))
+        held = dict((await session.execute(select(Member.id, Member.tier_key))).all())
     for member in members:
         chain = [(f, t) for m, f, t in rows if m == member]
         assert chain[0][0] == "silver"

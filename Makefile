@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCALES := bot/locales
 
-.PHONY: run test install i18n compile-locales lint typecheck bench bench-updates bench-payments bench-scale clean
+.PHONY: run test install i18n compile-locales lint typecheck bench bench-flash bench-updates bench-payments bench-scale bench-review clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,8 +40,13 @@ run: compile-locales
 	$(VENV)/bin/cardshop seed-demo --if-empty
 	$(VENV)/bin/cardshop run
 
+# Purchases per second through Orders.place against the same statements in the plain driver.
 bench: $(STAMP)
 	$(PY) -m bench.purchase
+
+# 1,000 members press Pay within one second for 100 codes, through the real dispatcher.
+bench-flash: compile-locales
+	$(PY) -m bench.flash_sale
 
 # Updates per second through the real bot (both adapters), against the bare framework.
 bench-updates: compile-locales
@@ -54,6 +59,10 @@ bench-payments: compile-locales
 # Per-update latency in a grown shop (100k members / 10k products / 1M codes) vs a small one.
 bench-scale: compile-locales
 	$(PY) -m bench.scale
+
+# The quarterly review: set-based vs per-member, then a million generated members.
+bench-review: $(STAMP)
+	$(PY) -m bench.review
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

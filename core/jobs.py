@@ -50,7 +50,7 @@ from core.reservations import Reservations, ReservationView
 from core.sql import insert_ignoring_conflict
 from core.tickets import Tickets, TicketView
 from core.tiers.moves import Tiers
-from core.tiers.review import QuarterlyReview, previous_quarter
+from core.tiers.review import QuarterlyReview, ReviewOutcome, previous_quarter
 from core.tiers.rules import ConditionProgress, ReviewResult
 from core.uow import Database
 
@@ -173,6 +173,31 @@ class Notifier(Protocol):
     """Implemented by the bot: deliver one event; raising only logs, the job goes on."""
 
     async def notify(self, event: Event) -> None: ...
+
+
+def _review_notice(outcome: ReviewOutcome) -> TierWarning | Downgraded | None:
+    """What to tell the member of a review outcome; None when nothing (kept, or no chat)."""
+    if outcome.telegram_id is None or outcome.outcome is ReviewResult.KEPT:
+        return None
+    if outcome.outcome is ReviewResult.DROPPED:
+        return Downgraded(
+            member_id=outcome.member_id,
+            telegram_id=outcome.telegram_id,
+            locale=outcome.locale,
+            from_tier=outcome.from_tier,
+            to_tier=outcome.to_tier,
+            quarter=outcome.quarter,
+        )
+    return TierWarning(
+        member_id=outcome.member_id,
+        telegram_id=outcome.telegram_id,
+        locale=outcome.locale,
+        tier=outcome.from_tier,
+        quarter=outcome.quarter,
+        outcome=outcome.outcome.value,
+        protected_until=outcome.protected_until,
+        unmet=outcome.unmet,
+    )
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -385,36 +410,39 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------
 
     async def _tier_review(self, quarter: str) -> dict[str, int]:
-        outcomes = await self._review.run(quarter=quarter)
-        counts = {"reviewed": len(outcomes), "notified": 0}
-        for outcome in outcomes:
-            counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
-            if outcome.telegram_id is None or outcome.outcome is ReviewResult.KEPT:
-                continue
-            event: Event
-            if outcome.outcome is ReviewResult.DROPPED:
-                event = Downgraded(
-                    member_id=outcome.member_id,
-                    telegram_id=outcome.telegram_id,
-                    locale=outcome.locale,
-                    from_tier=outcome.from_tier,
-                    to_tier=outcome.to_tier,
-                    quarter=quarter,
-                )
-            else:
-                event = TierWarning(
-                    member_id=outcome.member_id,
-                    telegram_id=outcome.telegram_id,
-                    locale=outcome.locale,
-                    tier=outcome.from_tier,
-                    quarter=quarter,
-                    outcome=outcome.outcome.value,
-                    protected_until=outcome.protected_until,
-                    unmet=outcome.unmet,
-                )
-            key = f"tier_review:{quarter}:{outcome.member_id}"
-            counts["notified"] += await self._notify(event, key=key)
+        """Review the quarter (set-based, batch by batch), then tell the members it warned,
+        protected or dropped.
+
+        The notices go out once the whole review is written, each claimed by its key
+        (`tier_review:<quarter>:<member>`) and sent by the notifier, whose transport
+        takes its turn from the shop's one pace (bot.flood). A run cut off while sending
+        runs again at the next tick: the review hands back every stored outcome at once,
+        and only the notices no run claimed yet are sent.
+        """
+        counts = {"reviewed": 0, "notified": 0}
+        notices: list[TierWarning | Downgraded] = []
+        async for batch in self._review.batches(quarter=quarter):
+            for outcome in batch:
+                counts["reviewed"] += 1
+                counts[outcome.outcome.value] = counts.get(outcome.outcome.value, 0) + 1
+                notice = _review_notice(outcome)
+                if notice is not None:
+                    notices.append(notice)
+        prefix = f"tier_review:{quarter}:"
+        claimed = await self._claimed(prefix)
+        for notice in notices:
+            key = f"{prefix}{notice.member_id}"
+            if key not in claimed:
+                counts["notified"] += await self._notify(notice, key=key)
         return counts
+
+    async def _claimed(self, prefix: str) -> set[str]:
+        """The notice keys starting with `prefix` that a run claimed: one read, where a
+        resumed review's notices would otherwise each try a claim of their own."""
+        async with self._db.read() as session:
+            return set(
+                await session.scalars(select(JobNotice.key).where(JobNotice.key.startswith(prefix)))
+            )
 
     async def _trials(self, _day: str) -> dict[str, int]:
         return {"ended": await self._tiers.expire_trials()}

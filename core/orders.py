@@ -16,7 +16,11 @@ async engine's greenlet on PostgreSQL):
    the same key gets the first order back), the wallet debited with a guard
    (`balance >= total`, backed by a CHECK), the ledger row written and the codes claimed
    with `UPDATE ... RETURNING`;
-3. purchase points and the activity event are keyed by the order id.
+3. purchase points and the activity event are keyed by the order id;
+4. the tier check (`core.tiers.moves.settlement_due_on`) starts from the member row step
+   1 read and holds, its spend grown by this total, and measures only what could still
+   move the member, so the usual purchase needs nothing after it commits; one that
+   earns a move or a reward is settled in a transaction of its own (`on_paid`).
 
 Risk control (`core.risk`) reads the member's window between steps 1 and 2, under the
 same lock, and refuses a member at a limit. Every refusal the facts already decide
@@ -59,7 +63,8 @@ from core.models import (
 from core.pricing import PricingInput, Quote, quote
 from core.sql import insert_ignoring_conflict
 from core.stock import claim_codes_on
-from core.tiers.moves import ProgressReward, Promotion
+from core.tiers.moves import ProgressReward, Promotion, settlement_due_on
+from core.tiers.rules import Standing
 from core.uow import Database, run_on
 from core.vault import CodeVault
 from core.wallet import post_entry_on
@@ -105,8 +110,9 @@ class Purchase:
     rewards: tuple[ProgressReward, ...] = ()
 
 
-#: Called after a purchase commits (tier promotion, fast track); failures are logged only.
-PaidHook = Callable[[OrderView], Awaitable[Promotion | None]]
+#: Called after a purchase commits (tier promotion, fast track) with whether the tier
+#: check inside the purchase found a settlement due; failures are logged only.
+PaidHook = Callable[[OrderView, bool | None], Awaitable[Promotion | None]]
 
 
 #: A row or SELECT of columns picked by position.
@@ -208,6 +214,17 @@ def _facts_query(*, with_points: bool, tiers: tuple[str, ...]) -> AnySelect:
     )
 
 
+#: The member row's tier standing, read (and locked) with the purchase's facts so the tier
+#: check after the purchase starts from it (`_standing_after`).
+_STANDING_COLUMNS = (
+    Member.tier_source,
+    Member.trial_until,
+    Member.total_spent,
+    Member.joint_campaigns,
+    Member.growth_points,
+)
+
+
 @functools.cache
 def _purchase_query(
     *, with_points: bool, lock: bool, tiers: tuple[str, ...], window: tuple[int, int]
@@ -224,7 +241,7 @@ def _purchase_query(
     query = _facts_query(with_points=with_points, tiers=tiers)
     if not lock:
         query = query.add_columns(*risk.window_columns(*window))
-    query = query.add_columns(Order.id.label("paid_order_id")).outerjoin(
+    query = query.add_columns(*_STANDING_COLUMNS, Order.id.label("paid_order_id")).outerjoin(
         Order,
         and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
     )
@@ -262,6 +279,21 @@ def _facts(
     )
 
 
+def _standing_after(row: AnyRow, member_id: int, total: int) -> Standing:
+    """The member's tier standing once this purchase is written: the row the purchase
+    read (and holds: the write lock on SQLite, the row lock on PostgreSQL), its spend
+    grown by the total, which is exactly what the debit wrote."""
+    return Standing(
+        member_id=member_id,
+        tier_key=row.tier_key,
+        tier_source=row.tier_source,
+        trial_until=row.trial_until,
+        total_spent=row.total_spent + total,
+        joint_campaigns=row.joint_campaigns,
+        growth_points=row.growth_points,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     """One purchase as `place` was asked for it, at the moment it is made."""
@@ -287,6 +319,8 @@ class _Paid:
     secrets: list[bytes]
     balance: int
     created: bool
+    #: Whether the tier check in the purchase found a settlement due (None: not asked).
+    settle: bool | None = None
 
 
 class Orders:
@@ -424,7 +458,7 @@ class Orders:
         )
         if not paid.created:
             return purchase
-        moved = await self._after_paid(paid.order)
+        moved = await self._after_paid(paid.order, paid.settle)
         if moved is None:
             return purchase
         return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
@@ -549,6 +583,10 @@ class Orders:
             amount=earned, at=now,
         )  # fmt: skip
         activity.record_on(conn, member_id, "purchase", key_of_order, at=now)
+        settle = None
+        if self._on_paid is not None:
+            standing = _standing_after(row, member_id, priced.total)
+            settle = settlement_due_on(conn, self._ladder, member_id, standing, now)
         order = OrderView(
             id=order_id,
             member_id=member_id,
@@ -565,7 +603,7 @@ class Orders:
             status=OrderStatus.PAID,
             created_at=now.astimezone(UTC),
         )
-        return _Paid(order=order, secrets=secrets, balance=balance, created=True)
+        return _Paid(order=order, secrets=secrets, balance=balance, created=True, settle=settle)
 
     def _replay_on(self, conn: Connection, member_id: int, key: str) -> _Paid:
         """The order an idempotency key already paid for, as it stands, with its codes."""
@@ -581,11 +619,11 @@ class Orders:
         ).all()
         return _Paid(order=order, secrets=list(secrets), balance=row.balance, created=False)
 
-    async def _after_paid(self, order: OrderView) -> Promotion | None:
+    async def _after_paid(self, order: OrderView, settle: bool | None) -> Promotion | None:
         if self._on_paid is None:
             return None
         try:
-            return await self._on_paid(order)
+            return await self._on_paid(order, settle)
         except Exception:
             # The purchase stands; a missed promotion is caught by the next evaluation.
             log.exception("after-purchase hook failed for order %s", order.id)

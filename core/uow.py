@@ -8,7 +8,10 @@ function over a sync `Connection` and handed to `db.run(work)`, which makes it o
 transaction at the cost of a single hop: on PostgreSQL through the async engine's
 greenlet (`run_sync`), on a SQLite file in a dedicated writer thread that owns a sync
 engine on the same file. SQLite lets one writer in at a time anyway, so one thread
-serialising those transactions loses nothing and spares them the lock waits. Helpers
+serialising those transactions loses nothing and spares them the lock waits; and that
+thread commits together whatever piled up while it was busy (`_GroupCommit`), each piece
+of work in a savepoint of its own, so twenty concurrent buyers cost one commit, not
+twenty, and a purchase that fails takes none of its neighbours with it. Helpers
 written over a `Connection` serve async callers too, through `run_on(session, ...)`.
 `db.run_read(work)` is the same single hop for a read (on SQLite in reader threads of
 their own, which WAL lets run beside the writer).
@@ -22,11 +25,14 @@ second worker handling the same update at once rolls its effect back.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Concatenate, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
@@ -34,6 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from core.db import READ_ONLY, create_engine, create_sync_engine, is_postgres, sqlite_file_url
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -43,12 +51,9 @@ SQLITE_READERS = 2
 
 
 class _SqliteThreads:
-    """Threads with a sync engine on the SQLite file; each `run` is one transaction.
-
-    One thread writes (SQLite lets one writer in at a time anyway); readers get their
-    own threads and a read-only engine (a deferred BEGIN), so a read never queues
-    behind a purchase.
-    """
+    """Reader threads with a read-only sync engine on the SQLite file (a deferred BEGIN);
+    each `run` is one transaction, and a read never queues behind a purchase. The one
+    writer is `_GroupCommit`."""
 
     def __init__(self, engine: Engine, *, threads: int, name: str) -> None:
         self._engine = engine
@@ -66,6 +71,127 @@ class _SqliteThreads:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._engine.dispose)
         self._thread.shutdown(wait=True)
+
+
+#: The most pieces of work one group commit takes: enough to share a commit among a
+#: crowd, few enough that the first of them does not wait long for the last.
+GROUP_MAX = 50
+
+
+class _GroupCommit:
+    """The SQLite writer thread, committing concurrent `run`s together.
+
+    While a transaction is running, new work queues; the thread then takes everything
+    queued (up to `GROUP_MAX`) into the next transaction, each piece between a SAVEPOINT
+    and its RELEASE. A piece that raises is rolled back to its savepoint and raises to
+    its own caller only, exactly as if it had been a transaction of its own; the others
+    are committed. Work in the group sees the work before it as committed, so the
+    group is the same as running them one after another. Alone in the queue, work runs
+    as a plain transaction (no savepoint). If the COMMIT itself fails, nothing of the
+    group was kept and every caller gets the error.
+
+    Callers' futures are resolved through their loop after the COMMIT, so no caller
+    hears of success before its work is committed.
+    """
+
+    def __init__(self, engine: Engine, *, name: str) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._queue: list[_Queued[Any]] = []
+        self._draining = False
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queue.append(_Queued(work, future, loop))
+            start, self._draining = not self._draining, True
+        if start:
+            self._thread.submit(self._drain)
+        return await future
+
+    def _drain(self) -> None:
+        """Commit groups until the queue is empty (in the writer thread)."""
+        while True:
+            with self._lock:
+                group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
+                if not group:
+                    self._draining = False
+                    return
+            self._commit(group)
+
+    def _commit(self, group: list[_Queued[Any]]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self._engine.begin() as conn:
+                if len(group) == 1:
+                    outcomes.append((group[0].work(conn), None))
+                else:
+                    for queued in group:
+                        outcomes.append(_in_savepoint(conn, queued.work))
+        except BaseException as failure:  # nothing of the group is kept
+            outcomes = [(None, failure)] * len(group)
+        # One wake-up per event loop for the whole group, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for queued, (result, error) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(queued.loop, []).append((queued.future, result, error))
+        for loop, resolved in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, resolved)
+            except RuntimeError:  # that loop is closed: nobody is waiting
+                log.warning("writer results arrived after their event loop closed")
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued(Generic[T]):
+    """A piece of work waiting for the writer, and where its outcome goes."""
+
+    work: Callable[[Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+
+
+def _in_savepoint(
+    conn: Connection, work: Callable[[Connection], T]
+) -> tuple[Any, Exception | None]:
+    """`work` between a SAVEPOINT and its RELEASE; rolled back to it if it raises.
+
+    The three statements go straight to the `sqlite3` connection: through SQLAlchemy
+    (`begin_nested`) they would cost as much as a purchase's own statements, and work
+    run here never opens savepoints of its own, so SQLAlchemy has nothing to track.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("SAVEPOINT run")
+    try:
+        result = work(conn)
+    except Exception as error:
+        driver.execute("ROLLBACK TO run")
+        driver.execute("RELEASE run")
+        return None, error
+    driver.execute("RELEASE run")
+    return result, None
+
+
+#: A caller's future, and the result or the error to hand it.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    """Hand each member of a group its outcome, unless its caller stopped waiting."""
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 class Rider:
@@ -100,7 +226,7 @@ class Database:
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._sqlite_url = sqlite_file_url(engine)
-        self._sqlite_writer: _SqliteThreads | None = None
+        self._sqlite_writer: _GroupCommit | None = None
         self._sqlite_readers: _SqliteThreads | None = None
 
     @classmethod
@@ -152,7 +278,9 @@ class Database:
 
         `work` must only touch the database through `conn` (it may run in another
         thread). If the awaiting task is cancelled on SQLite, the transaction still
-        finishes in the writer thread; callers make such work idempotent.
+        finishes in the writer thread; callers make such work idempotent. On SQLite the
+        transaction may be shared with other `run`s (`_GroupCommit`), `work` in a
+        savepoint of its own: it must not end the transaction itself.
         """
         rider = self._boarding()
         if rider is None:
@@ -176,8 +304,8 @@ class Database:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
         if self._sqlite_writer is None:
-            self._sqlite_writer = _SqliteThreads(
-                create_sync_engine(self._sqlite_url), threads=1, name="sqlite-writer"
+            self._sqlite_writer = _GroupCommit(
+                create_sync_engine(self._sqlite_url), name="sqlite-writer"
             )
         return await self._sqlite_writer.run(work)
 

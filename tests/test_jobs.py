@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -161,18 +162,18 @@ async def test_a_crashed_run_is_retried_without_notifying_twice(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scene = await _scene(shop)
-    real_review = shop.quarterly_review.run
+    real_review = shop.quarterly_review.batches
     crashes = 0
 
-    async def crashing_review(**kwargs: Any) -> Any:
+    async def crashing_review(**kwargs: Any) -> AsyncIterator[Any]:
         nonlocal crashes
-        outcomes = await real_review(**kwargs)
+        async for batch in real_review(**kwargs):
+            yield batch
         if crashes == 0:
             crashes += 1
             raise RuntimeError("process killed after the review committed")
-        return outcomes
 
-    monkeypatch.setattr(shop.quarterly_review, "run", crashing_review)
+    monkeypatch.setattr(shop.quarterly_review, "batches", crashing_review)
     recorder = Recorder()
     first = {r.job: r for r in await build_jobs(shop, recorder).run_due()}
     assert first["tier_review"].error == "RuntimeError"

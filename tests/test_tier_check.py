@@ -22,7 +22,7 @@ from core.clock import ManualClock
 from core.errors import ShopError
 from core.ladder import Ladder
 from core.models import Member, Order, PointLot, Violation
-from core.orders import Orders
+from core.orders import Orders, OrderView
 from core.shop import Shop
 from core.tiers.metrics import (
     HALF_YEAR,
@@ -137,8 +137,9 @@ class Run:
         self.products: list[int] = []
         self.answers: Counter[str] = Counter()
         # Purchases and check-ins here leave the settling to the `settle` step, so members
-        # spend a while with a settlement due and both answers get checked.
-        self.orders = Orders(shop.db, shop.ladder, shop.vault, clock)
+        # spend a while with a settlement due and both answers get checked; a purchase's
+        # own answer (from inside its transaction) is checked as it hands it over.
+        self.orders = Orders(shop.db, shop.ladder, shop.vault, clock, on_paid=self._after_paid)
         self.checkins = CheckIns(
             shop.db, shop.ladder, clock, SHOP_ZONE, on_checkin=self._after_checkin
         )
@@ -167,6 +168,12 @@ class Run:
         expected = await due_by_full_metrics(self.shop, member_id, counted)
         assert await self.shop.tiers.settlement_due(member_id, standing) == expected
         self.answers[f"due={expected}"] += 1
+
+    async def _after_paid(self, order: OrderView, due: bool | None) -> None:
+        """The purchase's in-transaction answer against the full metrics just after it."""
+        counted = await counted_in_python(self.shop, order.member_id, self.clock.now())
+        assert due == await due_by_full_metrics(self.shop, order.member_id, counted)
+        self.answers[f"purchase due={due}"] += 1
 
     async def _after_checkin(self, standing: Standing) -> None:
         async with self.shop.db.read() as session:
@@ -248,3 +255,5 @@ async def test_the_quick_check_agrees_with_the_full_metrics(
     assert run.answers["due=True"], run.answers
     assert run.answers["due=False"], run.answers
     assert run.answers["standing"], run.answers
+    assert run.answers["purchase due=True"], run.answers
+    assert run.answers["purchase due=False"], run.answers

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import bindparam, exists, func, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -21,7 +22,7 @@ from core.ladder import Capabilities, Ladder
 from core.members import load_member
 from core.models import Member, Order, PointLot, TierChange, Violation
 from core.points import award_points_on
-from core.tiers.metrics import load_metrics, measure
+from core.tiers.metrics import load_metrics, measure_on
 from core.tiers.rules import (
     Metrics,
     Progress,
@@ -167,10 +168,45 @@ def standing_of(member: Member) -> Standing:
 
 
 async def load_standing(session: AsyncSession, member_id: int) -> Standing:
-    row = (await session.execute(_STANDING, {"member_id": member_id})).one_or_none()
+    return await run_on(session, standing_on, member_id)
+
+
+def standing_on(conn: Connection, member_id: int) -> Standing:
+    row = conn.execute(_STANDING, {"member_id": member_id}).one_or_none()
     if row is None:
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     return Standing(member_id, *row)
+
+
+def reward_key(member_id: int, tier_key: str, percent: int) -> str:
+    """The natural key of a progress reward: paid once per member, tier and milestone."""
+    return f"progress:{member_id}:{tier_key}:{percent}"
+
+
+def settlement_due_on(
+    conn: Connection, ladder: Ladder, member_id: int, standing: Standing | None, now: datetime
+) -> bool:
+    """Whether settling the member (`Tiers.promote`) would change anything at `now`.
+
+    Measures only what could decide it (`settlement_check`): most purchases and
+    check-ins move no tier and cross no milestone, and the member row often shows it.
+    `standing` is the member row as the caller's transaction holds it, if it has it (a
+    purchase does: it read and locked the row); otherwise it is read here. Runs in the
+    caller's transaction, so a purchase answers it from its own snapshot in its one hop.
+    """
+    if standing is None:
+        standing = standing_on(conn, member_id)
+    check = settlement_check(ladder, standing, {}, now)
+    if check.unmeasured and not check.due:
+        measured = measure_on(conn, member_id, check.unmeasured, now)
+        check = settlement_check(ladder, standing, measured, now)
+    if check.due or check.next_tier is None or not check.milestones:
+        return check.due
+    keys = [reward_key(member_id, check.next_tier, percent) for percent in check.milestones]
+    paid = conn.scalar(
+        select(func.count()).select_from(PointLot).where(PointLot.source_key.in_(keys))
+    )
+    return (paid or 0) < len(keys)
 
 
 class Tiers:
@@ -279,7 +315,7 @@ class Tiers:
                 self._ladder,
                 member.id,
                 source=REWARD_SOURCE,
-                source_key=self._reward_key(member.id, above.key, percent),
+                source_key=reward_key(member.id, above.key, percent),
                 amount=rewards.points,
                 at=now,
             ):
@@ -297,18 +333,21 @@ class Tiers:
         """
         if not await self.settlement_due(member_id, standing):
             return Promotion()
+        return await self.settle(member_id, reason=reason)
+
+    async def settle(self, member_id: int, *, reason: str) -> Promotion:
+        """Settle the member now, the row locked: `promote` once it knows it is due."""
         async with self._db.transaction() as session:
             member = await load_member(session, member_id, for_update=True)
             return await self._settle(session, member, reason=reason, actor=SYSTEM)
 
     async def settlement_due(self, member_id: int, standing: Standing | None = None) -> bool:
-        """Whether `_settle` would change anything, measuring only what could decide it.
+        """Whether `_settle` would change anything (`settlement_due_on`).
 
-        Most purchases and check-ins move no tier and cross no milestone, and the member
-        row often shows it (`settlement_check`), so most checks measure nothing; the rest
-        measure only the metrics still open, in a read transaction that keeps them off
-        the write lock (on SQLite a reader never waits for the purchase writer).
-        `_settle` decides again, on every metric, under the lock when it is due.
+        When the standing alone decides, nothing is read; otherwise the rest is measured
+        in a read transaction that keeps it off the write lock (on SQLite a reader never
+        waits for the purchase writer). `_settle` decides again, on every metric, under
+        the lock when it is due.
         """
         now = self._clock.now()
         if standing is not None:
@@ -316,26 +355,7 @@ class Tiers:
             if check.due or not (check.unmeasured or check.milestones):
                 return check.due
         async with self._db.read() as session:
-            if standing is None:
-                standing = await load_standing(session, member_id)
-            check = settlement_check(self._ladder, standing, {}, now)
-            if check.unmeasured and not check.due:
-                measured = await measure(session, member_id, check.unmeasured, now)
-                check = settlement_check(self._ladder, standing, measured, now)
-            if check.due or check.next_tier is None or not check.milestones:
-                return check.due
-            keys = [
-                self._reward_key(member_id, check.next_tier, percent)
-                for percent in check.milestones
-            ]
-            paid = await session.scalar(
-                select(func.count()).select_from(PointLot).where(PointLot.source_key.in_(keys))
-            )
-            return (paid or 0) < len(keys)
-
-    @staticmethod
-    def _reward_key(member_id: int, tier_key: str, percent: int) -> str:
-        return f"progress:{member_id}:{tier_key}:{percent}"
+            return await run_on(session, settlement_due_on, self._ladder, member_id, standing, now)
 
     async def fast_track(
         self, member_id: int, order_total: int, order_id: int
@@ -552,10 +572,20 @@ class Promotions:
     def __init__(self, tiers: Tiers) -> None:
         self._tiers = tiers
 
-    async def after_purchase(self, order: PaidOrder) -> Promotion:
-        """A big enough first order earns the fast track; then the rules and rewards."""
+    async def after_purchase(self, order: PaidOrder, due: bool | None = None) -> Promotion:
+        """A big enough first order earns the fast track; then the rules and rewards.
+
+        `due` is `settlement_due_on` as the purchase's own transaction answered it (it
+        held the member row, so nothing needs reading again): settle only when it is.
+        A fast track just moved the member, so the answer is stale then and asked anew.
+        """
         trial = await self._tiers.fast_track(order.member_id, order.total, order.id)
-        promoted = await self._tiers.promote(order.member_id, reason="purchase")
+        if trial is not None or due is None:
+            promoted = await self._tiers.promote(order.member_id, reason="purchase")
+        elif due:
+            promoted = await self._tiers.settle(order.member_id, reason="purchase")
+        else:
+            promoted = Promotion()
         return Promotion(change=promoted.change or trial, rewards=promoted.rewards)
 
     async def after_checkin(self, standing: Standing) -> Promotion:

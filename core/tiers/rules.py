@@ -14,7 +14,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from core.clock import add_months
-from core.ladder import SPEND_METRICS, Condition, Ladder, Metric, Rule, Tier
+from core.ladder import SPEND_METRICS, Condition, GrowthRules, Ladder, Metric, Rule, Tier
 
 
 class TierSource(StrEnum):
@@ -47,7 +47,9 @@ class Metrics:
     growth_points: int
 
     def value(self, metric: Metric) -> int:
-        return int(getattr(self, metric.value))
+        # A `Metric` is the field's name itself (a StrEnum): no `.value` lookup, which
+        # the quarterly review would pay a few million times.
+        return int(getattr(self, metric))
 
     @classmethod
     def of(cls, values: Mapping[Metric, int]) -> Metrics:
@@ -104,11 +106,13 @@ class Progress:
 
 def measure(ladder: Ladder, condition: Condition, metrics: Metrics) -> ConditionProgress:
     """One condition against the numbers; growth points stand in for part of a spend."""
-    return _measure(ladder, condition, metrics.value(condition.metric), metrics.growth_points)
+    return _measure(
+        ladder.growth, condition, metrics.value(condition.metric), metrics.growth_points
+    )
 
 
 def _measure(
-    ladder: Ladder, condition: Condition, value: int, growth_points: int
+    growth: GrowthRules, condition: Condition, value: int, growth_points: int
 ) -> ConditionProgress:
     if condition.max is not None:
         met = value <= condition.max
@@ -125,7 +129,6 @@ def _measure(
     required = condition.min if condition.min is not None else 0
     credit = 0
     if condition.metric in SPEND_METRICS:
-        growth = ladder.growth
         credit = min(
             growth_points * growth.fen_per_growth_point,
             required * growth.max_share_percent // 100,
@@ -151,12 +154,15 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
     member who has done nothing stands at 0%, not halfway.
     """
     best: Progress | None = None
+    growth, points = ladder.growth, metrics.growth_points
     for alternative in rule:
-        conditions = tuple(measure(ladder, c, metrics) for c in alternative)
+        conditions = tuple(
+            _measure(growth, c, metrics.value(c.metric), points) for c in alternative
+        )
         counted = [
             measured
             for condition, measured in zip(alternative, conditions, strict=True)
-            if not (measured.met and _met_by_default(ladder, condition))
+            if not (measured.met and _met_by_default(growth, condition))
         ]
         percent = min(100, sum(c.percent for c in counted) // len(counted)) if counted else 100
         candidate = Progress(
@@ -170,8 +176,31 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
     return best or Progress(tier=tier_key, conditions=(), percent=0, met=False)
 
 
-def _met_by_default(ladder: Ladder, condition: Condition) -> bool:
-    return measure(ladder, condition, NO_ACTIVITY).met
+#: `_met_by_default`'s answers by everything they depend on, so no stale entry can be
+#: read whatever ladder asks; a ladder has a handful of conditions.
+_MET_BY_DEFAULT: dict[tuple[Metric, int | None, int | None, int, int], bool] = {}
+
+
+def _met_by_default(growth: GrowthRules, condition: Condition) -> bool:
+    """Whether the numbers of a member who did nothing meet `condition`.
+
+    Remembered: the quarterly review asks it for every condition of every member it
+    measures, and hashing the pydantic models for a cache would cost more than this.
+    """
+    key = (
+        condition.metric,
+        condition.min,
+        condition.max,
+        growth.fen_per_growth_point,
+        growth.max_share_percent,
+    )
+    met = _MET_BY_DEFAULT.get(key)
+    if met is None:
+        value = NO_ACTIVITY.value(condition.metric)
+        met = _MET_BY_DEFAULT[key] = _measure(
+            growth, condition, value, NO_ACTIVITY.growth_points
+        ).met
+    return met
 
 
 def earned_tier(ladder: Ladder, metrics: Metrics) -> Tier:
@@ -281,11 +310,11 @@ def _bound(
     growth = known[Metric.GROWTH_POINTS]
     could, total, counted = True, 0, 0
     for condition in alternative:
-        by_default = _met_by_default(ladder, condition)
+        by_default = _met_by_default(ladder.growth, condition)
         value = known.get(condition.metric)
         bound = _BOUNDED_BY.get(condition.metric)
         if value is None and condition.min is not None and bound is not None:
-            best = _measure(ladder, condition, known[bound], growth)
+            best = _measure(ladder.growth, condition, known[bound], growth)
             could = could and best.met
             total += 100 if by_default else best.percent
             counted += 1
@@ -294,7 +323,7 @@ def _bound(
                 total += 100
                 counted += 1
         else:
-            measured = _measure(ladder, condition, value, growth)
+            measured = _measure(ladder.growth, condition, value, growth)
             could = could and measured.met
             if not (measured.met and by_default):
                 total += measured.percent

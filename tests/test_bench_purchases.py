@@ -1,0 +1,31 @@
+"""The purchase and flash-sale benchmarks run end to end, small, and check what they sold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.flash_sale import flash_sale
+from bench.purchase import sqlite_bench
+
+
+async def test_bench_purchase_completes_with_its_same_work_baseline(tmp_path: Path) -> None:
+    # Every round asserts one code sold and one charge per purchase, the baseline too.
+    rates = await sqlite_bench(30, 1)
+
+    assert set(rates) == {
+        "plain sqlite3, same statements + decrypt",
+        "Orders.place,  1 at once",
+        "Orders.place, 20 at once",
+    }
+    assert all(rate > 0 for rate in rates.values())
+
+
+async def test_flash_sale_sells_each_code_once_and_answers_everyone(tmp_path: Path) -> None:
+    sale = await flash_sale(
+        f"sqlite+aiosqlite:///{tmp_path / 'flash.db'}", None, 30, 5, seed=1, data_dir=tmp_path
+    )
+
+    assert sale.problems == []
+    assert (sale.paid, sum(sale.refused.values()), sale.unanswered) == (5, 25, 0)
+    assert (sale.sold, sale.buyers, sale.charged, sale.debited) == (5, 5, 5, 5)
+    assert len(sale.latencies) == 30

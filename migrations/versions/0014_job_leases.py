@@ -1,8 +1,8 @@
 """jobs: a run is held under a lease (holder, expiry) renewed by a heartbeat; broadcast
 deliveries remember when they were claimed
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-10 10:00:00.000000
 
 With several workers, a run without `finished_at` could be one that crashed or one that
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0016"
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

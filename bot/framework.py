@@ -153,8 +153,9 @@ class ShownMessages:
 
     Telegram refuses an edit that changes nothing with 400 "message is not modified";
     knowing what is shown lets the bot not send it. Only this process's drawings are
-    known: several workers behind one webhook could each remember an older drawing of
-    a message another redrew, which `ChatLocks` (per process) already cannot order.
+    known, so workers fed from Redis (`bot.workers`), between which a chat moves when a
+    partition changes hands, keep none (capacity 0): an older drawing remembered here
+    could skip an edit another worker made necessary.
     """
 
     def __init__(self, capacity: int = SHOWN_CAPACITY) -> None:

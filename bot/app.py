@@ -282,23 +282,20 @@ def main_ingress(settings: Settings) -> int:
     problem = ingress_settings_problem(settings)
     if problem is not None:
         raise SettingsError(problem)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        asyncio.run(until_terminated(ingress(settings)))
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    return _serve(ingress(settings))
 
 
 def main_run(settings: Settings) -> int:
     """`cardshop run`; SIGINT and SIGTERM both stop it gracefully with status 0."""
+    return _serve(run(settings))
+
+
+def _serve(serving: Coroutine[Any, Any, None]) -> int:
+    """Log to stderr and await `serving` until SIGINT or SIGTERM stops it (status 0)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        asyncio.run(until_terminated(run(settings)))
-    except KeyboardInterrupt:
-        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(until_terminated(serving))
+    return 0
     return 0

@@ -193,6 +193,8 @@ class Offer:
     refusal: ShopError | None
     #: Points the member could spend right now.
     points: int
+    #: Of the product's stock, the codes this member holds under a reservation.
+    held: int = 0
 
     def _refused(self, code: ErrorCode) -> bool:
         return self.refusal is not None and self.refusal.code == code
@@ -513,14 +515,15 @@ class Catalog:
         use_points: bool = False,
     ) -> Offer:
         product = replace(shelf.products[product_id], stock=facts.stock[product_id])
+        held = facts.held.get(product_id, 0)
         inputs = _pricing_input(product, facts)
         try:
             quote = pricing.quote(
                 self._ladder, inputs, quantity, use_points=use_points, stock=product.stock
             )
         except ShopError as refusal:
-            return Offer(product, None, refusal, facts.points)
-        return Offer(product, quote, None, facts.points)
+            return Offer(product, None, refusal, facts.points, held)
+        return Offer(product, quote, None, facts.points, held)
 
     async def price_list(self, member_id: int) -> tuple[str, list[PriceLine]]:
         """The member's tier and every product on sale their tier may buy, in catalog

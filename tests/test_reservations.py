@@ -280,9 +280,10 @@ async def test_the_holder_is_offered_what_they_hold_when_the_shelf_is_empty(shop
     await shop.reservations.reserve(holder, product, 4)
 
     mine = await shop.catalog.offer(holder, product, 4)
-    assert mine.product.stock == 4
+    assert (mine.product.stock, mine.held) == (4, 4)
     assert mine.quoted().quantity == 4
     theirs = await shop.catalog.offer(other, product, 1)
     assert theirs.sold_out
+    assert theirs.held == 0
     page = await shop.catalog.browse(holder, mine.product.category_id, page_size=5)
     assert [offer.product.stock for offer in page.offers.items] == [4]

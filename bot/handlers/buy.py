@@ -23,7 +23,7 @@ from bot.handlers.delivery import deliver
 from bot.handlers.reservations import reserve_button
 from bot.handlers.start import MenuCallback, menu_button
 from bot.handlers.topup import TopUpCallback, choose_method, missing_amount
-from core.catalog import ProductView
+from core.catalog import Offer, ProductView
 from core.errors import ErrorCode, ShopError
 from core.payments import BuyIntent
 from core.pricing import Quote
@@ -65,6 +65,16 @@ class PayMissingCallback(Callback):
 
     prefix = "buytop"
     nonce: str
+
+
+def in_stock(ctx: Context, offer: Offer) -> str:
+    """The stock this member can buy, and how much of it they hold under a reservation."""
+    stock = ctx._("In stock: {stock}").format(stock=ctx.number(offer.product.stock))
+    if not offer.held:
+        return stock
+    return ctx._("{stock} ({held} reserved for you)").format(
+        stock=stock, held=ctx.number(offer.held)
+    )
 
 
 @conversation.callback(ProductCallback)
@@ -113,7 +123,7 @@ async def show_product(
         ctx._("Your price ({tier}): {price}").format(
             tier=escape(tier), price=price_text(ctx, shown)
         ),
-        ctx._("In stock: {stock}").format(stock=ctx.number(product.stock)),
+        in_stock(ctx, shown),
         ctx._("Up to {max} per order.").format(max=ctx.number(quote.max_quantity)),
         "",
         ctx._("How many would you like? Tap a number or send one."),

@@ -264,6 +264,10 @@ async def test_a_platinum_member_reserves_in_chat_and_releases(shop: Shop) -> No
     for label in ("Shop", "Game cards", "Tencent", "Q-Coins ¥10"):
         await screen.tap(label)
     assert "How many?" in await screen.tap("📌 Reserve")
+    assert "how many codes to reserve as a whole number" in await screen.type("five")
+    assert "Reserve 3 codes of Tencent Q-Coins ¥10 for 24 h?" in await screen.type("3")
+    await screen.tap("« Back")
+    await screen.tap("📌 Reserve")
     assert "Reserve 5 codes of Tencent Q-Coins ¥10 for 24 h?" in await screen.tap("5")
     assert "you hold 5 codes of" in await screen.tap("✅ Reserve")
     mine = await screen.tap("My reservations")

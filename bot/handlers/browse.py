@@ -8,6 +8,8 @@ opens it, so the catalog also tells them what climbing the ladder is worth.
 
 from __future__ import annotations
 
+import re
+
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.start import menu_button
@@ -21,6 +23,17 @@ PAGE_SIZE = 5
 #: Categories on one page of a list of them: a big shop's hundreds would not fit one
 #: screen (nor Telegram's 100 buttons), and drawing them all costs every visit.
 CATEGORY_PAGE_SIZE = 10
+
+
+#: A quantity as a member types it: digits only (any script's), and few enough that no
+#: absurd number is ever turned into an int (the shop refuses 0 or merely too many).
+_QUANTITY_TEXT = re.compile(r"\d{1,7}")
+
+
+def typed_quantity(text: str) -> int | None:
+    """The quantity a member typed where one is asked for, or None when it is none."""
+    text = text.strip()
+    return int(text) if _QUANTITY_TEXT.fullmatch(text) else None
 
 
 class ShopCallback(Callback):

@@ -11,14 +11,19 @@ the price moved, and the confirmation is drawn again at the new price to confirm
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
 from bot.callbacks import BadCallbackError, Callback
 from bot.conversation import Button, Context, Conversation, escape
 from bot.errors import render_error
-from bot.handlers.browse import ProductCallback, ShopCallback, locked_until, price_text
+from bot.handlers.browse import (
+    ProductCallback,
+    ShopCallback,
+    locked_until,
+    price_text,
+    typed_quantity,
+)
 from bot.handlers.delivery import deliver
 from bot.handlers.reservations import reserve_button
 from bot.handlers.start import MenuCallback, menu_button
@@ -36,8 +41,6 @@ QUANTITY = "buy:quantity"
 CONFIRM = "buy:confirm"
 #: The quantities offered as buttons, as far as the tier's batch limit and stock allow.
 QUICK_QUANTITIES = (1, 2, 5, 10)
-#: Digits only (any script's digits), short enough that no one can type a huge number.
-QUANTITY_TEXT = re.compile(r"\d{1,7}")
 
 
 class QuantityCallback(Callback):
@@ -150,8 +153,8 @@ async def quantity_chosen(ctx: Context, data: QuantityCallback) -> None:
 
 @conversation.state(QUANTITY)
 async def quantity_typed(ctx: Context) -> None:
-    text = ctx.incoming.text.strip()
-    if not QUANTITY_TEXT.fullmatch(text):
+    quantity = typed_quantity(ctx.incoming.text)
+    if quantity is None:
         await ctx.reply(
             ctx._("Please send the quantity as a whole number, for example 2."),
             [[menu_button(ctx)]],
@@ -160,7 +163,7 @@ async def quantity_typed(ctx: Context) -> None:
     await confirm(
         ctx,
         int(ctx.state.get("product")),
-        int(text),
+        quantity,
         int(ctx.state.get("page", 1)),
         use_points=False,
     )

@@ -11,16 +11,18 @@ from __future__ import annotations
 from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, escape
 from bot.errors import render_error
-from bot.handlers.browse import ProductCallback
+from bot.handlers.browse import ProductCallback, typed_quantity
 from bot.handlers.start import menu_button
 from bot.i18n import N_
-from core.errors import ShopError
+from core.errors import ErrorCode, ShopError
 from core.reservations import ReservationView
 
 conversation = Conversation("reservations")
 
 #: The quantities offered as buttons, as far as the tier's cap allows.
 QUICK_QUANTITIES = (1, 5, 10, 50, 100)
+#: Typing how many codes to reserve (any other number than the buttons').
+RESERVE_QUANTITY = "reservations:quantity"
 
 
 class ReserveCallback(Callback):
@@ -68,10 +70,12 @@ async def choose(ctx: Context, data: ReserveCallback) -> None:
         text = ctx._(
             "📌 Reserve codes of <b>{name}</b> for {hours} h: nobody else can buy them"
             " meanwhile, and your purchases take them first at the price of the day."
-            " In stock: {stock}. How many?"
+            " In stock: {stock}. How many? Tap a number or send one."
         ).format(name=name, hours=ctx.number(hours), stock=ctx.number(product.stock))
+        ctx.state.set(RESERVE_QUANTITY, product=data.product, page=data.page)
         await ctx.reply(text, [quick, back] if quick else [back])
         return
+    ctx.state.clear()
     text = ctx.ngettext(
         "Reserve {count} code of <b>{name}</b> for {hours} h?",
         "Reserve {count} codes of <b>{name}</b> for {hours} h?",
@@ -79,6 +83,28 @@ async def choose(ctx: Context, data: ReserveCallback) -> None:
     ).format(count=ctx.number(data.quantity), name=name, hours=ctx.number(hours))
     confirm = ReserveConfirmCallback(product=data.product, quantity=data.quantity, page=data.page)
     await ctx.reply(text, [[Button(ctx._("✅ Reserve"), confirm)], back])
+
+
+@conversation.state(RESERVE_QUANTITY)
+async def quantity_typed(ctx: Context) -> None:
+    """A typed quantity, confirmed like a tapped one (the shop's cap and stock decide)."""
+    quantity = typed_quantity(ctx.incoming.text)
+    if quantity == 0:
+        product = await ctx.shop.catalog.product(int(ctx.state.get("product")))
+        cap = ctx.shop.ladder.tier(ctx.member.tier_key).capabilities.reservation_max
+        raise ShopError(ErrorCode.QUANTITY_OUT_OF_RANGE, min=1, max=cap, sku=product.sku)
+    if quantity is None:
+        await ctx.reply(
+            ctx._("Please send how many codes to reserve as a whole number, for example 5."),
+            [[menu_button(ctx)]],
+        )
+        return
+    asked = ReserveCallback(
+        product=int(ctx.state.get("product")),
+        quantity=quantity,
+        page=int(ctx.state.get("page", 1)),
+    )
+    await choose(ctx, asked)
 
 
 @conversation.callback(ReserveConfirmCallback)

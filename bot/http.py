@@ -209,7 +209,10 @@ class HttpServer:
         runner = web.AppRunner(self._app, shutdown_timeout=STOP_GRACE_SECONDS)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:  # taken, or not an address of this machine
+                raise SettingsError(f"HTTP_LISTEN {host}:{port}: {exc.strerror}") from exc
             log.info("HTTP listening on %s:%s", host, port)
             yield
         finally:

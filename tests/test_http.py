@@ -229,6 +229,22 @@ async def test_a_server_no_route_needs_does_not_listen(settings: Settings) -> No
             probe.bind(("127.0.0.1", port))  # the port is still free
 
 
+async def test_a_port_already_taken_is_a_configuration_error_naming_http_listen(
+    epay_shop: Shop,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HttpServer(
+            epay_shop.settings.model_copy(update={"http_listen": f"127.0.0.1:{port}"})
+        )
+        server.add_epay(epay_shop.payments, None)
+        with pytest.raises(SettingsError, match=f"HTTP_LISTEN 127.0.0.1:{port}: .*in use"):
+            async with server.serving():
+                pass
+
+
 async def test_a_notify_the_shop_cannot_record_now_is_not_acknowledged(
     epay_settings: Settings, clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -30,6 +30,7 @@ import pytest
 from sqlalchemy import select
 
 from core.config import Settings
+from core.errors import ErrorCode, ShopError
 from core.models import Member
 from core.shop import Shop
 from tests.conftest import TEST_KEY
@@ -93,12 +94,21 @@ async def test_a_top_up_from_another_process_is_seen_by_the_next_read(
 ) -> None:
     shop.settings.data_dir.mkdir(parents=True, exist_ok=True)
     product, _ = await make_product(shop.db, shop.vault, shop.clock, price=100, codes=2_000)
+    sku = (await shop.catalog.product(product)).sku
     member = await make_member(shop.db, shop.clock, telegram_id=MEMBER_TELEGRAM_ID)
     buyers = [await make_member(shop.db, shop.clock, balance=10**7) for _ in range(BUYERS)]
     taps = iter(range(10**9))
 
     async def buy(buyer: int) -> None:
-        await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{next(taps)}")
+        """Buy one; when the buyers have bought the shelf empty, restock it (the writer
+        stays busy however fast purchases are, and however slow the other process)."""
+        tap = next(taps)
+        try:
+            await shop.orders.place(buyer, product, 1, idempotency_key=f"{buyer}:{tap}")
+        except ShopError as refusal:
+            if refusal.code is not ErrorCode.OUT_OF_STOCK:
+                raise
+            await shop.stock.import_codes(sku, [f"RESTOCK-{tap}-{n}" for n in range(500)])
 
     async def browse(buyer: int) -> None:
         await shop.catalog.quote(buyer, product, 1)

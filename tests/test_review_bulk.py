@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text, update
 from bench.review_population import populate
 from core.clock import ManualClock, add_months
 from core.config import DEFAULT_TIERS_FILE
-from core.jobs import Event, TierWarning
+from core.jobs import LEASE, Event, TierWarning
 from core.ladder import Ladder, load_ladder
 from core.models import Member, TierChange, TierReview
 from core.shop import Shop, build_jobs
@@ -150,6 +150,10 @@ async def test_review_notices_resume_after_a_crash_without_sending_twice(shop: S
         reviewed = await session.scalar(select(func.count()).select_from(TierReview))
     assert reviewed == 4
     assert [e.member_id for e in first.events] == slipping[:2]
+    # The dead process's run is held until its lease runs out; then the next one resumes.
+    held = {r.job: r for r in await build_jobs(shop, _DyingNotifier()).run_due()}
+    assert not held["tier_review"].ran
+    clock.advance(LEASE + timedelta(seconds=1))
     resumed = _DyingNotifier()
     reports = {r.job: r for r in await build_jobs(shop, resumed).run_due()}
     assert reports["tier_review"].ran

@@ -140,11 +140,18 @@ class Cluster:
         self.processes[name].send_signal(signal.SIGKILL)
         self.processes[name].wait()
 
-    def stop(self) -> None:
-        """SIGTERM to every process still running (each stops gracefully), then wait."""
+    async def stop(self) -> None:
+        """SIGTERM to every process still running (each stops gracefully), then wait.
+
+        The wait runs in a thread: the Bot API stand-in lives on this event loop, and a
+        worker finishing its updates in flight needs it to answer them.
+        """
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self._reap)
+
+    def _reap(self) -> None:
         for process in self.processes.values():
             try:
                 process.wait(timeout=15)
@@ -262,7 +269,7 @@ async def one_round(
             after = cluster.cpu()
             cpu = {name: after[name] - before.get(name, 0.0) for name in after}
         finally:
-            cluster.stop()
+            await cluster.stop()
             await shop.close()
             await redis.aclose()
     return Round(workers, updates, seconds, cpu)

@@ -329,7 +329,7 @@ async def test_three_workers_one_killed_mid_load_handle_each_update_once_in_orde
             assert all(holder and dead not in holder for holder in holders), holders
             poller.cancel()
         finally:
-            cluster.stop()
+            await cluster.stop()
         logs = {name: cluster.log(name) for name in cluster.processes}
 
         # Exactly once: every update claimed once (the key is unique), none lost.

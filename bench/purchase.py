@@ -124,14 +124,15 @@ class SamePurchase:
             with_points=False, lock=lock, tiers=tiers, window=risk.window_offsets(rules)
         )
         v = _values(1, 1, "k", datetime.now(UTC), order_id=1, balance=0, total=90)
+        facts = v["facts"] if lock else v["facts"] | v["window"]
         return cls(
-            facts=_Plain.of(query, dialect, v["facts"] if lock else v["facts"] | v["window"]),
+            facts=_Plain.of(query.statement(dialect.name), dialect, facts),
             window=_Plain.of(risk._window_query(*risk.window_offsets(rules)), dialect, v["window"])
             if lock
             else None,
             order=_Plain.of(_insert_ignoring_conflict(dialect.name, Order), dialect, v["order"]),
-            move=_Plain.of(_MOVE, dialect, v["move"]),
-            ledger=_Plain.of(_LEDGER, dialect, v["ledger"]),
+            move=_Plain.of(_MOVE.statement(dialect.name), dialect, v["move"]),
+            ledger=_Plain.of(_LEDGER.statement(dialect.name), dialect, v["ledger"]),
             claim=_Plain.of(_claim_statement(dialect.name), dialect, v["claim"]),
             activity=_Plain.of(
                 _insert_ignoring_conflict(dialect.name, ActivityEvent), dialect, v["activity"]

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import table_of
 from core.models import ActivityEvent, Member
-from core.sql import insert_ignoring_conflict
+from core.sql import ignoring_conflict
 
 KINDS = frozenset({"purchase", "checkin", "review", "ticket", "active"})
 
@@ -36,8 +36,8 @@ def record_on(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown activity kind {kind!r}")
-    inserted = conn.scalar(
-        insert_ignoring_conflict(conn, ActivityEvent),
+    inserted = ignoring_conflict(ActivityEvent).scalar(
+        conn,
         {"member_id": member_id, "kind": kind, "ref": ref, "growth": growth, "occurred_at": at},
     )
     if inserted is None:

@@ -25,6 +25,7 @@ from core.clock import Clock
 from core.db import table_of
 from core.ladder import Ladder
 from core.models import PAID_STATUSES, Member, Order, WalletEntry
+from core.sql import constant
 from core.uow import Database
 from core.wallet import post_entry_on
 
@@ -133,7 +134,7 @@ def reverse_commission_on(conn: Connection, order_id: int, at: datetime) -> int:
     """
     credit = conn.execute(
         select(_entries.member_id, _entries.amount).where(
-            _entries.order_id == order_id, _entries.kind == "commission"
+            _entries.order_id == order_id, _entries.kind == constant("commission")
         )
     ).first()
     if credit is None:
@@ -225,7 +226,10 @@ class Referrals:
                     select(WalletEntry.created_at, Member.display_name, WalletEntry.amount)
                     .join(Order, Order.id == WalletEntry.order_id)
                     .join(Member, Member.id == Order.member_id)
-                    .where(WalletEntry.member_id == member_id, WalletEntry.kind == "commission")
+                    .where(
+                        WalletEntry.member_id == member_id,
+                        WalletEntry.kind == constant("commission"),
+                    )
                     .order_by(WalletEntry.id.desc())
                     .limit(limit)
                 )

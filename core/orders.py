@@ -60,8 +60,9 @@ from core.models import (
     Product,
     TierPrice,
 )
+from core.prepared import Prepared
 from core.pricing import PricingInput, Quote, quote
-from core.sql import insert_ignoring_conflict
+from core.sql import ignoring_conflict
 from core.stock import claim_codes_on
 from core.tiers.moves import ProgressReward, Promotion, settlement_due_on
 from core.tiers.rules import Standing
@@ -228,7 +229,7 @@ _STANDING_COLUMNS = (
 @functools.cache
 def _purchase_query(
     *, with_points: bool, lock: bool, tiers: tuple[str, ...], window: tuple[int, int]
-) -> AnySelect:
+) -> Prepared:
     """`_facts_query` plus the order already paid under the idempotency key `key`, if any.
 
     With `lock` (PostgreSQL) the member row is locked first (NO KEY UPDATE lets other
@@ -245,7 +246,7 @@ def _purchase_query(
         Order,
         and_(Order.member_id == Member.id, Order.idempotency_key == bindparam("key")),
     )
-    return query.with_for_update(of=Member, key_share=True) if lock else query
+    return Prepared(query.with_for_update(of=Member, key_share=True) if lock else query)
 
 
 def _facts_params(member_id: int, product_id: int, at: datetime | None) -> dict[str, Any]:
@@ -262,8 +263,7 @@ def _facts(
         raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
     if row.product_id is None:
         raise ShopError(ErrorCode.PRODUCT_NOT_FOUND, product=product_id)
-    columns = row._mapping
-    prices = {key: columns[_tier_price(key)] for key in tiers}
+    prices = {key: getattr(row, _tier_price(key)) for key in tiers}
     return PricingInput(
         product_id=product_id,
         sku=row.sku,
@@ -479,7 +479,7 @@ class Orders:
         params["key"] = key
         if not lock:
             params.update(risk.window_params(rules, now))
-        row = conn.execute(query, params).one_or_none()
+        row = query.first(conn, params)
         if row is None:
             raise ShopError(ErrorCode.MEMBER_NOT_FOUND, member=member_id)
         if row.paid_order_id is not None:
@@ -545,8 +545,8 @@ class Orders:
         """The purchase's writes; a refusal here (the claim came up short) raises."""
         member_id, product_id, quantity = attempt.member_id, attempt.product_id, attempt.quantity
         now = attempt.now
-        order_id = conn.scalar(
-            insert_ignoring_conflict(conn, Order),
+        order_id = ignoring_conflict(Order).scalar(
+            conn,
             {
                 "member_id": member_id,
                 "product_id": product_id,

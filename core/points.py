@@ -23,7 +23,7 @@ from core.clock import Clock, add_months
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import Member, PointLot, PointShortfall, PointSpend
-from core.sql import insert_ignoring_conflict
+from core.sql import ignoring_conflict, insert_ignoring_conflict
 from core.uow import Database, run_on
 
 #: `point_spends.reason` values that give points back instead of taking them.
@@ -47,8 +47,8 @@ def award_points_on(
     """
     if amount <= 0:
         return False
-    inserted = conn.scalar(
-        insert_ignoring_conflict(conn, PointLot),
+    inserted = ignoring_conflict(PointLot).scalar(
+        conn,
         {
             "member_id": member_id,
             "source": source,

@@ -32,7 +32,7 @@ from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import RiskRules
 from core.models import Member, Order, RiskEvent
-from core.sql import insert_ignoring_conflict
+from core.sql import constant, insert_ignoring_conflict
 from core.uow import Database
 
 #: The two limits, as named in trip rows and in RATE_LIMITED's `limit` parameter.
@@ -117,7 +117,7 @@ def window_columns(orders_offset: int, failures_offset: int) -> tuple[Any, ...]:
         RiskEvent.created_at,
         failures_offset,
         RiskEvent.member_id == member,
-        RiskEvent.kind == "failure",
+        RiskEvent.kind == constant("failure"),
     )
     return (
         order.with_only_columns(Order.id).scalar_subquery().label("window_order_id"),
@@ -248,7 +248,7 @@ class RiskControl:
             waiting = list(
                 await session.scalars(
                     select(RiskEvent.id)
-                    .where(RiskEvent.kind == "trip", RiskEvent.notified_at.is_(None))
+                    .where(RiskEvent.kind == constant("trip"), RiskEvent.notified_at.is_(None))
                     .order_by(RiskEvent.id)
                     .limit(CLAIM_BATCH)
                 )

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import ColumnElement, Insert, String, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
 from core.db import table_of
+from core.prepared import Prepared
 
 
 def insert_ignoring_conflict(
@@ -30,8 +31,29 @@ def insert_ignoring_conflict(
 
 
 @functools.cache
+def ignoring_conflict(model: type[DeclarativeBase], /) -> Prepared:
+    """`insert_ignoring_conflict` as a `Prepared`, for helpers over a `Connection` on the
+    hot path: `ignoring_conflict(Order).scalar(conn, {...})`."""
+    return Prepared(lambda dialect_name: _insert_ignoring_conflict(dialect_name, model))
+
+
+@functools.cache
 def _insert_ignoring_conflict(dialect_name: str, model: type[DeclarativeBase]) -> Insert:
     table = table_of(model)
     dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
     insert: Insert = dialect.insert(table).on_conflict_do_nothing()
     return insert.returning(*table.primary_key.columns)
+
+
+def constant(value: str) -> ColumnElement[str]:
+    """`value` written into the SQL text instead of bound: for comparing a column that a
+    partial index's WHERE names (`RiskEvent.kind == constant("trip")`).
+
+    SQLite re-prepares a statement on every run when a bound value could decide whether
+    a partial index applies: the purchase's one SELECT cost 300 µs instead of 30 that
+    way. With the value in the text, either database's planner sees at once that the
+    partial index fits. Only for the code's own constants, never outside input.
+    """
+    if not value.isidentifier():
+        raise ValueError(f"not a constant: {value!r}")
+    return literal_column(f"'{value}'", String())

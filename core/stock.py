@@ -21,6 +21,7 @@ from core.clock import Clock
 from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.models import Code, Product
+from core.prepared import Prepared
 from core.sql import insert_ignoring_conflict
 from core.uow import Database
 from core.vault import CodeVault
@@ -58,17 +59,12 @@ def claim_codes_on(
     transaction already holds the write lock (`BEGIN IMMEDIATE`). The caller must roll
     back when fewer than `quantity` come back.
     """
-    result = conn.execute(
-        _claim_statement(conn.dialect.name),
-        {
-            "product": product_id,
-            "quantity": quantity,
-            "order": order_id,
-            "at": at,
-            "member": member_id,
-        },
-    )
-    return list(result.scalars())
+    claimed = _CLAIM.all(
+        conn,
+        {"product": product_id, "quantity": quantity, "order": order_id, "at": at,
+         "member": member_id},
+    )  # fmt: skip
+    return [secret for (secret,) in claimed]
 
 
 @functools.cache
@@ -92,6 +88,9 @@ def _claim_statement(dialect_name: str) -> Any:
         .values(order_id=bindparam("order"), sold_at=bindparam("at", type_=codes.sold_at.type))
         .returning(codes.secret)
     )
+
+
+_CLAIM = Prepared(_claim_statement)
 
 
 @dataclass(frozen=True, slots=True)

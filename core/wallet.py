@@ -19,6 +19,7 @@ from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.members import load_member
 from core.models import Member, WalletEntry
+from core.prepared import Prepared
 from core.uow import Database
 
 #: `topup_refund`: a top-up given back to its payer (a Stars refund), with its payment id.
@@ -39,7 +40,7 @@ MAX_SINGLE_AMOUNT = 100_000_000
 
 # Built once: the hot path then skips building and cache-keying them on every call.
 _members = table_of(Member).c
-_MOVE = (
+_MOVE = Prepared(
     update(table_of(Member))
     .where(_members.id == bindparam("member"), _members.balance + bindparam("amount") >= 0)
     .values(
@@ -48,7 +49,7 @@ _MOVE = (
     )
     .returning(_members.balance)
 )
-_LEDGER = insert(table_of(WalletEntry))
+_LEDGER = Prepared(insert(table_of(WalletEntry)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,8 @@ def post_entry_on(
     `spend_delta` adjusts the member's lifetime spend in the same statement (purchases
     add, refunds subtract), which keeps the tier metric exact at no extra cost.
     """
-    balance: int | None = conn.scalar(
-        _MOVE, {"member": member_id, "amount": amount, "spend_delta": spend_delta}
+    balance: int | None = _MOVE.scalar(
+        conn, {"member": member_id, "amount": amount, "spend_delta": spend_delta}
     )
     if balance is None:
         current = conn.scalar(select(_members.balance).where(_members.id == member_id))
@@ -96,8 +97,8 @@ def post_entry_on(
             required=-amount,
             missing=-amount - current,
         )
-    conn.execute(
-        _LEDGER,
+    _LEDGER.all(
+        conn,
         {
             "member_id": member_id,
             "kind": kind,

@@ -1,0 +1,161 @@
+"""Statements compiled once and run straight on the `sqlite3` connection: the hot path's SQL.
+
+SQLAlchemy spends 35–45 µs of Python on every execution (an execution context, the
+parameters processed by name, a result with its metadata) where `sqlite3` itself takes
+about 7 µs for the purchase's statements. On a SQLite file every write goes through
+one writer thread (`core.uow`), so that overhead is the shop's ceiling on purchases a
+second: `make bench` measured it.
+
+A `Prepared` keeps SQLAlchemy for everything but that last step: the statement is a
+Core construct like any other, compiled by SQLAlchemy for the database, with the
+column types' own bind and result processors (so a datetime is stored and read exactly
+as SQLAlchemy would), and a failing statement raises SQLAlchemy's own exception
+(`IntegrityError` for a broken constraint). Only the per-execution machinery is skipped,
+and only where it is safe:
+
+- the connection's driver is `sqlite3` (the writer and reader threads); over aiosqlite
+  and asyncpg the statement runs through SQLAlchemy, whose adapters own the driver's
+  transaction and errors there;
+- nothing listens to `before_cursor_execute`: the tests that count statements or
+  `EXPLAIN` them see the same statement run through SQLAlchemy.
+
+Every row is read to its end, so no statement is left open on a pooled connection
+(see `core.db`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
+
+#: What can be prepared: a SELECT, or an INSERT, UPDATE or DELETE.
+Statement = Select[*tuple[Any, ...]] | UpdateBase
+#: Builds the statement for a database (by dialect name), for statements that differ.
+Builder = Callable[[str], Statement]
+
+_Process = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One statement compiled for one database and one set of parameter names."""
+
+    sql: str
+    #: The positional parameters in order: each one's name and its bind processor.
+    binds: tuple[tuple[str, _Process], ...]
+    #: Values the statement fixed itself (literals, a LIMIT), by parameter name.
+    fixed: Mapping[str, Any]
+    #: The row type, named like SQLAlchemy's rows; None for a statement returning nothing.
+    row: Callable[..., Any] | None
+    #: Each column's result processor, or None when no column needs one.
+    results: tuple[_Process, ...] | None
+
+    @classmethod
+    def compile(cls, statement: Statement, dialect: Dialect, keys: Sequence[str]) -> _Plan:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.positiontup is None or compiled.post_compile_params:
+            raise TypeError(f"cannot prepare {statement}: not plain positional SQL")
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise TypeError(f"cannot prepare {statement}: give every defaulted column a value")
+        binds = tuple(
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup
+        )
+        columns = list(getattr(statement, "exported_columns", ()))
+        row = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
+        results = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        )
+        return cls(
+            sql=compiled.string,
+            binds=binds,
+            fixed={
+                name: bind.effective_value
+                for name, bind in compiled.binds.items()
+                if not bind.required
+            },
+            row=row,
+            results=results if any(results) else None,
+        )
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        values = []
+        for name, process in self.binds:
+            value = params[name] if name in params else self.fixed[name]
+            values.append(value if process is None else process(value))
+        return values
+
+    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+        row, results = self.row, self.results
+        if row is None:
+            return []
+        if results is None:
+            return [row(*values) for values in fetched]
+        return [
+            row(*(v if p is None else p(v) for p, v in zip(results, values, strict=True)))
+            for values in fetched
+        ]
+
+
+class Prepared:
+    """A Core statement built once, run with SQLAlchemy's types but not its execution.
+
+    Give it the statement, or a `Builder` when it differs by database. Rows come back as
+    named tuples (`row.balance`, `row[0]`), or SQLAlchemy's `Row`s where the statement
+    runs through SQLAlchemy; both read the same.
+    """
+
+    def __init__(self, statement: Statement | Builder) -> None:
+        self._build = statement if callable(statement) else _same_everywhere(statement)
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+
+    def statement(self, dialect_name: str) -> Statement:
+        """The Core statement for a database, as SQLAlchemy would run it."""
+        return self._build(dialect_name)
+
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row the statement returns (none for one that returns nothing)."""
+        driver = conn.connection.driver_connection
+        if type(driver) is not sqlite3.Connection or conn.dispatch.before_cursor_execute:
+            result = conn.execute(self.statement(conn.dialect.name), dict(params))
+            return list(result.all()) if result.returns_rows else []
+        plan = self._plan(conn.dialect, params)
+        args = plan.args(params)
+        try:
+            fetched = driver.execute(plan.sql, args).fetchall()
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                plan.sql, args, error, sqlite3.Error, dialect=conn.dialect
+            ) from error
+        return plan.rows(fetched)
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
+        """The first row, or None."""
+        rows = self.all(conn, params)
+        return rows[0] if rows else None
+
+    def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
+        """The first column of the first row, or None."""
+        rows = self.all(conn, params)
+        return rows[0][0] if rows else None
+
+    def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
+        key = (dialect.name, tuple(params))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan.compile(self.statement(dialect.name), dialect, key[1])
+        return plan
+
+
+def _same_everywhere(statement: Statement) -> Builder:
+    return lambda _dialect_name: statement

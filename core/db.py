@@ -79,7 +79,7 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        left_open = open_statements(_sqlite3_of(record))
+        left_open = open_statements(_sqlite3_of(record.driver_connection))
         if left_open:
             log.error(
                 "a pooled SQLite connection still had a statement open, which keeps an "
@@ -94,17 +94,21 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _sqlite3_of(record: ConnectionPoolEntry) -> sqlite3.Connection:
+def driver_of(conn: Connection) -> sqlite3.Connection:
+    """The `sqlite3` connection under a sync engine's connection to a SQLite file."""
+    return _sqlite3_of(conn.connection.driver_connection)
+
+
+def _sqlite3_of(driver: Any) -> sqlite3.Connection:
     """The `sqlite3` connection under a pooled pysqlite or aiosqlite connection.
 
     aiosqlite runs its `sqlite3` connection in a thread of its own; while the connection
     sits in the pool that thread is idle, and asking the connection directly costs a few
     microseconds where a hop to the thread costs a few hundred.
     """
-    driver = record.driver_connection
     if isinstance(driver, sqlite3.Connection):
         return driver
-    return cast(sqlite3.Connection, driver._conn)  # type: ignore[union-attr]
+    return cast(sqlite3.Connection, driver._conn)
 
 
 def open_statements(connection: sqlite3.Connection) -> list[str]:

@@ -459,8 +459,8 @@ class Orders:
         if not paid.created:
             return purchase
         moved = await self._after_paid(paid.order, paid.settle)
-        if moved is None:
-            return purchase
+        if moved is None or (moved.change is None and not moved.rewards):
+            return purchase  # the usual purchase: no move, no reward
         return replace(purchase, new_tier=moved.to_tier, rewards=moved.rewards)
 
     def _attempt_on(self, conn: Connection, attempt: _Attempt) -> _Paid | ShopError:

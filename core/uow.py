@@ -39,7 +39,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from core.db import READ_ONLY, create_engine, create_sync_engine, is_postgres, sqlite_file_url
+from core.db import (
+    READ_ONLY,
+    create_engine,
+    create_sync_engine,
+    driver_of,
+    is_postgres,
+    open_statements,
+    sqlite_file_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,12 @@ class _GroupCommit:
 
     Callers' futures are resolved through their loop after the COMMIT, so no caller
     hears of success before its work is committed.
+
+    The thread keeps its connection from one group to the next instead of taking it
+    from the pool each time (a checkout, its checks and the ROLLBACK of the return cost
+    as much as a purchase's statements). After a group that failed, or one that left a
+    statement open (a result not read to its end, which would keep its snapshot), the
+    connection goes back to the pool, whose checks replace it if need be (`core.db`).
     """
 
     def __init__(self, engine: Engine, *, name: str) -> None:
@@ -100,6 +114,8 @@ class _GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Queued[Any]] = []
         self._draining = False
+        #: The thread's connection, kept from group to group while they succeed.
+        self._conn: Connection | None = None
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -123,8 +139,11 @@ class _GroupCommit:
 
     def _commit(self, group: list[_Queued[Any]]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        conn = self._conn
         try:
-            with self._engine.begin() as conn:
+            with conn.begin():
                 if len(group) == 1:
                     outcomes.append((group[0].work(conn), None))
                 else:
@@ -132,6 +151,10 @@ class _GroupCommit:
                         outcomes.append(_in_savepoint(conn, queued.work))
         except BaseException as failure:  # nothing of the group is kept
             outcomes = [(None, failure)] * len(group)
+            self._release()
+        else:
+            if open_statements(driver_of(conn)):
+                self._release()
         # One wake-up per event loop for the whole group, not one per caller.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for queued, (result, error) in zip(group, outcomes, strict=True):
@@ -142,9 +165,19 @@ class _GroupCommit:
             except RuntimeError:  # that loop is closed: nobody is waiting
                 log.warning("writer results arrived after their event loop closed")
 
+    def _release(self) -> None:
+        """Back to the pool, whose checks the next group's connection passes again."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _dispose(self) -> None:
+        self._release()
+        self._engine.dispose()
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._engine.dispose)
+        await loop.run_in_executor(self._thread, self._dispose)
         self._thread.shutdown(wait=True)
 
 
@@ -166,8 +199,7 @@ def _in_savepoint(
     (`begin_nested`) they would cost as much as a purchase's own statements, and work
     run here never opens savepoints of its own, so SQLAlchemy has nothing to track.
     """
-    driver = conn.connection.driver_connection
-    assert driver is not None
+    driver = driver_of(conn)
     driver.execute("SAVEPOINT run")
     try:
         result = work(conn)

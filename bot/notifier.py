@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from core.broadcast import Button as LinkButton
 from core.jobs import (
     Downgraded,
     Event,
+    Lane,
     LowStock,
     PointsExpiring,
     ReservationExpired,
@@ -409,7 +411,7 @@ class Broadcaster:
 
 @contextlib.asynccontextmanager
 async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
-    """Scheduled jobs, broadcasts and risk notices next to the bot.
+    """Scheduled jobs (a loop per `Lane`), broadcasts and risk notices next to the bot.
 
     At the end each finishes the step it is in (a broadcast stops between two deliveries
     and resumes at the next start); what is still busy after `STOP_GRACE_SECONDS` is
@@ -428,7 +430,13 @@ async def background(shop: Shop, transport: Transport) -> AsyncIterator[None]:
         await repeat(broadcaster.serve_new, BROADCAST_POLL, stop)
 
     tasks = [
-        asyncio.create_task(repeat(jobs.run_due, JOBS_TICK, stop), name="jobs"),
+        asyncio.create_task(
+            repeat(functools.partial(jobs.run_due, lane=lane), JOBS_TICK, stop),
+            name=f"jobs-{lane}",
+        )
+        for lane in Lane
+    ]
+    tasks += [
         asyncio.create_task(broadcasts(), name="broadcasts"),
         asyncio.create_task(repeat(risk.tell_new_trips, RISK_POLL, stop), name="risk"),
     ]

@@ -19,6 +19,11 @@ worker died: it resumes after at most `LEASE`) or released (it failed here: the 
 tick retries it at once). The lease is the database's, so this holds on PostgreSQL
 without Redis and on SQLite alike.
 
+The jobs run in two lanes, each its own loop in the bot (`bot.notifier.background`):
+the quarterly review, whose notices to a million members go out at the shop's send
+pace for hours, has a lane of its own, so the routine jobs (ticket SLAs, payments,
+reservations, low stock) keep their minute while it sends.
+
 Core holds no text: the bot's `Notifier` turns each event into a localized message for
 the member, the staff chat or the admins.
 """
@@ -34,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -203,6 +209,15 @@ def _review_notice(outcome: ReviewOutcome) -> TierWarning | Downgraded | None:
 # --- runs --------------------------------------------------------------------------------
 
 
+class Lane(StrEnum):
+    """Jobs that tick together: one lane's long run never delays another's jobs."""
+
+    #: Minutes-long periods: SLAs, payments, reservations, low stock, trials, points.
+    ROUTINE = "routine"
+    #: The quarterly review: written in a minute, its notices sent for hours at the pace.
+    REVIEW = "review"
+
+
 @dataclass(frozen=True, slots=True)
 class JobReport:
     job: str
@@ -218,6 +233,7 @@ class _Job:
     name: str
     period: Callable[[datetime], str]
     run: Callable[[str], Awaitable[dict[str, int]]]
+    lane: Lane = Lane.ROUTINE
 
 
 _STOCK = (
@@ -264,7 +280,12 @@ class Jobs:
         self._reservations = reservations
         self._api_keys = api_keys
         self.jobs = (
-            _Job("tier_review", lambda now: previous_quarter(now, zone), self._tier_review),
+            _Job(
+                "tier_review",
+                lambda now: previous_quarter(now, zone),
+                self._tier_review,
+                Lane.REVIEW,
+            ),
             _Job("trials", self._day, self._trials),
             _Job("points", self._day, self._expire_points),
             _Job("ticket_sla", lambda now: self._slot(now, sla_every), self._ticket_sla),
@@ -284,11 +305,16 @@ class Jobs:
 
     # --- scheduling -------------------------------------------------------------------
 
-    async def run_due(self, now: datetime | None = None) -> list[JobReport]:
-        """Run every job whose current period has no finished run; one failure stops none."""
+    async def run_due(
+        self, now: datetime | None = None, *, lane: Lane | None = None
+    ) -> list[JobReport]:
+        """Run every job (of `lane`, or of all lanes) whose current period has no finished
+        run; one failure stops none."""
         moment = now or self._clock.now()
         reports = []
         for job in self.jobs:
+            if lane is not None and job.lane is not lane:
+                continue
             period = job.period(moment)
             run_id = await self._start(job.name, period, moment)
             if run_id is None:

@@ -16,6 +16,7 @@ from core.clock import ManualClock
 from core.jobs import (
     Downgraded,
     Event,
+    Lane,
     LowStock,
     PointsExpiring,
     TicketBreached,
@@ -280,3 +281,33 @@ async def test_jobs_tick_until_stopped(shop: Shop) -> None:
     stop.set()
     await asyncio.wait_for(ticking, 10)  # the tick under way ends, and no other starts
     assert len(recorder.events) == 6
+
+
+async def test_the_reviews_notices_hold_up_no_routine_job(shop: Shop) -> None:
+    """The quarterly review's notices go out at the shop's pace for hours at a million
+    members; meanwhile the routine lane keeps ticking: here a ticket breaches and is
+    escalated while the review's sender is stuck on its first notice."""
+    await _scene(shop)
+    clock = shop.clock
+    assert isinstance(clock, ManualClock)
+    stuck, release = asyncio.Event(), asyncio.Event()
+
+    class SlowForReviews(Recorder):
+        async def notify(self, event: Event) -> None:
+            if isinstance(event, TierWarning | Downgraded):
+                stuck.set()
+                await release.wait()
+            await super().notify(event)
+
+    recorder = SlowForReviews()
+    jobs = build_jobs(shop, recorder)
+    reviewing = asyncio.create_task(jobs.run_due(lane=Lane.REVIEW))
+    await asyncio.wait_for(stuck.wait(), 10)
+    routine = await asyncio.wait_for(jobs.run_due(lane=Lane.ROUTINE), 10)
+    assert "tier_review" not in {report.job for report in routine}
+    assert {type(e) for e in recorder.events} >= {TicketBreached, PointsExpiring}
+    assert not reviewing.done()
+    release.set()
+    (review,) = await asyncio.wait_for(reviewing, 10)
+    assert (review.job, review.ran, review.error) == ("tier_review", True, None)
+    assert review.result is not None and review.result["notified"] == 2

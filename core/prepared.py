@@ -95,6 +95,25 @@ class _Plan:
             values.append(value if process is None else process(value))
         return values
 
+    def many_args(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        processed: dict[tuple[int, Any], Any] = {}
+        values = []
+        for row in rows:
+            cells = []
+            for position, (name, process) in enumerate(self.binds):
+                value = row[name] if name in row else self.fixed[name]
+                if process is not None:
+                    key = (position, value)
+                    try:
+                        value = processed[key]
+                    except KeyError:
+                        value = processed[key] = process(value)
+                    except TypeError:  # unhashable (a JSON value): processed each time
+                        value = process(value)
+                cells.append(value)
+            values.append(tuple(cells))
+        return values
+
     def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
         row, results = self.row, self.results
         if row is None:
@@ -138,6 +157,27 @@ class Prepared:
                 plan.sql, args, error, sqlite3.Error, dialect=conn.dialect
             ) from error
         return plan.rows(fetched)
+
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row, as one executemany; for writes returning nothing.
+
+        Each row becomes one tuple, and a bind processor is called once per distinct
+        value of its parameter: a bulk write's rows share their few timestamps and flags.
+        """
+        if not rows:
+            return
+        driver = conn.connection.driver_connection
+        if type(driver) is not sqlite3.Connection or conn.dispatch.before_cursor_execute:
+            conn.execute(self.statement(conn.dialect.name), [dict(row) for row in rows])
+            return
+        plan = self._plan(conn.dialect, rows[0])
+        values = plan.many_args(rows)
+        try:
+            driver.executemany(plan.sql, values)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                plan.sql, values, error, sqlite3.Error, dialect=conn.dialect, ismulti=True
+            ) from error
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
         """The first row, or None."""

@@ -152,3 +152,24 @@ async def test_listeners_see_every_statement(db: Database, clock: ManualClock) -
         event.remove(Engine, "before_cursor_execute", note)
     assert len(rows) == 2
     assert any("FROM job_runs" in statement for statement in seen)
+
+
+async def test_many_rows_store_what_sqlalchemy_stores(db: Database, clock: ManualClock) -> None:
+    """`many` is the bulk writes' executemany (the quarterly review's million rows)."""
+    rows = [_values(clock, f"m{i}") | {"finished_at": clock.now(), "result": [i]} for i in range(3)]
+
+    def write(conn: Connection) -> None:
+        if db.is_postgres:
+            Prepared(insert(_runs)).many(conn, rows)
+            return
+        with _without_sqlalchemy_execution():
+            Prepared(insert(_runs)).many(conn, rows)
+
+    await db.run(write)
+    async with db.read() as session:
+        stored = (await session.execute(select(JobRun).order_by(JobRun.job))).scalars().all()
+    assert [(r.job, r.finished_at, r.result) for r in stored] == [
+        (f"m{i}", clock.now(), [i]) for i in range(3)
+    ]
+    with pytest.raises(IntegrityError):
+        await db.run(lambda conn: Prepared(insert(_runs)).many(conn, rows[:1]))

@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
@@ -50,6 +50,7 @@ from core.db import table_of
 from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.models import Member, TierChange, TierReview, UTCDateTime
+from core.prepared import Prepared
 from core.tiers.metrics import RowMetrics, measure_range
 from core.tiers.moves import SYSTEM
 from core.tiers.rules import (
@@ -142,12 +143,13 @@ def _count(
 
 
 #: The four writes of a batch, by name, each as the statement run once per row: its
-#: parameters are the keys of the batch's row dicts.
-_WRITES: dict[str, UpdateBase] = {
-    "reviews": insert(_reviews),
-    "drops": _drop(bindparam("b_id"), bindparam("b_tier")),
-    "changes": insert(_changes),
-    "counts": _count(bindparam("b_id"), bindparam("b_below"), bindparam("b_until")),
+#: parameters are the keys of the batch's row dicts. A million members write a million
+#: rows, so on SQLite they go as `Prepared.many`, without SQLAlchemy's work per row.
+_WRITES: dict[str, Prepared] = {
+    "reviews": Prepared(insert(_reviews)),
+    "drops": Prepared(_drop(bindparam("b_id"), bindparam("b_tier"))),
+    "changes": Prepared(insert(_changes)),
+    "counts": Prepared(_count(bindparam("b_id"), bindparam("b_below"), bindparam("b_until"))),
 }
 
 _ROW_TYPES: dict[str, TypeEngine[Any]] = {
@@ -200,69 +202,10 @@ def _write(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
     """One of `_WRITES` for every row: one statement over arrays on PostgreSQL, the
     driver's executemany on SQLite."""
     if conn.dialect.name != "postgresql":
-        _execute_many(conn, _WRITES[name], rows)
+        _WRITES[name].many(conn, rows)
         return
     statement, keys = _postgres_writes()[name]
     conn.execute(statement, {key: [row[key] for row in rows] for key in keys})
-
-
-@dataclass(frozen=True, slots=True)
-class _Many:
-    """A statement compiled once per database for executemany over plain tuples."""
-
-    sql: str
-    #: For each parameter in order: the row's key and the type's bind processor (or
-    #: None), or for a value fixed in the statement no key and the value, processed.
-    params: tuple[tuple[str | None, Any], ...]
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_many(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> _Many | None:
-    """None for a driver with named parameters (the shop's sqlite3 and asyncpg take
-    positional ones): the caller then lets SQLAlchemy do it."""
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
-    if not compiled.positional:
-        return None
-    params: list[tuple[str | None, Any]] = []
-    for name in compiled.positiontup or []:
-        bind = compiled.binds[name]
-        process = bind.type.bind_processor(dialect)
-        if name in keys:
-            params.append((name, process))
-        else:
-            params.append((None, bind.value if process is None else process(bind.value)))
-    return _Many(compiled.string, tuple(params))
-
-
-def _execute_many(conn: Connection, statement: UpdateBase, rows: list[dict[str, Any]]) -> None:
-    """`conn.execute(statement, rows)` without SQLAlchemy's work per row.
-
-    The review writes a million rows at a million members, and building and processing
-    each row's parameters costs SQLAlchemy several times what the driver's executemany
-    does: here each row is one tuple, and only types with a bind processor (the
-    datetimes, booleans on SQLite) get called.
-    """
-    many = _compiled_many(statement, conn.dialect, tuple(rows[0]))
-    if many is None:
-        conn.execute(statement, rows)
-        return
-    # Processed values by input: a batch's rows share their few timestamps and flags.
-    processed: dict[tuple[str, Any], Any] = {}
-    values: list[tuple[Any, ...]] = []
-    for row in rows:
-        cells: list[Any] = []
-        for name, fixed in many.params:
-            if name is None:
-                cells.append(fixed)
-            elif fixed is None:
-                cells.append(row[name])
-            else:
-                key = (name, row[name])
-                if key not in processed:
-                    processed[key] = fixed(row[name])
-                cells.append(processed[key])
-        values.append(tuple(cells))
-    conn.exec_driver_sql(many.sql, values)
 
 
 @functools.cache

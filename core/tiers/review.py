@@ -16,9 +16,12 @@ that stops halfway resumes after the last committed batch: reviewed members have
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
+from collections import deque
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +108,14 @@ def quarter_end(label: str, zone: ZoneInfo) -> datetime:
 #: (1M members: 100 batches of ~8 statements), small enough that a batch's locks are
 #: held for a fraction of a second and its rows fit in memory many times over.
 BATCH_SIZE = 10_000
+
+#: Batches under way at once on PostgreSQL: the server measures and writes one while the
+#: next is judged in Python, so the two share the machine's cores. SQLite's one writer
+#: thread would run them one after another anyway.
+PIPELINE = 2
+
+#: The largest id an INTEGER column holds: the last batch's upper bound.
+_LAST_ID = 2**31 - 1
 
 #: Why the review moves a member, in `tier_changes.reason`.
 REVIEW_REASON = "quarterly_review"
@@ -210,8 +221,8 @@ def _write(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
 
 @functools.cache
 def _batch_query(entry: str, *, lock: bool) -> Select[*tuple[Any, ...]]:
-    """The next batch: members after `after` that hold a tier above `entry` by the rules,
-    or that this quarter's review already recorded, with that record; `limit` of them.
+    """A batch: members after `after` up to `upto` that hold a tier above `entry` by the
+    rules, or that this quarter's review already recorded, with that record.
 
     With `lock` the member rows are locked (PostgreSQL; a SQLite write transaction
     holds the whole file), so no purchase moves a member between the measure and the
@@ -238,15 +249,27 @@ def _batch_query(entry: str, *, lock: bool) -> Select[*tuple[Any, ...]]:
         )
         .where(
             Member.id > bindparam("after"),
+            Member.id <= bindparam("upto"),
             or_(
                 and_(Member.tier_source == TierSource.RULES.value, Member.tier_key != entry),
                 TierReview.id.is_not(None),
             ),
         )
         .order_by(Member.id)
-        .limit(bindparam("limit"))
     )
     return query.with_for_update(of=Member) if lock else query
+
+
+@functools.cache
+def _batch_end_query(entry: str) -> Select[int]:
+    """The id `skip` members further than `after` among those `_batch_query` takes
+    (`upto` bound to `_LAST_ID`)."""
+    return (
+        _batch_query(entry, lock=False)
+        .with_only_columns(Member.id)
+        .offset(bindparam("skip"))
+        .limit(1)
+    )
 
 
 class QuarterlyReview:
@@ -284,26 +307,56 @@ class QuarterlyReview:
     ) -> AsyncIterator[list[ReviewOutcome]]:
         """The review, one committed batch of members at a time, in member id order.
 
-        A dry run reads each batch in a read transaction and writes nothing.
+        Each batch's last member is found first (`_batch_end`), so on PostgreSQL the next
+        batch starts while this one is still running (`PIPELINE`). A consumer that stops
+        early lets the batches under way finish; each commits whole or not at all. A dry
+        run reads each batch in a read transaction and writes nothing.
         """
         label = self.label(quarter)
         if batch_size < 1:
             raise ShopError(ErrorCode.INVALID_INPUT, batch_size=batch_size)
-        after = 0
-        while True:
-            work = functools.partial(
-                self._review_batch, quarter=label, after=after, limit=batch_size, write=not dry_run
-            )
-            outcomes, last = await (self._db.run_read(work) if dry_run else self._db.run(work))
-            if last is None:
-                return
-            yield outcomes
-            after = last
+        run = self._db.run_read if dry_run else self._db.run
+        depth = PIPELINE if self._db.is_postgres else 1
+        in_flight: deque[asyncio.Future[list[ReviewOutcome]]] = deque()
+        after: int | None = 0
+        try:
+            while after is not None or in_flight:
+                if after is not None and len(in_flight) < depth:
+                    end = functools.partial(
+                        self._batch_end, quarter=label, after=after, limit=batch_size
+                    )
+                    upto = await self._db.run_read(end)
+                    work = functools.partial(
+                        self._review_batch,
+                        quarter=label,
+                        after=after,
+                        upto=_LAST_ID if upto is None else upto,
+                        write=not dry_run,
+                    )
+                    in_flight.append(asyncio.ensure_future(run(work)))
+                    after = upto
+                    continue
+                outcomes = await in_flight.popleft()
+                if outcomes:
+                    yield outcomes
+        finally:
+            for running in in_flight:
+                with suppress(Exception):
+                    await running
+
+    def _batch_end(self, conn: Connection, *, quarter: str, after: int, limit: int) -> int | None:
+        """The id of the `limit`-th member the review takes after `after`; None when
+        fewer are left (the last batch then runs to the end)."""
+        end = conn.scalar(
+            _batch_end_query(self._ladder.entry.key),
+            {"quarter": quarter, "after": after, "upto": _LAST_ID, "skip": limit - 1},
+        )
+        return None if end is None else int(end)
 
     def _review_batch(
-        self, conn: Connection, *, quarter: str, after: int, limit: int, write: bool
-    ) -> tuple[list[ReviewOutcome], int | None]:
-        """Review up to `limit` members after id `after`; the outcomes and the last id.
+        self, conn: Connection, *, quarter: str, after: int, upto: int, write: bool
+    ) -> list[ReviewOutcome]:
+        """Review the members after id `after` up to id `upto`.
 
         Everything is judged as of the quarter's end, never the moment the job runs:
         the metrics, and the protection, which starts and ends on quarter boundaries.
@@ -311,10 +364,10 @@ class QuarterlyReview:
         ladder = self._ladder
         rows = conn.execute(
             _batch_query(ladder.entry.key, lock=write),
-            {"quarter": quarter, "after": after, "limit": limit},
+            {"quarter": quarter, "after": after, "upto": upto},
         ).all()
         if not rows:
-            return [], None
+            return []
         now = self._clock.now()
         ended = quarter_end(quarter, self._zone)
         # Rows unpacked as tuples in `_batch_query`'s column order: a million members
@@ -424,4 +477,4 @@ class QuarterlyReview:
             for name, values in batch.items():
                 if values:
                     _write(conn, name, values)
-        return outcomes, rows[-1][0]
+        return outcomes

@@ -310,4 +310,5 @@ async def test_the_reviews_notices_hold_up_no_routine_job(shop: Shop) -> None:
     release.set()
     (review,) = await asyncio.wait_for(reviewing, 10)
     assert (review.job, review.ran, review.error) == ("tier_review", True, None)
-    assert review.result is not None and review.result["notified"] == 2
+    assert review.result is not None
+    assert review.result["notified"] == 2

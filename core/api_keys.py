@@ -31,7 +31,7 @@ from core.errors import ErrorCode, ShopError
 from core.ladder import Ladder
 from core.members import load_member
 from core.models import ApiKey, ApiNonce, Member, max_length
-from core.sql import insert_ignoring_conflict
+from core.sql import ignoring_conflict
 from core.text import clip, storable
 from core.uow import Database
 from core.vault import CodeVault
@@ -232,8 +232,8 @@ class ApiKeys:
         now = self._clock.now()
 
         def remember(conn: Connection) -> bool:
-            inserted = conn.scalar(
-                insert_ignoring_conflict(conn, ApiNonce),
+            inserted = ignoring_conflict(ApiNonce).scalar(
+                conn,
                 {"key_id": key_id, "nonce": nonce, "expires_at": expires_at},
             )
             if inserted is None:

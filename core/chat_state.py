@@ -38,7 +38,7 @@ from core.clock import Clock
 from core.db import table_of
 from core.members import MEMBER_COLUMNS, MemberView
 from core.models import ConversationState, Member, ProcessedUpdate
-from core.sql import insert_ignoring_conflict
+from core.sql import ignoring_conflict
 from core.uow import Database
 
 _MEMBERS = table_of(Member)
@@ -173,10 +173,9 @@ class ChatStates:
     def _write(self, writes: UpdateWrites, conn: Connection, *, strict: bool) -> None:
         now = self._clock.now()
         if writes.claim is not None:
-            claimed = conn.execute(
-                insert_ignoring_conflict(conn, ProcessedUpdate),
-                {"source": self._source, "update_id": writes.claim, "created_at": now},
-            ).first()
+            claimed = ignoring_conflict(ProcessedUpdate).first(
+                conn, {"source": self._source, "update_id": writes.claim, "created_at": now}
+            )
             if claimed is None and strict:
                 raise AlreadyHandledError(writes.claim)
         if writes.profile:

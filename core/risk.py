@@ -32,7 +32,7 @@ from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import RiskRules
 from core.models import Member, Order, RiskEvent
-from core.sql import constant, insert_ignoring_conflict
+from core.sql import constant, ignoring_conflict
 from core.uow import Database
 
 #: The two limits, as named in trip rows and in RATE_LIMITED's `limit` parameter.
@@ -190,8 +190,8 @@ def refusal_on(
     # The limit that holds the member longest decides when they may try again.
     limit, event_id, oldest = max(hits, key=lambda hit: hit[2])
     retry_at = oldest + timedelta(seconds=rules.window_seconds)
-    conn.execute(
-        insert_ignoring_conflict(conn, RiskEvent),
+    ignoring_conflict(RiskEvent).all(
+        conn,
         {
             "member_id": member_id,
             "kind": "trip",
@@ -218,8 +218,8 @@ def record_failure_on(
     conn: Connection, member_id: int, key: str, code: ErrorCode, now: datetime
 ) -> None:
     """Count a refused purchase once per idempotency key."""
-    conn.execute(
-        insert_ignoring_conflict(conn, RiskEvent),
+    ignoring_conflict(RiskEvent).all(
+        conn,
         {
             "member_id": member_id,
             "kind": "failure",

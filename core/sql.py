@@ -32,8 +32,8 @@ def insert_ignoring_conflict(
 
 @functools.cache
 def ignoring_conflict(model: type[DeclarativeBase], /) -> Prepared:
-    """`insert_ignoring_conflict` as a `Prepared`, for helpers over a `Connection` on the
-    hot path: `ignoring_conflict(Order).scalar(conn, {...})`."""
+    """`insert_ignoring_conflict` as a `Prepared`: the way helpers over a `Connection`
+    write it (`ignoring_conflict(Order).scalar(conn, {...})`); sessions use the statement."""
     return Prepared(lambda dialect_name: _insert_ignoring_conflict(dialect_name, model))
 
 

@@ -50,6 +50,14 @@ READ_ONLY = "cardshop_read_only"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: PostgreSQL connections kept open. A connection beyond them (up to `OVERFLOW` more) is
+#: opened when work needs it and closed when it comes back: under a crowd of buyers a
+#: pool of 10 opened and closed connections all the time, each a new server process and
+#: the most expensive thing a purchase did (`make bench`, 20 at once). Kept this size,
+#: four workers stay within PostgreSQL's default 100 connections.
+POOL_SIZE = 20
+OVERFLOW = 4
+
 #: A pooled PostgreSQL connection idle this long is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 10.0
 
@@ -146,7 +154,7 @@ def _ping_when_idle(engine: Engine) -> None:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """Create the engine for `url`; SQLite gets WAL, immediate writes and a busy timeout."""
     if not url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, pool_size=10)
+        engine = create_async_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=OVERFLOW)
         _ping_when_idle(engine.sync_engine)
         return engine
 

@@ -1,10 +1,11 @@
-"""Statements compiled once and run straight on the `sqlite3` connection: the hot path's SQL.
+"""Statements compiled once and run straight on the DBAPI connection: the hot path's SQL.
 
 SQLAlchemy spends 35–45 µs of Python on every execution (an execution context, the
-parameters processed by name, a result with its metadata) where `sqlite3` itself takes
-about 7 µs for the purchase's statements. On a SQLite file every write goes through
-one writer thread (`core.uow`), so that overhead is the shop's ceiling on purchases a
-second: `make bench` measured it.
+cache key of the statement, the parameters processed by name, a result with its
+metadata) where `sqlite3` itself takes about 7 µs for the purchase's statements. On a
+SQLite file every write goes through one writer thread (`core.uow`), and on PostgreSQL
+the one event loop runs every purchase's Python: either way that overhead is the
+shop's ceiling on purchases a second, as `make bench` measured.
 
 A `Prepared` keeps SQLAlchemy for everything but that last step: the statement is a
 Core construct like any other, compiled by SQLAlchemy for the database, with the
@@ -13,9 +14,10 @@ as SQLAlchemy would), and a failing statement raises SQLAlchemy's own exception
 (`IntegrityError` for a broken constraint). Only the per-execution machinery is skipped,
 and only where it is safe:
 
-- the connection's driver is `sqlite3` (the writer and reader threads); over aiosqlite
-  and asyncpg the statement runs through SQLAlchemy, whose adapters own the driver's
-  transaction and errors there;
+- the driver is `sqlite3` (the SQLite writer and reader threads) or asyncpg, through
+  the DBAPI cursor of SQLAlchemy's adapter, which begins the transaction, keeps the
+  prepared statements and translates the errors as it does for SQLAlchemy; over
+  aiosqlite the statement runs through SQLAlchemy;
 - nothing listens to `before_cursor_execute`: the tests that count statements or
   `EXPLAIN` them see the same statement run through SQLAlchemy.
 
@@ -25,14 +27,14 @@ Every row is read to its end, so no statement is left open on a pooled connectio
 
 from __future__ import annotations
 
-import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPIModule
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
@@ -114,7 +116,7 @@ class _Plan:
             values.append(tuple(cells))
         return values
 
-    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
+    def rows(self, fetched: Sequence[Sequence[Any]]) -> list[Any]:
         row, results = self.row, self.results
         if row is None:
             return []
@@ -144,18 +146,20 @@ class Prepared:
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Every row the statement returns (none for one that returns nothing)."""
-        driver = conn.connection.driver_connection
-        if type(driver) is not sqlite3.Connection or conn.dispatch.before_cursor_execute:
+        dbapi = _direct(conn)
+        if dbapi is None:
             result = conn.execute(self.statement(conn.dialect.name), dict(params))
             return list(result.all()) if result.returns_rows else []
         plan = self._plan(conn.dialect, params)
         args = plan.args(params)
+        cursor = dbapi.cursor()
         try:
-            fetched = driver.execute(plan.sql, args).fetchall()
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                plan.sql, args, error, sqlite3.Error, dialect=conn.dialect
-            ) from error
+            cursor.execute(plan.sql, args)
+            fetched = cursor.fetchall() if cursor.description else []
+        except conn.dialect.loaded_dbapi.Error as error:
+            raise _translated(conn, cursor, error, plan.sql, args, many=False) from error
+        finally:
+            cursor.close()
         return plan.rows(fetched)
 
     def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -166,18 +170,19 @@ class Prepared:
         """
         if not rows:
             return
-        driver = conn.connection.driver_connection
-        if type(driver) is not sqlite3.Connection or conn.dispatch.before_cursor_execute:
+        dbapi = _direct(conn)
+        if dbapi is None:
             conn.execute(self.statement(conn.dialect.name), [dict(row) for row in rows])
             return
         plan = self._plan(conn.dialect, rows[0])
         values = plan.many_args(rows)
+        cursor = dbapi.cursor()
         try:
-            driver.executemany(plan.sql, values)
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                plan.sql, values, error, sqlite3.Error, dialect=conn.dialect, ismulti=True
-            ) from error
+            cursor.executemany(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as error:
+            raise _translated(conn, cursor, error, plan.sql, values, many=True) from error
+        finally:
+            cursor.close()
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any | None:
         """The first row, or None."""
@@ -199,3 +204,38 @@ class Prepared:
 
 def _same_everywhere(statement: Statement) -> Builder:
     return lambda _dialect_name: statement
+
+
+#: The drivers whose DBAPI connection a `Prepared` statement runs on directly: `sqlite3`
+#: (the SQLite writer and reader threads) and SQLAlchemy's asyncpg adapter, whose
+#: DBAPI cursor still begins the transaction and translates asyncpg's errors itself.
+#: aiosqlite serves no hot path, and its adapter's cursor hops threads anyway.
+DIRECT_DRIVERS = frozenset({"pysqlite", "asyncpg"})
+
+
+def _direct(conn: Connection) -> DBAPIConnection | None:
+    """The DBAPI connection to run on, or None to run through SQLAlchemy: another
+    driver, or someone listening to the statements (a test counting or EXPLAIN-ing)."""
+    if conn.dialect.driver not in DIRECT_DRIVERS or conn.dispatch.before_cursor_execute:
+        return None
+    return conn.connection.dbapi_connection
+
+
+def _translated(
+    conn: Connection, cursor: Any, error: DBAPIModule.Error, sql: str, args: Any, *, many: bool
+) -> StatementError:
+    """The driver's error as SQLAlchemy raises it (`IntegrityError` for a broken
+    constraint), the connection invalidated first if the error lost it, as SQLAlchemy's
+    own execution does, so the pool never hands it out again."""
+    lost = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
+    if lost:
+        conn.invalidate(error)
+    return DBAPIError.instance(
+        sql,
+        args,
+        error,
+        conn.dialect.loaded_dbapi.Error,
+        dialect=conn.dialect,
+        ismulti=many,
+        connection_invalidated=lost,
+    )

@@ -1,6 +1,7 @@
-"""`Prepared` runs a statement straight on `sqlite3` and reads and writes exactly as
-SQLAlchemy would: the same values in (datetimes, JSON), the same rows out, the same
-exceptions, and every statement still seen by whoever listens to the engine."""
+"""`Prepared` runs a statement straight on the DBAPI connection (`sqlite3`, asyncpg's
+adapter) and reads and writes exactly as SQLAlchemy would: the same values in
+(datetimes, JSON), the same rows out, the same exceptions, and every statement still
+seen by whoever listens to the engine."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from sqlalchemy import Engine, bindparam, event, insert, literal, select, update
+from sqlalchemy import Engine, bindparam, event, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.clock import ManualClock
 from core.db import table_of
@@ -73,8 +74,6 @@ async def test_rows_read_as_sqlalchemy_reads_them(db: Database, clock: ManualClo
 
     def both(conn: Connection) -> tuple[list[Any], list[Any]]:
         expected = conn.execute(_READ, params).all()
-        if db.is_postgres:  # asyncpg: runs through SQLAlchemy, as the docstring says
-            return expected, prepared.all(conn, params)
         with _without_sqlalchemy_execution():
             return expected, prepared.all(conn, params)
 
@@ -93,8 +92,6 @@ async def test_writes_store_what_sqlalchemy_stores(db: Database, clock: ManualCl
     at = clock.now() + timedelta(hours=1)
 
     def finish(conn: Connection) -> Any:
-        if db.is_postgres:
-            return Prepared(_FINISH).first(conn, {"j": "b", "at": at, "r": [True]})
         with _without_sqlalchemy_execution():
             return Prepared(_FINISH).first(conn, {"j": "b", "at": at, "r": [True]})
 
@@ -125,8 +122,9 @@ async def test_a_broken_constraint_raises_sqlalchemys_error(
     plain = Prepared(insert(_runs))
 
     def duplicate(conn: Connection) -> None:
-        plain.all(conn, _values(clock, "d"))
-        plain.all(conn, _values(clock, "d"))
+        with _without_sqlalchemy_execution():
+            plain.all(conn, _values(clock, "d"))
+            plain.all(conn, _values(clock, "d"))
 
     with pytest.raises(IntegrityError):
         await db.run(duplicate)
@@ -159,9 +157,6 @@ async def test_many_rows_store_what_sqlalchemy_stores(db: Database, clock: Manua
     rows = [_values(clock, f"m{i}") | {"finished_at": clock.now(), "result": [i]} for i in range(3)]
 
     def write(conn: Connection) -> None:
-        if db.is_postgres:
-            Prepared(insert(_runs)).many(conn, rows)
-            return
         with _without_sqlalchemy_execution():
             Prepared(insert(_runs)).many(conn, rows)
 
@@ -173,3 +168,18 @@ async def test_many_rows_store_what_sqlalchemy_stores(db: Database, clock: Manua
     ]
     with pytest.raises(IntegrityError):
         await db.run(lambda conn: Prepared(insert(_runs)).many(conn, rows[:1]))
+
+
+async def test_a_lost_connection_is_never_handed_out_again(db: Database) -> None:
+    """A connection the server dropped under a statement is invalidated, as SQLAlchemy's
+    own execution does it: the error says so, and the next work gets a live one."""
+    if not db.is_postgres:
+        pytest.skip("a SQLite file has no server to drop the connection")
+    suicide = Prepared(select(func.pg_terminate_backend(func.pg_backend_pid())))
+    one = Prepared(select(literal(1)))
+
+    with pytest.raises(DBAPIError) as lost:
+        await db.run(lambda conn: suicide.all(conn, {}))
+    assert lost.value.connection_invalidated
+    for _ in range(3):
+        assert await db.run(lambda conn: one.scalar(conn, {})) == 1

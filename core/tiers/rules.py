@@ -153,27 +153,29 @@ def progress(ladder: Ladder, tier_key: str, rule: Rule, metrics: Metrics) -> Pro
     violations, fulfilment with no orders yet) counts only while it is unmet, so a
     member who has done nothing stands at 0%, not halfway.
     """
-    best: Progress | None = None
     growth, points = ladder.growth, metrics.growth_points
+    best: tuple[bool, int, tuple[ConditionProgress, ...]] | None = None
     for alternative in rule:
         conditions = tuple(
-            _measure(growth, c, metrics.value(c.metric), points) for c in alternative
+            [_measure(growth, c, metrics.value(c.metric), points) for c in alternative]
         )
-        counted = [
-            measured
-            for condition, measured in zip(alternative, conditions, strict=True)
-            if not (measured.met and _met_by_default(growth, condition))
-        ]
-        percent = min(100, sum(c.percent for c in counted) // len(counted)) if counted else 100
-        candidate = Progress(
-            tier=tier_key,
-            conditions=conditions,
-            percent=percent,
-            met=all(c.met for c in conditions),
-        )
-        if best is None or (candidate.met, candidate.percent) > (best.met, best.percent):
-            best = candidate
-    return best or Progress(tier=tier_key, conditions=(), percent=0, met=False)
+        met, total, counted = True, 0, 0
+        for condition, measured in zip(alternative, conditions, strict=True):
+            if not measured.met:
+                met = False
+            elif _met_by_default(growth, condition):
+                continue
+            total += measured.percent
+            counted += 1
+        percent = min(100, total // counted) if counted else 100
+        # The quarterly review measures half a million members: only the best
+        # alternative becomes a `Progress`.
+        if best is None or (met, percent) > best[:2]:
+            best = (met, percent, conditions)
+    if best is None:
+        return Progress(tier=tier_key, conditions=(), percent=0, met=False)
+    met, percent, conditions = best
+    return Progress(tier=tier_key, conditions=conditions, percent=percent, met=met)
 
 
 #: `_met_by_default`'s answers by everything they depend on, so no stale entry can be

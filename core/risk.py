@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, Integer, Row, Select, bindparam, select, update
+from sqlalchemy import BindParameter, Integer, Select, bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from core.clock import Clock
 from core.errors import ErrorCode, ShopError
 from core.ladder import RiskRules
 from core.models import Member, Order, RiskEvent
+from core.prepared import Prepared
 from core.sql import constant, ignoring_conflict
 from core.uow import Database
 
@@ -84,8 +85,9 @@ class Window(NamedTuple):
     failure_at: datetime | None
 
     @classmethod
-    def of(cls, row: Row[Any]) -> Window:
-        """The window from a row that carries `window_columns`."""
+    def of(cls, row: Any) -> Window:
+        """The window from a row that carries `window_columns` (SQLAlchemy's, or a
+        `Prepared` statement's)."""
         return cls(
             row.window_order_id, row.window_order_at, row.window_failure_id, row.window_failure_at
         )
@@ -150,6 +152,12 @@ def _window_query(orders_offset: int, failures_offset: int) -> Select[Any]:
     )
 
 
+@functools.cache
+def _window_check(orders_offset: int, failures_offset: int) -> Prepared:
+    """`_window_query` as every purchase on PostgreSQL runs it."""
+    return Prepared(_window_query(orders_offset, failures_offset))
+
+
 def check_on(
     conn: Connection, rules: RiskRules, member_id: int, key: str, now: datetime
 ) -> Verdict:
@@ -160,10 +168,9 @@ def check_on(
     purchase that held the lock committed, including one under this same key (a double
     tap), which must be handed back rather than counted or refused.
     """
-    row = conn.execute(
-        _window_query(*window_offsets(rules)),
-        {"member": member_id, "key": key, **window_params(rules, now)},
-    ).one()
+    (row,) = _window_check(*window_offsets(rules)).all(
+        conn, {"member": member_id, "key": key, **window_params(rules, now)}
+    )
     if row.paid_order_id is not None:
         return Verdict(paid=True, refusal=None)
     return Verdict(paid=False, refusal=refusal_on(conn, rules, member_id, now, Window.of(row)))

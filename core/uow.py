@@ -247,6 +247,14 @@ class Rider:
 _RIDER: ContextVar[Rider | None] = ContextVar("cardshop_rider", default=None)
 
 
+def _in_transaction(conn: Connection, work: Callable[[Connection], T]) -> T:
+    """`work` in a transaction begun and ended in the same hop as the work itself: on
+    PostgreSQL, `AsyncEngine.begin()` takes a hop into a greenlet of its own for the
+    BEGIN and another for the COMMIT, about 60 µs of Python a transaction."""
+    with conn.begin():
+        return work(conn)
+
+
 class Database:
     """An engine plus the ways to use it: a write transaction, a read snapshot, `run`."""
 
@@ -333,8 +341,8 @@ class Database:
 
     async def _run(self, work: Callable[[Connection], T]) -> T:
         if self._sqlite_url is None:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(_in_transaction, work)
         if self._sqlite_writer is None:
             self._sqlite_writer = _GroupCommit(
                 create_sync_engine(self._sqlite_url), name="sqlite-writer"

@@ -170,11 +170,11 @@ async def test_many_rows_store_what_sqlalchemy_stores(db: Database, clock: Manua
         await db.run(lambda conn: Prepared(insert(_runs)).many(conn, rows[:1]))
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_lost_connection_is_never_handed_out_again(db: Database) -> None:
     """A connection the server dropped under a statement is invalidated, as SQLAlchemy's
-    own execution does it: the error says so, and the next work gets a live one."""
-    if not db.is_postgres:
-        pytest.skip("a SQLite file has no server to drop the connection")
+    own execution does it: the error says so, and the next work gets a live one (a
+    SQLite file has no server to drop it)."""
     suicide = Prepared(select(func.pg_terminate_backend(func.pg_backend_pid())))
     one = Prepared(select(literal(1)))
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: One SQLite and one PostgreSQL case.
+#: One SQLite case and two PostgreSQL ones.
 TARGET = "tests/test_migrations.py"
 
 
@@ -32,8 +32,8 @@ def test_postgres_cases_are_one_line_when_not_configured() -> None:
     out = _pytest(database_url=None)
     assert "SKIPPED" not in out
     assert out.count("PostgreSQL") == 1
-    assert "1 PostgreSQL case deselected: set TEST_DATABASE_URL to run them" in out
-    assert "1 passed, 1 deselected" in out
+    assert "2 PostgreSQL cases deselected: set TEST_DATABASE_URL to run them" in out
+    assert "1 passed, 2 deselected" in out
 
 
 def test_nothing_is_left_out_when_configured() -> None:

@@ -84,13 +84,17 @@ async def confirmation(api: BotApiStub, shop: Shop, user: TgUser, product: int) 
 
 
 def taken(api: BotApiStub, update_ids: set[int]) -> bool:
-    """Whether the bot's polls have fetched every update in `update_ids`."""
+    """Whether the bot holds every update in `update_ids`: its next getUpdates confirmed
+    them. A fetch alone is not enough: the stub records the answer as it sends it, and a
+    bot stopped before the answer reached it never had those updates (Telegram keeps
+    them for the next start)."""
     fetched = {
         update["update_id"]
         for call in api.calls_to("getUpdates")
         for update in (call.response.get("result") or [])
     }
-    return update_ids <= fetched
+    unconfirmed = {update["update_id"] for update in api.pending_updates}
+    return update_ids <= fetched and not update_ids & unconfirmed
 
 
 async def test_sigterm_finishes_the_payments_in_flight(

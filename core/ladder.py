@@ -256,6 +256,12 @@ class Ladder(Frozen):
     def by_key(self) -> dict[str, Tier]:
         return {tier.key: tier for tier in self.tiers}
 
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Each tier's place on the ladder by key: `tiers.index(tier)` would compare
+        pydantic models field by field, and every purchase asks twice (price, tier check)."""
+        return {tier.key: position for position, tier in enumerate(self.tiers)}
+
     @property
     def entry(self) -> Tier:
         return self.tiers[0]
@@ -267,7 +273,10 @@ class Ladder(Frozen):
             raise ShopError(ErrorCode.UNKNOWN_TIER, tier=key) from None
 
     def index(self, key: str) -> int:
-        return self.tiers.index(self.tier(key))
+        try:
+            return self.positions[key]
+        except KeyError:
+            raise ShopError(ErrorCode.UNKNOWN_TIER, tier=key) from None
 
     def above(self, key: str) -> Tier | None:
         """The next tier a member can earn by the rules (invite-only tiers are skipped)."""

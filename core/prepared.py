@@ -28,16 +28,19 @@ Every row is read to its end, so no statement is left open on a pooled connectio
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from sqlalchemy import DateTime, TypeDecorator
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPIModule
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import TypeEngine
 
 #: What can be prepared: a SELECT, or an INSERT, UPDATE or DELETE.
 Statement = Select[*tuple[Any, ...]] | UpdateBase
@@ -70,7 +73,7 @@ class _Plan:
         if compiled.insert_prefetch or compiled.update_prefetch:
             raise TypeError(f"cannot prepare {statement}: give every defaulted column a value")
         binds = tuple(
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            (name, _bind_processor(compiled.binds[name].type, dialect))
             for name in compiled.positiontup
         )
         columns = list(getattr(statement, "exported_columns", ()))
@@ -200,6 +203,49 @@ class Prepared:
         if plan is None:
             plan = self._plans[key] = _Plan.compile(self.statement(dialect.name), dialect, key[1])
         return plan
+
+
+#: One bind processor per database and datetime type, shared by every plan and
+#: remembering the last value it processed (`_remembering_last`).
+_DATETIME_BINDS: WeakKeyDictionary[Dialect, dict[Hashable, _Process]] = WeakKeyDictionary()
+
+
+def _bind_processor(bind_type: TypeEngine[Any], dialect: Dialect) -> _Process:
+    """The type's bind processor for `dialect`; for a datetime, one shared by every plan
+    that binds the same type, remembering its last value.
+
+    A purchase binds the same `now` nine times over its statements (the order's two
+    timestamps, the ledger's, the claim's, the activity's...), and converting a datetime
+    for the driver costs more than many a statement's other arguments together.
+    """
+    process = bind_type.dialect_impl(dialect).bind_processor(dialect)
+    impl = bind_type.impl_instance if isinstance(bind_type, TypeDecorator) else bind_type
+    if process is None or not isinstance(impl, DateTime):
+        return process
+    if isinstance(bind_type, TypeDecorator) and not bind_type.cache_ok:
+        return _remembering_last(process)  # no cache key to share it by
+    shared = _DATETIME_BINDS.setdefault(dialect, {})
+    key = bind_type._static_cache_key  # equal keys compile to the same SQL and processing
+    if key not in shared:
+        shared[key] = _remembering_last(process)
+    return shared[key]
+
+
+def _remembering_last(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`process`, handing back its last result when given the very same (immutable)
+    value again. The pair is one tuple, replaced whole, so the writer and reader
+    threads sharing it never see one value with another's result."""
+    last: list[tuple[Any, Any]] = [(object(), None)]
+
+    def remembered(value: Any) -> Any:
+        seen, result = last[0]
+        if value is seen:
+            return result
+        result = process(value)
+        last[0] = (value, result)
+        return result
+
+    return remembered
 
 
 def _same_everywhere(statement: Statement) -> Builder:

@@ -102,6 +102,30 @@ async def test_writes_store_what_sqlalchemy_stores(db: Database, clock: ManualCl
     assert (stored.finished_at, stored.result) == (at, [True])
 
 
+async def test_each_datetime_is_stored_as_itself(db: Database, clock: ManualClock) -> None:
+    """Datetime binds remember the last value they converted (a purchase binds one `now`
+    nine times): equal values in other objects, other values and the first again, across
+    statements and columns, are each stored as they are."""
+    first, later = clock.now(), clock.now() + timedelta(seconds=1)
+    equal = first + timedelta(0)  # equal to `first`, another object
+    values = [first, first, later, equal, first, later]
+
+    def write(conn: Connection) -> None:
+        with _without_sqlalchemy_execution():
+            for number, at in enumerate(values):
+                ignoring_conflict(JobRun).scalar(
+                    conn, _values(clock, f"t{number}") | {"started_at": at}
+                )
+                Prepared(_FINISH).all(conn, {"j": f"t{number}", "at": values[-number - 1], "r": 0})
+
+    await db.run(write)
+    async with db.read() as session:
+        stored = (await session.execute(select(JobRun).order_by(JobRun.job))).scalars().all()
+    assert [(r.started_at, r.finished_at) for r in stored] == list(
+        zip(values, reversed(values), strict=True)
+    )
+
+
 async def test_a_conflict_inserts_nothing_and_says_so(db: Database, clock: ManualClock) -> None:
     def twice(conn: Connection) -> tuple[Any, Any]:
         prepared = ignoring_conflict(JobRun)

@@ -115,34 +115,59 @@ def _measure(
     growth: GrowthRules, condition: Condition, value: int, growth_points: int
 ) -> ConditionProgress:
     if condition.max is not None:
-        met = value <= condition.max
+        met, percent = _score(growth, condition, value, growth_points)
         return ConditionProgress(
             metric=condition.metric,
             bound="max",
             current=value,
             required=condition.max,
             left=max(0, value - condition.max),
-            percent=100 if met else 0,
+            percent=percent,
             met=met,
             growth_credit=0,
         )
-    required = condition.min if condition.min is not None else 0
-    credit = 0
-    if condition.metric in SPEND_METRICS:
-        credit = min(
-            growth_points * growth.fen_per_growth_point,
-            required * growth.max_share_percent // 100,
-        )
+    required = condition.min or 0
+    credit = _growth_credit(growth, condition, growth_points)
     current = value + credit
+    met, percent = _reached(current, required)
     return ConditionProgress(
         metric=condition.metric,
         bound="min",
         current=current,
         required=required,
         left=max(0, required - current),
-        percent=100 if required <= 0 else min(100, max(0, current) * 100 // required),
-        met=current >= required,
+        percent=percent,
+        met=met,
         growth_credit=credit,
+    )
+
+
+def _score(
+    growth: GrowthRules, condition: Condition, value: int, growth_points: int
+) -> tuple[bool, int]:
+    """Whether one condition is met, and its percent: `_measure` without building its
+    result, for the tier check that every purchase and check-in runs."""
+    if condition.max is not None:
+        met = value <= condition.max
+        return met, 100 if met else 0
+    current = value + _growth_credit(growth, condition, growth_points)
+    return _reached(current, condition.min or 0)
+
+
+def _reached(current: int, required: int) -> tuple[bool, int]:
+    """A `min` condition: whether `current` meets it, and the percent of it covered."""
+    percent = 100 if required <= 0 else min(100, max(0, current) * 100 // required)
+    return current >= required, percent
+
+
+def _growth_credit(growth: GrowthRules, condition: Condition, growth_points: int) -> int:
+    """The part of a spend condition that growth points stand in for (分), capped at a
+    share of what it requires."""
+    if condition.metric not in SPEND_METRICS:
+        return 0
+    return min(
+        growth_points * growth.fen_per_growth_point,
+        (condition.min or 0) * growth.max_share_percent // 100,
     )
 
 
@@ -199,9 +224,7 @@ def _met_by_default(growth: GrowthRules, condition: Condition) -> bool:
     met = _MET_BY_DEFAULT.get(key)
     if met is None:
         value = NO_ACTIVITY.value(condition.metric)
-        met = _MET_BY_DEFAULT[key] = _measure(
-            growth, condition, value, NO_ACTIVITY.growth_points
-        ).met
+        met = _MET_BY_DEFAULT[key] = _score(growth, condition, value, NO_ACTIVITY.growth_points)[0]
     return met
 
 
@@ -316,19 +339,19 @@ def _bound(
         value = known.get(condition.metric)
         bound = _BOUNDED_BY.get(condition.metric)
         if value is None and condition.min is not None and bound is not None:
-            best = _measure(ladder.growth, condition, known[bound], growth)
-            could = could and best.met
-            total += 100 if by_default else best.percent
+            met, percent = _score(ladder.growth, condition, known[bound], growth)
+            could = could and met
+            total += 100 if by_default else percent
             counted += 1
         elif value is None:
             if not (condition.max is not None and by_default):
                 total += 100
                 counted += 1
         else:
-            measured = _measure(ladder.growth, condition, value, growth)
-            could = could and measured.met
-            if not (measured.met and by_default):
-                total += measured.percent
+            met, percent = _score(ladder.growth, condition, value, growth)
+            could = could and met
+            if not (met and by_default):
+                total += percent
                 counted += 1
     return could, min(100, total // counted) if counted else 100
 

@@ -15,10 +15,13 @@ synchronous=NORMAL, BEGIN IMMEDIATE, as the shop's engine); on PostgreSQL `async
 a pool, 1 and 20 at once, each compared with `Orders.place` at the same concurrency.
 
 Rounds alternate (baseline, 1 at once, 20 at once, again...) so the machine's noise falls
-on all of them alike; the median of each is printed with its ratio. Every round checks
-that it sold exactly one code per purchase and charged exactly that.
+on all of them alike. Each measure's median rate is printed with the median of its
+per-round ratios: a ratio taken within one round compares runs a second apart, which
+the 2-core machines' drifting speed (the baseline alone ranges 1.5× between runs)
+spoils far less than a ratio of medians taken minutes apart. Every round checks that it
+sold exactly one code per purchase and charged exactly that.
 
-Run: `make bench` (or `python -m bench.purchase --n 1000 --rounds 3`); with
+Run: `make bench` (or `python -m bench.purchase --n 1000 --rounds 5`); with
 BENCH_DATABASE_URL=postgresql+asyncpg://... PostgreSQL too (that database is WIPED).
 """
 
@@ -320,8 +323,10 @@ class Measure:
     run: Callable[[int, list[tuple[int, str]]], Any]
 
 
-async def _rounds(shop: Shop, n: int, rounds: int, measures: list[Measure]) -> dict[str, float]:
-    """Each measure `rounds` times, alternating; the median rate of each."""
+async def _rounds(
+    shop: Shop, n: int, rounds: int, measures: list[Measure]
+) -> dict[str, list[float]]:
+    """Each measure `rounds` times, alternating; the rates of each, round by round."""
     rates: dict[str, list[float]] = {m.label: [] for m in measures}
     for _ in range(rounds):
         for measure in measures:
@@ -329,16 +334,17 @@ async def _rounds(shop: Shop, n: int, rounds: int, measures: list[Measure]) -> d
             rate = await measure.run(product, plan)
             await _check_sold(shop, product, n)
             rates[measure.label].append(rate)
-    return {label: statistics.median(values) for label, values in rates.items()}
+    return rates
 
 
-def _line(db: str, label: str, rate: float, base: float | None = None) -> None:
-    ratio = f"{rate / base:6.2f}x" if base else "  1.00x"
-    print(f"{db:10} {label:44} {rate:8.0f} purchases/s {ratio}")
+def _line(db: str, label: str, rates: list[float], bases: list[float] | None = None) -> None:
+    """The median rate, and the median of its ratios to the baseline of the same round."""
+    ratio = statistics.median(r / b for r, b in zip(rates, bases, strict=True)) if bases else 1.0
+    print(f"{db:10} {label:44} {statistics.median(rates):8.0f} purchases/s {ratio:6.2f}x")
 
 
-async def sqlite_bench(n: int, rounds: int) -> dict[str, float]:
-    """The SQLite rounds, printed; the median rate of each measure."""
+async def sqlite_bench(n: int, rounds: int) -> dict[str, list[float]]:
+    """The SQLite rounds, printed; the rates of each measure, round by round."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         shop = await _open(f"sqlite+aiosqlite:///{path}", Path(tmp))
@@ -403,6 +409,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="purchases per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     args = parser.parse_args()
     asyncio.run(main(args.n, args.rounds, os.environ.get("BENCH_DATABASE_URL")))

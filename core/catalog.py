@@ -113,6 +113,15 @@ class Page(Generic[T]):
     def pages(self) -> int:
         return max(1, -(-self.total // self.page_size))
 
+    @classmethod
+    def of(cls, items: Sequence[T], page: int, page_size: int) -> Page[T]:
+        """The `page`th `page_size` of `items`, or the last page when past it (a button
+        drawn before the list shrank)."""
+        last = max(1, -(-len(items) // page_size))
+        page = min(max(page, 1), last)
+        start = (page - 1) * page_size
+        return cls(tuple(items[start : start + page_size]), page, page_size, len(items))
+
 
 @dataclass(frozen=True, slots=True)
 class CategoryView:
@@ -265,10 +274,7 @@ class _Shelf:
 
     def window(self, category_id: int, page: int, page_size: int) -> Page[int]:
         """The ids of a category's products on `page`, or on the last page when past it."""
-        ids = self.on_sale.get(category_id, ())
-        page = min(page, max(1, -(-len(ids) // page_size)))
-        start = (page - 1) * page_size
-        return Page(ids[start : start + page_size], page=page, page_size=page_size, total=len(ids))
+        return Page.of(self.on_sale.get(category_id, ()), page, page_size)
 
 
 @dataclass(frozen=True, slots=True)

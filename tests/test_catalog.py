@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from core.catalog import Catalog, ProductView
+from core.catalog import Catalog, Page, ProductView
 from core.clock import ManualClock
 from core.errors import ErrorCode, ShopError
 from core.models import Category, Member, MemberPrice, Product, TierPrice
@@ -400,3 +400,20 @@ async def test_low_stock_lists_active_products_below_threshold(
 
     assert [(p.sku, p.stock) for p in low] == [("EMPTY", 0), ("SOLD", 2)]
     assert plenty.id not in {p.id for p in low}
+
+
+@pytest.mark.parametrize(
+    ("asked", "shown", "items"),
+    [(1, 1, (1, 2, 3)), (2, 2, (4, 5, 6)), (3, 3, (7,)), (9, 3, (7,)), (0, 1, (1, 2, 3))],
+)
+def test_a_page_past_either_end_is_the_nearest_one(
+    asked: int, shown: int, items: tuple[int, ...]
+) -> None:
+    """A button drawn before the list shrank asks for a page that is gone."""
+    page = Page.of(list(range(1, 8)), asked, 3)
+    assert (page.page, page.items, page.pages, page.has_next) == (shown, items, 3, shown < 3)
+
+
+def test_an_empty_list_is_one_empty_page() -> None:
+    page = Page.of([], 4, 3)
+    assert (page.page, page.items, page.pages, page.has_next) == (1, (), 1, False)

@@ -9,8 +9,10 @@ admin sees referrers by name and id, unmasked, unlike the referrer's own screen.
 from __future__ import annotations
 
 from bot.callbacks import Callback
-from bot.conversation import Button, Context, Conversation, escape
+from bot.conversation import Context, Conversation, escape
 from bot.handlers.admin import admins_only, home_button, section
+from bot.paging import page_line, paging_row
+from core.catalog import Page
 from core.commission import ACTIVE_DAYS, ReferrerRow
 
 conversation = Conversation("admin_referrals", button_guard=admins_only)
@@ -50,23 +52,12 @@ def row_text(ctx: Context, row: ReferrerRow) -> str:
 
 
 async def show_page(ctx: Context, page: int) -> None:
-    rows = await ctx.shop.referrals.report()
-    pages = max(1, -(-len(rows) // PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    lines = [ctx._("👥 <b>Referral report</b>")]
-    if pages > 1:
-        lines.append(
-            ctx._("Page {page} of {pages}").format(page=ctx.number(page), pages=ctx.number(pages))
-        )
-    lines.append("")
-    lines += [row_text(ctx, row) for row in shown] or [ctx._("Nobody has referred a member yet.")]
-    paging: list[Button] = []
-    if page > 1:
-        paging.append(Button(ctx._("‹ Previous"), ReferralReportCallback(page=page - 1)))
-    if page < pages:
-        paging.append(Button(ctx._("Next ›"), ReferralReportCallback(page=page + 1)))
-    keyboard = [paging] if paging else []
+    shown = Page.of(await ctx.shop.referrals.report(), page, PAGE_SIZE)
+    lines = [ctx._("👥 <b>Referral report</b>"), *page_line(ctx, shown), ""]
+    lines += [row_text(ctx, row) for row in shown.items] or [
+        ctx._("Nobody has referred a member yet.")
+    ]
+    keyboard = paging_row(ctx, shown.page, shown.has_next, lambda n: ReferralReportCallback(page=n))
     keyboard.append([home_button(ctx)])
     await ctx.reply("\n".join(lines), keyboard)
 

@@ -17,6 +17,8 @@ from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, Keyboard, UnreachableError, escape
 from bot.handlers.admin import actor, admins_only, home_button, operations, section
 from bot.handlers.delivery import MemberChat
+from bot.paging import page_line, paging_row
+from core.catalog import Page
 from core.errors import ErrorCode, ShopError
 from core.reservations import ReservationView
 
@@ -54,32 +56,21 @@ def line(ctx: Context, hold: ReservationView) -> str:
 
 
 async def show_list(ctx: Context, page: int, *, notice: str | None = None) -> None:
-    holds = await operations(ctx).admin.reservations()
-    pages = max(1, -(-len(holds) // PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    shown = holds[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    shown = Page.of(await operations(ctx).admin.reservations(), page, PAGE_SIZE)
+    page = shown.page
     lines = [notice, ""] if notice else []
     lines.append(ctx._("📌 <b>Open reservations</b>"))
-    if pages > 1:
-        lines.append(
-            ctx._("Page {page} of {pages}").format(page=ctx.number(page), pages=ctx.number(pages))
-        )
-    lines += [line(ctx, hold) for hold in shown] or [ctx._("No open reservations.")]
+    lines += page_line(ctx, shown)
+    lines += [line(ctx, hold) for hold in shown.items] or [ctx._("No open reservations.")]
     opens = [
         Button(
             f"#{hold.id}",
             ReservationAdminCallback(reservation=hold.id, action="view", page=page),
         )
-        for hold in shown
+        for hold in shown.items
     ]
     keyboard: list[list[Button]] = [opens[i : i + 5] for i in range(0, len(opens), 5)]
-    paging: list[Button] = []
-    if page > 1:
-        paging.append(Button(ctx._("‹ Previous"), ReservationsListCallback(page=page - 1)))
-    if page < pages:
-        paging.append(Button(ctx._("Next ›"), ReservationsListCallback(page=page + 1)))
-    if paging:
-        keyboard.append(paging)
+    keyboard += paging_row(ctx, page, shown.has_next, lambda n: ReservationsListCallback(page=n))
     keyboard.append([home_button(ctx)])
     await ctx.reply("\n".join(lines), keyboard)
 

@@ -23,6 +23,7 @@ from bot.handlers.admin import (
     operations,
     section,
 )
+from bot.paging import paging_row
 from core.catalog import ProductView
 from core.stock import ImportReport
 
@@ -98,13 +99,9 @@ async def show_list(ctx: Context, view: Literal["products", "stock"], page: int)
         keyboard.append([Button(label, target)])
     if not listing.items:
         lines.append(ctx._("No products yet."))
-    paging: list[Button] = []
-    if page > 1:
-        paging.append(Button(ctx._("‹ Previous"), ProductListCallback(view=view, page=page - 1)))
-    if listing.has_next:
-        paging.append(Button(ctx._("Next ›"), ProductListCallback(view=view, page=page + 1)))
-    if paging:
-        keyboard.append(paging)
+    keyboard += paging_row(
+        ctx, page, listing.has_next, lambda n: ProductListCallback(view=view, page=n)
+    )
     if view == "products":
         keyboard.append([Button(ctx._("➕ New product"), NewProductCallback())])
     keyboard.append([home_button(ctx)])

@@ -14,7 +14,8 @@ from bot.callbacks import Callback
 from bot.conversation import Button, Context, Conversation, escape
 from bot.handlers.start import menu_button
 from bot.i18n import N_
-from core.catalog import CategoryPage, CategoryView, Offer
+from bot.paging import page_line, paging_row
+from core.catalog import CategoryPage, CategoryView, Offer, Page
 
 conversation = Conversation("browse")
 
@@ -152,19 +153,13 @@ def category_buttons(
 ) -> list[list[Button]]:
     """One page of a list of categories (the last page when `page` is past it), its
     "Page n of m" and hint added to `lines`."""
-    pages = -(-len(children) // CATEGORY_PAGE_SIZE)
-    page = min(max(page, 1), pages)
-    if pages > 1:
-        lines.append(
-            ctx._("Page {page} of {pages}").format(page=ctx.number(page), pages=ctx.number(pages))
-        )
+    shown = Page.of(children, page, CATEGORY_PAGE_SIZE)
+    lines += page_line(ctx, shown)
     lines.append(ctx._("Choose a category:"))
-    start = (page - 1) * CATEGORY_PAGE_SIZE
     keyboard: list[list[Button]] = [
-        [Button(child.name(ctx.locale), ShopCallback(category=child.id))]
-        for child in children[start : start + CATEGORY_PAGE_SIZE]
+        [Button(child.name(ctx.locale), ShopCallback(category=child.id))] for child in shown.items
     ]
-    return keyboard + paging(ctx, parent, page, page < pages)
+    return keyboard + paging(ctx, parent, shown.page, shown.has_next)
 
 
 async def products(ctx: Context, category: CategoryView, shown: CategoryPage) -> None:
@@ -176,12 +171,7 @@ async def products(ctx: Context, category: CategoryView, shown: CategoryPage) ->
     if not found.items:
         lines.append(ctx._("Nothing on sale here right now."))
     else:
-        if found.pages > 1:
-            lines.append(
-                ctx._("Page {page} of {pages}").format(
-                    page=ctx.number(found.page), pages=ctx.number(found.pages)
-                )
-            )
+        lines += page_line(ctx, found)
         lines.append("")
         first = (found.page - 1) * found.page_size + 1
         for number, offer in enumerate(found.items, start=first):
@@ -198,9 +188,4 @@ def paging(
 ) -> list[list[Button]]:
     """‹ Previous / Next › for a page of a category (None: the top level)."""
     at = category.id if category is not None else None
-    row: list[Button] = []
-    if page > 1:
-        row.append(Button(ctx._("‹ Previous"), ShopCallback(category=at, page=page - 1)))
-    if has_next:
-        row.append(Button(ctx._("Next ›"), ShopCallback(category=at, page=page + 1)))
-    return [row] if row else []
+    return paging_row(ctx, page, has_next, lambda n: ShopCallback(category=at, page=n))

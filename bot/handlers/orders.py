@@ -15,6 +15,7 @@ from bot.errors import render_error
 from bot.handlers.delivery import show_codes
 from bot.handlers.start import MenuCallback, menu_button
 from bot.i18n import N_
+from bot.paging import paging_row
 from core.clock import local_day
 from core.errors import ErrorCode, ShopError
 from core.models import OrderStatus
@@ -152,13 +153,7 @@ async def show_page(ctx: Context, page: int) -> None:
             ]
             for order in shown
         ]
-        paging: list[Button] = []
-        if page > 1:
-            paging.append(Button(ctx._("‹ Previous"), OrdersCallback(page=page - 1)))
-        if has_next:
-            paging.append(Button(ctx._("Next ›"), OrdersCallback(page=page + 1)))
-        if paging:
-            keyboard.append(paging)
+        keyboard += paging_row(ctx, page, has_next, lambda n: OrdersCallback(page=n))
         if ctx.shop.ladder.tier(ctx.member.tier_key).capabilities.export:
             keyboard.append([Button(ctx._("📄 Export my orders (CSV)"), OrdersExportCallback())])
     keyboard.append([menu_button(ctx)])

@@ -12,7 +12,7 @@ from core.catalog import Page
 
 
 def page_line(ctx: Context, page: Page[Any]) -> list[str]:
-    """ "Page n of m" as a line of the text; none when everything fits on one page."""
+    """The line saying which page this is of how many; none when all fits on one."""
     if page.pages == 1:
         return []
     return [

@@ -267,10 +267,7 @@ class Ladder(Frozen):
         return self.tiers[0]
 
     def tier(self, key: str) -> Tier:
-        try:
-            return self.by_key[key]
-        except KeyError:
-            raise ShopError(ErrorCode.UNKNOWN_TIER, tier=key) from None
+        return self.tiers[self.index(key)]
 
     def index(self, key: str) -> int:
         try:
